@@ -1,0 +1,15 @@
+import type { Knex } from "knex";
+import * as feedsAndEvents from "./20261123_001_feeds_and_events.js";
+
+export interface Migration {
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+/**
+ * Every migration, in order. Named without a file extension so that running from TypeScript sources (tests)
+ * and from the build (`npm start`) share one migration history. Append; never rename or edit a released one.
+ */
+export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
+  ["20261123_001_feeds_and_events", feedsAndEvents],
+];

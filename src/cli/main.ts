@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig, OPTIONS, unknownVariables } from "../config.js";
+import { migrate, openStorage } from "../db/database.js";
+import { createLogger } from "../logger.js";
+import { startService } from "../service.js";
+
+/**
+ * The `seintje` command. Exit codes: 0 done, 1 failed while running, 2 bad usage or configuration.
+ */
+
+const USAGE = `Usage: seintje <command> [options]
+
+Commands:
+  serve [--no-migrate]   run the service (migrates the database first unless --no-migrate)
+  migrate                bring the database schema up to date and exit
+  help                   show this text
+
+Options:
+  -h, --help             show this text
+  -v, --version          print the version
+
+Configuration comes from the environment:
+${OPTIONS.map((option) => `  ${option.variable.padEnd(28)} ${option.meaning} (default ${option.default})`).join("\n")}
+`;
+
+/** The package's version: package.json is two folders up from src/cli, three from dist/src/cli. */
+function version(): string {
+  for (const path of ["../../package.json", "../../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === "seintje" && pkg.version) return pkg.version;
+    } catch {
+      // not this one
+    }
+  }
+  return "unknown";
+}
+
+function usageError(message: string): never {
+  process.stderr.write(`seintje: ${message}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+function configOrExit() {
+  try {
+    return loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`seintje: invalid configuration: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { "no-migrate": { type: "boolean" } }, strict: true });
+  const config = configOrExit();
+  const logger = createLogger(config.logLevel);
+  for (const name of unknownVariables()) logger.warn({ variable: name }, "unknown SEINTJE_ variable ignored");
+  const service = await startService(config, logger, { migrate: !values["no-migrate"] });
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    logger.info({ signal }, "stopping");
+    service.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "stopping failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}
+
+async function migrateCommand(args: string[]): Promise<void> {
+  parseArgs({ args, options: {}, strict: true });
+  const config = configOrExit();
+  const storage = await openStorage(config.database);
+  try {
+    const ran = await migrate(storage);
+    process.stdout.write(ran.length > 0 ? `applied: ${ran.join(", ")}\n` : "the schema is up to date\n");
+  } finally {
+    await storage.close();
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+      return serve(rest);
+    case "migrate":
+      return migrateCommand(rest);
+    case undefined:
+    case "help":
+    case "-h":
+    case "--help":
+      process.stdout.write(USAGE);
+      return;
+    case "-v":
+    case "--version":
+      process.stdout.write(`${version()}\n`);
+      return;
+    default:
+      usageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof TypeError && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    usageError(error.message);
+  }
+  process.stderr.write(
+    `seintje: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
+  process.exit(1);
+});

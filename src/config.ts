@@ -1,0 +1,155 @@
+import { hostname } from "node:os";
+import { resolve } from "node:path";
+
+/**
+ * Configuration: defaults < environment, validated once at start.
+ *
+ * Every option is declared once in OPTIONS with its default and a one-line why, so the table in the README and the
+ * checks at boot come from the same place. A bad value stops the service with a message naming the variable.
+ */
+
+export type Database = { dialect: "sqlite"; filename: string } | { dialect: "postgres"; url: string };
+
+export interface Config {
+  host: string;
+  port: number;
+  database: Database;
+  dataDir: string;
+  /** Base of absolute URLs; undefined means http://<the address actually bound>. */
+  publicUrl: string | undefined;
+  source: string;
+  autoCreateFeeds: boolean;
+  retentionIntervalSeconds: number;
+  logLevel: string;
+  /** Longest `wait` a long-poll may ask for, in seconds (the contract says 60). */
+  maxWaitSeconds: number;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+interface Option {
+  variable: string;
+  default: string;
+  meaning: string;
+}
+
+/** The documented options. `default` is shown as text; derived defaults are described in words. */
+export const OPTIONS: readonly Option[] = [
+  { variable: "SEINTJE_HOST", default: "127.0.0.1", meaning: "address to listen on" },
+  { variable: "SEINTJE_PORT", default: "8080", meaning: "port to listen on (0 picks a free one)" },
+  {
+    variable: "DATABASE_URL",
+    default: "sqlite:<SEINTJE_DATA_DIR>/seintje.db",
+    meaning: "`sqlite:<path>` (PostgreSQL is not supported yet)",
+  },
+  { variable: "SEINTJE_DATA_DIR", default: "./data", meaning: "home of the SQLite file" },
+  {
+    variable: "SEINTJE_PUBLIC_URL",
+    default: "http://<host>:<port>",
+    meaning: "base of absolute URLs in `Link` headers",
+  },
+  {
+    variable: "SEINTJE_SOURCE",
+    default: "urn:seintje:<hostname>",
+    meaning: "CloudEvents `source` of the service",
+  },
+  { variable: "SEINTJE_AUTO_CREATE_FEEDS", default: "false", meaning: "create a feed on its first publish" },
+  { variable: "SEINTJE_RETENTION_INTERVAL", default: "60", meaning: "seconds between retention passes" },
+  { variable: "SEINTJE_LOG_LEVEL", default: "info", meaning: "fatal, error, warn, info, debug or trace" },
+];
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+function text(env: Env, variable: string): string | undefined {
+  const value = env[variable]?.trim();
+  return value === undefined || value === "" ? undefined : value;
+}
+
+function integer(env: Env, variable: string, fallback: number, min: number, max: number): number {
+  const raw = text(env, variable);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(variable, `expected a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max)
+    throw new ConfigError(variable, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function boolean(env: Env, variable: string, fallback: boolean): boolean {
+  const raw = text(env, variable)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (["true", "1", "yes", "on"].includes(raw)) return true;
+  if (["false", "0", "no", "off"].includes(raw)) return false;
+  throw new ConfigError(variable, `expected true or false, got "${raw}"`);
+}
+
+function database(env: Env, dataDir: string): Database {
+  const raw = text(env, "DATABASE_URL");
+  if (raw === undefined) return { dialect: "sqlite", filename: resolve(dataDir, "seintje.db") };
+  if (raw.startsWith("sqlite:")) {
+    const path = raw.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
+    if (path === "")
+      throw new ConfigError("DATABASE_URL", "sqlite: needs a file path, e.g. sqlite:./data/seintje.db");
+    return { dialect: "sqlite", filename: resolve(path) };
+  }
+  if (/^postgres(ql)?:\/\//.test(raw)) {
+    throw new ConfigError("DATABASE_URL", "PostgreSQL is not supported yet; use sqlite:<path>");
+  }
+  throw new ConfigError("DATABASE_URL", "expected sqlite:<path>");
+}
+
+function publicUrl(env: Env): string | undefined {
+  const raw = text(env, "SEINTJE_PUBLIC_URL");
+  if (raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError("SEINTJE_PUBLIC_URL", `not a URL: "${raw}"`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new ConfigError("SEINTJE_PUBLIC_URL", "must be an http or https URL");
+  }
+  if (url.search || url.hash)
+    throw new ConfigError("SEINTJE_PUBLIC_URL", "must not hold a query or fragment");
+  return url.href.replace(/\/+$/, "");
+}
+
+/** Reads and checks the whole configuration; throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const host = text(env, "SEINTJE_HOST") ?? "127.0.0.1";
+  const port = integer(env, "SEINTJE_PORT", 8080, 0, 65535);
+  const dataDir = resolve(text(env, "SEINTJE_DATA_DIR") ?? "./data");
+  const logLevel = text(env, "SEINTJE_LOG_LEVEL")?.toLowerCase() ?? "info";
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError("SEINTJE_LOG_LEVEL", `expected one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
+  }
+  return {
+    host,
+    port,
+    dataDir,
+    database: database(env, dataDir),
+    publicUrl: publicUrl(env),
+    source: text(env, "SEINTJE_SOURCE") ?? `urn:seintje:${hostname()}`,
+    autoCreateFeeds: boolean(env, "SEINTJE_AUTO_CREATE_FEEDS", false),
+    retentionIntervalSeconds: integer(env, "SEINTJE_RETENTION_INTERVAL", 60, 1, 86_400),
+    logLevel,
+    maxWaitSeconds: 60,
+  };
+}
+
+/** Names of SEINTJE_ variables that no option knows: most likely typing errors, worth a warning at start. */
+export function unknownVariables(env: Env = process.env): string[] {
+  const known = new Set(OPTIONS.map((option) => option.variable));
+  return Object.keys(env).filter((name) => name.startsWith("SEINTJE_") && !known.has(name));
+}

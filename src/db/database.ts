@@ -1,0 +1,117 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type BetterSqlite3 from "better-sqlite3";
+import knex, { type Knex } from "knex";
+import { MIGRATIONS, type Migration } from "../../migrations/index.js";
+import type { Database as DatabaseConfig } from "../config.js";
+
+/** Anything a query can run on: the pool or an open transaction. */
+export type Queryable = Knex | Knex.Transaction;
+
+/**
+ * The storage handles. `writer` takes every write and every transaction. `reader` serves reads: on SQLite it is
+ * a second connection to the same WAL file, so a read never waits behind an open group-commit transaction (WAL
+ * readers see the last committed state without taking the write lock). On a server database both are one pool.
+ */
+export interface Storage {
+  readonly dialect: DatabaseConfig["dialect"];
+  readonly writer: Knex;
+  readonly reader: Knex;
+  close(): Promise<void>;
+}
+
+/**
+ * SQLite settings, applied to every connection.
+ * - WAL: readers and the writer do not block each other.
+ * - synchronous=FULL: every commit fsyncs the WAL, so an acknowledged event survives a power cut, not only a
+ *   process crash. (NORMAL would only survive process crashes.) Group commit amortises the fsync.
+ * - busy_timeout: the reader may briefly meet a checkpoint; wait instead of failing.
+ */
+function configureSqlite(connection: BetterSqlite3.Database): void {
+  connection.pragma("journal_mode = WAL");
+  connection.pragma("synchronous = FULL");
+  connection.pragma("foreign_keys = ON");
+  connection.pragma("busy_timeout = 5000");
+}
+
+function sqlite(filename: string, readonly: boolean): Knex {
+  return knex({
+    client: "better-sqlite3",
+    connection: { filename, options: { readonly } },
+    useNullAsDefault: true,
+    // better-sqlite3 is synchronous: one connection per role is all one thread can use.
+    pool: {
+      min: 1,
+      max: 1,
+      afterCreate(
+        connection: BetterSqlite3.Database,
+        done: (error: Error | null, connection: unknown) => void,
+      ) {
+        try {
+          if (!readonly) configureSqlite(connection);
+          else connection.pragma("busy_timeout = 5000");
+          done(null, connection);
+        } catch (error) {
+          done(error as Error, connection);
+        }
+      },
+    },
+  });
+}
+
+export async function openStorage(config: DatabaseConfig): Promise<Storage> {
+  if (config.dialect !== "sqlite") throw new Error(`unsupported database dialect: ${config.dialect}`);
+  mkdirSync(dirname(config.filename), { recursive: true });
+  const writer = sqlite(config.filename, false);
+  // Creating the file and switching it to WAL has to happen before a read-only connection can open it.
+  await writer.raw("select 1");
+  const reader = sqlite(config.filename, true);
+  let closed = false;
+  return {
+    dialect: "sqlite",
+    writer,
+    reader,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await reader.destroy();
+      await writer.destroy();
+    },
+  };
+}
+
+class MigrationSource implements Knex.MigrationSource<Migration> {
+  async getMigrations(): Promise<Migration[]> {
+    return MIGRATIONS.map(([, migration]) => migration);
+  }
+
+  getMigrationName(migration: Migration): string {
+    const entry = MIGRATIONS.find(([, candidate]) => candidate === migration);
+    if (!entry) throw new Error("unknown migration");
+    return entry[0];
+  }
+
+  async getMigration(migration: Migration): Promise<Migration> {
+    return migration;
+  }
+}
+
+const migrationConfig: Knex.MigratorConfig = {
+  migrationSource: new MigrationSource(),
+  tableName: "seintje_migrations",
+};
+
+/** Brings the schema up to date; returns the names of the migrations it ran. */
+export async function migrate(storage: Storage): Promise<string[]> {
+  const [, names] = (await storage.writer.migrate.latest(migrationConfig)) as [number, string[]];
+  return names;
+}
+
+/** The migrations that exist in the code but have not run on this database (read-only: no table is created). */
+export async function pendingMigrations(storage: Storage): Promise<string[]> {
+  const table = migrationConfig.tableName as string;
+  const done = (await storage.reader.schema.hasTable(table))
+    ? new Set((await storage.reader(table).select("name")).map((row: { name: string }) => row.name))
+    : new Set<string>();
+  return MIGRATIONS.map(([name]) => name).filter((name) => !done.has(name));
+}

@@ -1,0 +1,145 @@
+import type { Queryable } from "./database.js";
+
+/** Event rows: append, look up by identity, read after a cursor, prune from the bottom. */
+
+export interface EventRow {
+  feedId: number;
+  sequence: number;
+  source: string;
+  eventId: string;
+  type: string;
+  subject: string | null;
+  digest: string;
+  body: string;
+  appendedAt: number;
+}
+
+export interface StoredIdentity {
+  source: string;
+  eventId: string;
+  sequence: number;
+  digest: string;
+}
+
+export interface Page {
+  sequences: number[];
+  bodies: string[];
+}
+
+export interface Filters {
+  /** Prefixes of `type`; an event matches when its type starts with any of them. */
+  types: string[];
+  subject: string | undefined;
+}
+
+// Rows per INSERT and pairs per lookup: 9 columns x 500 rows stays far below SQLite's 32,766 bound parameters.
+const ROWS_PER_INSERT = 500;
+const PAIRS_PER_LOOKUP = 400;
+
+export async function insertEvents(db: Queryable, rows: EventRow[]): Promise<void> {
+  for (let start = 0; start < rows.length; start += ROWS_PER_INSERT) {
+    await db("events").insert(
+      rows.slice(start, start + ROWS_PER_INSERT).map((row) => ({
+        feed_id: row.feedId,
+        sequence: row.sequence,
+        source: row.source,
+        event_id: row.eventId,
+        type: row.type,
+        subject: row.subject,
+        digest: row.digest,
+        body: row.body,
+        appended_at: row.appendedAt,
+      })),
+    );
+  }
+}
+
+/** The stored events of a feed with any of these (source, id) pairs. */
+export async function findByIdentity(
+  db: Queryable,
+  feedId: number,
+  pairs: Array<[source: string, eventId: string]>,
+): Promise<StoredIdentity[]> {
+  const found: StoredIdentity[] = [];
+  for (let start = 0; start < pairs.length; start += PAIRS_PER_LOOKUP) {
+    const rows = await db("events")
+      .select("source", "event_id", "sequence", "digest")
+      .where({ feed_id: feedId })
+      .whereIn(["source", "event_id"], pairs.slice(start, start + PAIRS_PER_LOOKUP));
+    for (const row of rows) {
+      found.push({
+        source: row.source,
+        eventId: row.event_id,
+        sequence: Number(row.sequence),
+        digest: row.digest,
+      });
+    }
+  }
+  return found;
+}
+
+/**
+ * Events with after < sequence <= upTo that pass the filters, oldest first, at most `limit`.
+ * A range on the primary key (feed_id, sequence): an index seek, whatever the depth.
+ */
+export async function readRange(
+  db: Queryable,
+  feedId: number,
+  after: number,
+  upTo: number,
+  limit: number,
+  filters: Filters,
+): Promise<Page> {
+  const query = db("events")
+    .select("sequence", "body")
+    .where("feed_id", feedId)
+    .andWhere("sequence", ">", after)
+    .andWhere("sequence", "<=", upTo)
+    .orderBy("sequence")
+    .limit(limit);
+  if (filters.types.length > 0) {
+    // substr, not LIKE: LIKE is case-insensitive in SQLite and would need escaping of % and _.
+    query.andWhere((where) => {
+      for (const prefix of filters.types) {
+        where.orWhereRaw("substr(type, 1, ?) = ?", [prefix.length, prefix]);
+      }
+    });
+  }
+  if (filters.subject !== undefined) query.andWhere("subject", filters.subject);
+  const rows: Array<{ sequence: number | string; body: string }> = await query;
+  return { sequences: rows.map((row) => Number(row.sequence)), bodies: rows.map((row) => row.body) };
+}
+
+export async function readOne(db: Queryable, feedId: number, sequence: number): Promise<string | undefined> {
+  const row = await db("events").select("body").where({ feed_id: feedId, sequence }).first();
+  return row?.body;
+}
+
+/**
+ * The highest sequence, scanning at most `scan` events upwards from `after`, below which every event was
+ * appended before `cutoff`. Append times rise with sequence, so the scan stops at the first newer event.
+ */
+export async function lastAppendedBefore(
+  db: Queryable,
+  feedId: number,
+  after: number,
+  cutoff: number,
+  scan: number,
+): Promise<number> {
+  const rows: Array<{ sequence: number | string; appended_at: number | string }> = await db("events")
+    .select("sequence", "appended_at")
+    .where("feed_id", feedId)
+    .andWhere("sequence", ">", after)
+    .orderBy("sequence")
+    .limit(scan);
+  let last = after;
+  for (const row of rows) {
+    if (Number(row.appended_at) >= cutoff) break;
+    last = Number(row.sequence);
+  }
+  return last;
+}
+
+export async function deleteThrough(db: Queryable, feedId: number, sequence: number): Promise<number> {
+  return db("events").where("feed_id", feedId).andWhere("sequence", "<=", sequence).delete();
+}

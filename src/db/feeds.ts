@@ -1,0 +1,129 @@
+import type { Queryable } from "./database.js";
+
+/** Feed rows. Every function takes the pool or a transaction, so callers choose the transaction boundary. */
+
+export interface FeedRow {
+  id: number;
+  name: string;
+  description: string | null;
+  retentionMaxAge: string | null;
+  retentionMaxEvents: number | null;
+  head: number;
+  prunedThrough: number;
+  createdAt: number;
+}
+
+export interface FeedSettings {
+  description: string | null;
+  retentionMaxAge: string | null;
+  retentionMaxEvents: number | null;
+}
+
+interface StoredFeed {
+  id: number | string;
+  name: string;
+  description: string | null;
+  retention_max_age: string | null;
+  retention_max_events: number | string | null;
+  head: number | string;
+  pruned_through: number | string;
+  created_at: number | string;
+}
+
+const COLUMNS = [
+  "id",
+  "name",
+  "description",
+  "retention_max_age",
+  "retention_max_events",
+  "head",
+  "pruned_through",
+  "created_at",
+];
+
+// PostgreSQL returns bigint as a string; every sequence here stays below 2^53.
+function toFeed(row: StoredFeed): FeedRow {
+  return {
+    id: Number(row.id),
+    name: row.name,
+    description: row.description,
+    retentionMaxAge: row.retention_max_age,
+    retentionMaxEvents: row.retention_max_events === null ? null : Number(row.retention_max_events),
+    head: Number(row.head),
+    prunedThrough: Number(row.pruned_through),
+    createdAt: Number(row.created_at),
+  };
+}
+
+export async function findFeed(db: Queryable, name: string): Promise<FeedRow | undefined> {
+  const row: StoredFeed | undefined = await db("feeds").select(COLUMNS).where({ name }).first();
+  return row ? toFeed(row) : undefined;
+}
+
+export async function listFeeds(db: Queryable): Promise<FeedRow[]> {
+  const rows: StoredFeed[] = await db("feeds").select(COLUMNS).orderBy("name");
+  return rows.map(toFeed);
+}
+
+export async function listFeedsWithRetention(db: Queryable): Promise<FeedRow[]> {
+  const rows: StoredFeed[] = await db("feeds")
+    .select(COLUMNS)
+    .whereNotNull("retention_max_age")
+    .orWhereNotNull("retention_max_events");
+  return rows.map(toFeed);
+}
+
+export async function insertFeed(
+  db: Queryable,
+  name: string,
+  settings: FeedSettings,
+  now: number,
+): Promise<FeedRow> {
+  await db("feeds").insert({
+    name,
+    description: settings.description,
+    retention_max_age: settings.retentionMaxAge,
+    retention_max_events: settings.retentionMaxEvents,
+    head: 0,
+    pruned_through: 0,
+    created_at: now,
+    updated_at: now,
+  });
+  const feed = await findFeed(db, name);
+  if (!feed) throw new Error(`feed ${name} vanished after insert`);
+  return feed;
+}
+
+export async function updateFeedSettings(
+  db: Queryable,
+  id: number,
+  settings: FeedSettings,
+  now: number,
+): Promise<void> {
+  await db("feeds").where({ id }).update({
+    description: settings.description,
+    retention_max_age: settings.retentionMaxAge,
+    retention_max_events: settings.retentionMaxEvents,
+    updated_at: now,
+  });
+}
+
+/** Removes the feed; its events go with it (ON DELETE CASCADE). Returns whether it existed. */
+export async function deleteFeed(db: Queryable, name: string): Promise<number | undefined> {
+  const feed: { id: number | string } | undefined = await db("feeds").select("id").where({ name }).first();
+  if (!feed) return undefined;
+  await db("events").where({ feed_id: feed.id }).delete();
+  await db("feeds").where({ id: feed.id }).delete();
+  return Number(feed.id);
+}
+
+export async function setHead(db: Queryable, id: number, head: number): Promise<void> {
+  await db("feeds").where({ id }).update({ head });
+}
+
+export async function setPrunedThrough(db: Queryable, id: number, prunedThrough: number): Promise<void> {
+  await db("feeds")
+    .where({ id })
+    .andWhere("pruned_through", "<", prunedThrough)
+    .update({ pruned_through: prunedThrough });
+}

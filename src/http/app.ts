@@ -1,0 +1,82 @@
+import Koa from "koa";
+import { coerceError, HttpProblem } from "../errors.js";
+import type { Services } from "./context.js";
+import { eventRouter } from "./events.js";
+import { feedRouter } from "./feeds.js";
+import { healthRouter } from "./health.js";
+
+/** The semantic version of the HTTP API, sent on every response (NL API Design Rules). */
+export const API_VERSION = "1.0.0";
+
+/** Turns every failure into an RFC 9457 problem document; logs what is not the client's fault. */
+function problems(services: Services): Koa.Middleware {
+  return async (ctx, next) => {
+    let problem: HttpProblem | undefined;
+    try {
+      await next();
+      if (ctx.body === undefined || ctx.body === null) {
+        if (ctx.status === 404)
+          problem = new HttpProblem(404, "notFound", `Nothing is served at ${ctx.path}.`);
+        else if (ctx.status === 405)
+          problem = new HttpProblem(405, "methodNotAllowed", `${ctx.method} is not allowed here.`);
+        else if (ctx.status === 501)
+          problem = new HttpProblem(501, "methodNotAllowed", `${ctx.method} is not implemented.`);
+      }
+    } catch (error) {
+      problem = coerceError(error);
+      if (!problem) {
+        services.logger.error({ err: error, method: ctx.method, path: ctx.path }, "request failed");
+        problem = new HttpProblem(
+          500,
+          "internal",
+          "The request could not be completed; the error was logged.",
+        );
+      }
+    }
+    if (problem) {
+      ctx.status = problem.status;
+      ctx.set(problem.headers);
+      ctx.type = "application/problem+json";
+      ctx.body = JSON.stringify(problem.toJSON());
+    }
+  };
+}
+
+/** One log line per request: method, route template (not the raw URL), status, duration. */
+function requestLog(services: Services): Koa.Middleware {
+  return async (ctx, next) => {
+    const started = process.hrtime.bigint();
+    try {
+      await next();
+    } finally {
+      const route = (ctx as { _matchedRoute?: string })._matchedRoute;
+      services.logger.info(
+        {
+          method: ctx.method,
+          route: route ?? null,
+          path: ctx.path,
+          status: ctx.status,
+          durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+        },
+        "request",
+      );
+    }
+  };
+}
+
+/** Builds the Koa application without listening: the service and the tests attach it to a server. */
+export function createApp(services: Services): Koa {
+  const app = new Koa();
+  app.silent = true;
+  app.use(async (ctx, next) => {
+    ctx.set("API-Version", API_VERSION);
+    await next();
+  });
+  app.use(requestLog(services));
+  app.use(problems(services));
+  for (const router of [healthRouter(services), feedRouter(services), eventRouter(services)]) {
+    app.use(router.routes());
+    app.use(router.allowedMethods());
+  }
+  return app;
+}

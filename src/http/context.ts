@@ -1,0 +1,17 @@
+import type { Storage } from "../db/database.js";
+import type { Appender } from "../log/appender.js";
+import type { WakeupBus } from "../log/wakeup.js";
+import type { Logger } from "../logger.js";
+
+/** What the HTTP layer is given: the domain's entry points, never Koa state shared between requests. */
+export interface Services {
+  storage: Storage;
+  bus: WakeupBus;
+  appender: Appender;
+  logger: Logger;
+  /** Base of absolute URLs, without a trailing slash; a function because it is known only after listening. */
+  publicUrl(): string;
+  maxWaitSeconds: number;
+  /** Aborted when the service begins to stop, so that held requests answer at once. */
+  stopping: AbortSignal;
+}

@@ -1,0 +1,110 @@
+import Router from "@koa/router";
+import type { Context } from "koa";
+import { HttpProblem } from "../errors.js";
+import { MAX_REQUEST_BYTES, parsePublishRequest } from "../events/encoding.js";
+import { checkFeedName } from "../log/feeds.js";
+import { type FeedPage, pollPage, type ReadQuery, readEvent } from "../log/reader.js";
+import { readBody } from "./body.js";
+import type { Services } from "./context.js";
+import {
+  cursorParameter,
+  integerParameter,
+  listParameter,
+  parseSequence,
+  secondsParameter,
+  stringParameter,
+} from "./query.js";
+
+/** `/v1/feeds/{feed}/events`: publishing and the pull feed. */
+
+const DEFAULT_LIMIT = 100;
+const MAX_LIMIT = 1000;
+
+/** The page as JSON, built from the stored event texts without parsing or re-serializing them. */
+function pageBody(page: FeedPage): string {
+  return `{"events":[${page.bodies.join(",")}],"next":"${page.next}","head":"${page.head}"}`;
+}
+
+function nextLink(services: Services, feed: string, ctx: Context, query: ReadQuery, next: number): string {
+  const params = new URLSearchParams({ after: String(next), limit: String(query.limit) });
+  for (const type of query.filters.types) params.append("type", type);
+  if (query.filters.subject !== undefined) params.set("subject", query.filters.subject);
+  const wait = ctx.query.wait;
+  if (typeof wait === "string") params.set("wait", wait);
+  return `<${services.publicUrl()}/v1/feeds/${feed}/events?${params}>; rel="next"`;
+}
+
+/**
+ * Aborted when the client goes away (the response closes before it is sent) or the service stops, so a
+ * long-poll stops waiting for nobody. (A request's own 'close' fires once its body is read, so it would not do.)
+ */
+function clientGone(ctx: Context, stopping: AbortSignal): AbortSignal {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  stopping.addEventListener("abort", abort, { once: true });
+  ctx.res.once("close", () => {
+    stopping.removeEventListener("abort", abort);
+    abort();
+  });
+  return controller.signal;
+}
+
+export function eventRouter(services: Services): Router {
+  const router = new Router({ prefix: "/v1/feeds/:feed/events" });
+
+  router.post("/", async (ctx) => {
+    const feed = ctx.params.feed!;
+    checkFeedName(feed);
+    const body = await readBody(ctx, MAX_REQUEST_BYTES);
+    const contentType = ctx.get("Content-Type");
+    const parsed = parsePublishRequest({
+      contentType: contentType === "" ? undefined : contentType,
+      headers: ctx.headers,
+      body,
+    });
+    const appended = await services.appender.append({
+      feed,
+      events: parsed.events,
+      batch: parsed.mode === "batch",
+    });
+    ctx.status = appended.every((event) => event.repeat) ? 200 : 201;
+    ctx.body = {
+      events: appended.map((event) => ({
+        id: event.id,
+        source: event.source,
+        sequence: String(event.sequence),
+      })),
+      ...(parsed.warnings.length > 0 ? { warnings: parsed.warnings } : {}),
+    };
+  });
+
+  router.get("/", async (ctx) => {
+    const feed = ctx.params.feed!;
+    checkFeedName(feed);
+    const query: ReadQuery = {
+      after: cursorParameter(ctx.query),
+      limit: integerParameter(ctx.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+      filters: { types: listParameter(ctx.query, "type"), subject: stringParameter(ctx.query, "subject") },
+    };
+    const waitMs = secondsParameter(ctx.query, "wait", services.maxWaitSeconds) * 1000;
+    const signal = waitMs > 0 ? clientGone(ctx, services.stopping) : undefined;
+    const page = await pollPage(services.storage, services.bus, feed, query, waitMs, signal);
+    ctx.set("Link", nextLink(services, feed, ctx, query, page.next));
+    ctx.set("Cache-Control", "no-store");
+    ctx.type = "application/json";
+    ctx.body = pageBody(page);
+  });
+
+  router.get("/:sequence", async (ctx) => {
+    const feed = ctx.params.feed!;
+    checkFeedName(feed);
+    const sequence = parseSequence(ctx.params.sequence);
+    if (sequence === undefined || sequence === 0) {
+      throw new HttpProblem(404, "eventNotFound", "An event's sequence is a positive decimal integer.");
+    }
+    ctx.type = "application/json";
+    ctx.body = await readEvent(services.storage, feed, sequence);
+  });
+
+  return router;
+}

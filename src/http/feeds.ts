@@ -1,0 +1,127 @@
+import Router from "@koa/router";
+import type { FeedRow, FeedSettings } from "../db/feeds.js";
+import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
+import { parseDuration } from "../log/duration.js";
+import { checkFeedName, deleteFeed, getFeed, listFeeds, putFeed } from "../log/feeds.js";
+import { oldestKept } from "../log/reader.js";
+import { readBody } from "./body.js";
+import type { Services } from "./context.js";
+
+/** `/v1/feeds`: the Feed resource. */
+
+export interface FeedView {
+  name: string;
+  description: string | null;
+  head: string;
+  oldest: string | null;
+  retention: { maxAge: string | null; maxEvents: number | null };
+  createdAt: string;
+}
+
+export function feedView(feed: FeedRow): FeedView {
+  const oldest = oldestKept(feed);
+  return {
+    name: feed.name,
+    description: feed.description,
+    head: String(feed.head),
+    oldest: oldest === null ? null : String(oldest),
+    retention: { maxAge: feed.retentionMaxAge, maxEvents: feed.retentionMaxEvents },
+    createdAt: new Date(feed.createdAt).toISOString(),
+  };
+}
+
+const MAX_SETTINGS_BYTES = 16 * 1024;
+const MAX_DESCRIPTION = 1000;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The PUT body: `{description?, retention?: {maxAge?, maxEvents?}}`; absent or null means none. */
+export function parseFeedSettings(body: unknown): FeedSettings {
+  const errors: Pointed[] = [];
+  const settings: FeedSettings = { description: null, retentionMaxAge: null, retentionMaxEvents: null };
+  if (!isObject(body)) throw validationProblem([{ pointer: "", detail: "must be a JSON object" }]);
+  for (const key of Object.keys(body)) {
+    if (key !== "description" && key !== "retention")
+      errors.push({ pointer: `/${key}`, detail: "is not a feed setting" });
+  }
+  const { description, retention } = body;
+  if (typeof description === "string" && description.length <= MAX_DESCRIPTION)
+    settings.description = description;
+  else if (description !== undefined && description !== null) {
+    errors.push({
+      pointer: "/description",
+      detail: `must be a string of at most ${MAX_DESCRIPTION} characters`,
+    });
+  }
+  if (isObject(retention)) {
+    for (const key of Object.keys(retention)) {
+      if (key !== "maxAge" && key !== "maxEvents") {
+        errors.push({ pointer: `/retention/${key}`, detail: "is not a retention setting" });
+      }
+    }
+    const { maxAge, maxEvents } = retention;
+    const duration = typeof maxAge === "string" ? parseDuration(maxAge) : undefined;
+    if (duration && Object.values(duration).some((part) => part > 0))
+      settings.retentionMaxAge = maxAge as string;
+    else if (maxAge !== undefined && maxAge !== null) {
+      errors.push({
+        pointer: "/retention/maxAge",
+        detail: "must be a non-zero ISO 8601 duration, e.g. P30D or PT12H",
+      });
+    }
+    if (Number.isSafeInteger(maxEvents) && (maxEvents as number) >= 1)
+      settings.retentionMaxEvents = maxEvents as number;
+    else if (maxEvents !== undefined && maxEvents !== null) {
+      errors.push({ pointer: "/retention/maxEvents", detail: "must be a whole number of at least 1" });
+    }
+  } else if (retention !== undefined && retention !== null) {
+    errors.push({ pointer: "/retention", detail: "must be an object" });
+  }
+  if (errors.length > 0) throw validationProblem(errors);
+  return settings;
+}
+
+export function feedRouter(services: Services): Router {
+  const router = new Router({ prefix: "/v1/feeds" });
+
+  router.get("/", async (ctx) => {
+    ctx.body = { feeds: (await listFeeds(services.storage)).map(feedView) };
+  });
+
+  router.put("/:feed", async (ctx) => {
+    const name = ctx.params.feed!;
+    checkFeedName(name);
+    const bytes = await readBody(ctx, MAX_SETTINGS_BYTES);
+    const type = ctx.request.type;
+    if (bytes.length > 0 && type !== "application/json" && !type.endsWith("+json")) {
+      throw new HttpProblem(415, "unsupportedMediaType", "Feed settings are sent as application/json.");
+    }
+    let body: unknown = {};
+    if (bytes.length > 0) {
+      try {
+        body = JSON.parse(bytes.toString("utf8"));
+      } catch (error) {
+        throw validationProblem([{ pointer: "", detail: `not valid JSON: ${(error as Error).message}` }]);
+      }
+    }
+    const { feed, created } = await putFeed(services.storage, name, parseFeedSettings(body));
+    ctx.status = created ? 201 : 200;
+    if (created) ctx.set("Location", `${services.publicUrl()}/v1/feeds/${name}`);
+    ctx.body = feedView(feed);
+  });
+
+  router.get("/:feed", async (ctx) => {
+    checkFeedName(ctx.params.feed!);
+    ctx.body = feedView(await getFeed(services.storage, ctx.params.feed!));
+  });
+
+  router.delete("/:feed", async (ctx) => {
+    checkFeedName(ctx.params.feed!);
+    await deleteFeed(services.storage, services.bus, ctx.params.feed!);
+    ctx.status = 204;
+  });
+
+  return router;
+}

@@ -1,0 +1,49 @@
+import type { Storage } from "../db/database.js";
+import type { FeedRow, FeedSettings } from "../db/feeds.js";
+import * as feeds from "../db/feeds.js";
+import { HttpProblem } from "../errors.js";
+import type { WakeupBus } from "./wakeup.js";
+
+/** Feeds: create or replace settings, look up, list, delete. */
+
+export const FEED_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export function checkFeedName(name: string): void {
+  if (!FEED_NAME.test(name)) {
+    throw new HttpProblem(
+      400,
+      "invalidFeedName",
+      "A feed name is 1 to 63 characters: lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.",
+    );
+  }
+}
+
+export async function putFeed(
+  storage: Storage,
+  name: string,
+  settings: FeedSettings,
+  now = Date.now(),
+): Promise<{ feed: FeedRow; created: boolean }> {
+  return storage.writer.transaction(async (trx) => {
+    const existing = await feeds.findFeed(trx, name);
+    if (!existing) return { feed: await feeds.insertFeed(trx, name, settings, now), created: true };
+    await feeds.updateFeedSettings(trx, existing.id, settings, now);
+    return { feed: { ...existing, ...settings }, created: false };
+  });
+}
+
+export async function getFeed(storage: Storage, name: string): Promise<FeedRow> {
+  const feed = await feeds.findFeed(storage.reader, name);
+  if (!feed) throw new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);
+  return feed;
+}
+
+export function listFeeds(storage: Storage): Promise<FeedRow[]> {
+  return feeds.listFeeds(storage.reader);
+}
+
+export async function deleteFeed(storage: Storage, bus: WakeupBus, name: string): Promise<void> {
+  const id = await storage.writer.transaction((trx) => feeds.deleteFeed(trx, name));
+  if (id === undefined) throw new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);
+  bus.removed(id);
+}

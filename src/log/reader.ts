@@ -1,0 +1,121 @@
+import type { Storage } from "../db/database.js";
+import { type Filters, readOne, readRange } from "../db/events.js";
+import { type FeedRow, findFeed } from "../db/feeds.js";
+import { HttpProblem } from "../errors.js";
+import type { WakeupBus } from "./wakeup.js";
+
+/**
+ * The read side of the log: a page after a cursor, and the long-poll that waits for one.
+ *
+ * Every read is bounded by the feed's `head` as read in the same read transaction: the head is written in the
+ * transaction that appends its events, so every event up to it is committed and visible, and a page never
+ * skips one that commits later.
+ */
+
+export interface ReadQuery {
+  /** The cursor; undefined or 0 reads from the oldest kept event. */
+  after: number | undefined;
+  limit: number;
+  filters: Filters;
+}
+
+export interface FeedPage {
+  feed: FeedRow;
+  sequences: number[];
+  /** The stored JSON of each event, served as is. */
+  bodies: string[];
+  /** The cursor for the next read: past every event this read scanned, matching or not. */
+  next: number;
+  head: number;
+}
+
+/**
+ * With filters, one read scans at most this many sequences (and `next` moves past them), so a selective filter
+ * on a long feed costs a bounded range scan per page instead of a scan to the end.
+ */
+export const SCAN_WINDOW = 10_000;
+/** A long-poll scans at most this many windows before it answers with an empty page and an advanced `next`. */
+const SCAN_ROUNDS = 10;
+
+const filtered = (filters: Filters) => filters.types.length > 0 || filters.subject !== undefined;
+
+function feedNotFound(name: string): HttpProblem {
+  return new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);
+}
+
+export function oldestKept(feed: FeedRow): number | null {
+  return feed.head > feed.prunedThrough ? feed.prunedThrough + 1 : null;
+}
+
+export async function readPage(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
+  return storage.reader.transaction(async (trx) => {
+    const feed = await findFeed(trx, name);
+    if (!feed) throw feedNotFound(name);
+    const after = query.after ?? 0;
+    if (after > feed.head) {
+      throw new HttpProblem(
+        400,
+        "cursorAhead",
+        `The cursor ${after} is ahead of the feed's head ${feed.head}: the feed was reset, or the cursor belongs to another feed.`,
+        { head: String(feed.head) },
+      );
+    }
+    if (after > 0 && after < feed.prunedThrough) {
+      const oldest = oldestKept(feed);
+      throw new HttpProblem(
+        410,
+        "cursorGone",
+        `Events after ${after} up to ${feed.prunedThrough} were removed by retention; resume from the oldest kept event.`,
+        { oldest: oldest === null ? null : String(oldest), head: String(feed.head) },
+      );
+    }
+    const start = Math.max(after, feed.prunedThrough);
+    const upTo = filtered(query.filters) ? Math.min(feed.head, start + SCAN_WINDOW) : feed.head;
+    const page = await readRange(trx, feed.id, start, upTo, query.limit, query.filters);
+    const full = page.sequences.length === query.limit;
+    const next = full
+      ? page.sequences.at(-1)!
+      : filtered(query.filters)
+        ? upTo
+        : (page.sequences.at(-1) ?? start);
+    return { feed, ...page, next, head: feed.head };
+  });
+}
+
+/**
+ * Reads a page; when it is empty and nothing newer is stored, waits up to `waitMs` for an append and reads
+ * again. With filters it keeps waiting until a matching event arrives or the time is up.
+ */
+export async function pollPage(
+  storage: Storage,
+  bus: WakeupBus,
+  name: string,
+  query: ReadQuery,
+  waitMs: number,
+  signal?: AbortSignal,
+): Promise<FeedPage> {
+  const deadline = Date.now() + waitMs;
+  let page = await readPage(storage, name, query);
+  let rounds = 1;
+  while (page.sequences.length === 0) {
+    if (page.next < page.head) {
+      // Filters skipped a whole window; keep scanning, within bounds.
+      if (rounds >= SCAN_ROUNDS) break;
+      rounds += 1;
+    } else if (!(await bus.waitBeyond(page.feed.id, page.head, deadline - Date.now(), signal))) {
+      break;
+    }
+    page = await readPage(storage, name, { ...query, after: page.next });
+  }
+  return page;
+}
+
+export async function readEvent(storage: Storage, name: string, sequence: number): Promise<string> {
+  const feed = await findFeed(storage.reader, name);
+  if (!feed) throw feedNotFound(name);
+  const body = sequence > feed.prunedThrough ? await readOne(storage.reader, feed.id, sequence) : undefined;
+  if (body === undefined) {
+    throw new HttpProblem(404, "eventNotFound", `Feed "${name}" holds no event at sequence ${sequence}.`);
+  }
+  return body;
+}

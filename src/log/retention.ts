@@ -1,0 +1,85 @@
+import type { Logger } from "pino";
+import type { Storage } from "../db/database.js";
+import { deleteThrough, lastAppendedBefore } from "../db/events.js";
+import { type FeedRow, listFeedsWithRetention, setPrunedThrough } from "../db/feeds.js";
+import { parseDuration, subtractDuration } from "./duration.js";
+
+/**
+ * Retention: removes a feed's oldest events beyond `maxEvents` or older than `maxAge` (by append time), always a
+ * prefix of the log, and records how far it removed in `pruned_through`, which is what makes `oldest` and the
+ * 410 for old cursors. It deletes in batches of BATCH events, each its own short transaction, so publishing
+ * (which shares the one SQLite writer) waits at most one batch.
+ */
+
+const BATCH = 1_000;
+
+/** Prunes one feed; returns how many events it removed. */
+export async function pruneFeed(storage: Storage, feed: FeedRow, now = Date.now()): Promise<number> {
+  let target = feed.prunedThrough;
+  if (feed.retentionMaxEvents !== null) target = Math.max(target, feed.head - feed.retentionMaxEvents);
+  const maxAge = feed.retentionMaxAge === null ? undefined : parseDuration(feed.retentionMaxAge);
+  let removed = 0;
+  let pruned = feed.prunedThrough;
+  for (;;) {
+    let end = Math.min(target, pruned + BATCH);
+    if (maxAge !== undefined && end < pruned + BATCH) {
+      const aged = await lastAppendedBefore(
+        storage.reader,
+        feed.id,
+        pruned,
+        subtractDuration(now, maxAge),
+        BATCH,
+      );
+      end = Math.max(end, aged);
+    }
+    if (end <= pruned) return removed;
+    const through = end;
+    removed += await storage.writer.transaction(async (trx) => {
+      const count = await deleteThrough(trx, feed.id, through);
+      await setPrunedThrough(trx, feed.id, through);
+      return count;
+    });
+    pruned = through;
+  }
+}
+
+/** Runs a retention pass over every feed that has a limit, every `intervalSeconds`. */
+export class RetentionScheduler {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly intervalSeconds: number,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.running ??= this.pass().finally(() => {
+        this.running = undefined;
+      });
+    }, this.intervalSeconds * 1000);
+    this.timer.unref();
+  }
+
+  /** One pass over all feeds; errors are logged per feed and do not stop the others. */
+  async pass(now = Date.now()): Promise<number> {
+    let removed = 0;
+    for (const feed of await listFeedsWithRetention(this.storage.reader)) {
+      try {
+        const count = await pruneFeed(this.storage, feed, now);
+        if (count > 0) this.logger.info({ feed: feed.name, removed: count }, "retention removed events");
+        removed += count;
+      } catch (error) {
+        this.logger.error({ err: error, feed: feed.name }, "retention pass failed for feed");
+      }
+    }
+    return removed;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+}

@@ -1,0 +1,30 @@
+import pino, { type DestinationStream, type Logger } from "pino";
+
+/**
+ * Structured JSON logs on stdout. Credentials never reach a log line: the paths below are removed wherever a
+ * logged object carries them, and request lines log the path without its query string.
+ */
+export const REDACTED_PATHS = [
+  "req.headers.authorization",
+  "headers.authorization",
+  "authorization",
+  "token",
+  "access_token",
+  "secret",
+  "*.secret",
+  "*.token",
+];
+
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: "seintje" },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: REDACTED_PATHS, remove: true },
+    },
+    destination,
+  );
+}
+
+export type { Logger };

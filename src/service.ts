@@ -1,0 +1,107 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Config } from "./config.js";
+import { migrate, openStorage, type Storage } from "./db/database.js";
+import { createApp } from "./http/app.js";
+import type { Services } from "./http/context.js";
+import { Appender } from "./log/appender.js";
+import { RetentionScheduler } from "./log/retention.js";
+import { WakeupBus } from "./log/wakeup.js";
+import type { Logger } from "./logger.js";
+
+/**
+ * A running seintje: storage, the log, the HTTP server. Started in order and stopped in reverse; stop() is safe
+ * to call twice. The CLI and the integration tests both run the service through here.
+ */
+export interface Service {
+  /** The base URL the server answers on (SEINTJE_PUBLIC_URL when set). */
+  readonly url: string;
+  readonly server: Server;
+  readonly storage: Storage;
+  readonly retention: RetentionScheduler;
+  /** Stops accepting, answers held requests, lets in-flight ones finish (up to `graceMs`), closes the database. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Run pending migrations before serving (the default); off, the service refuses an outdated schema at /readyz. */
+  migrate?: boolean;
+}
+
+export async function startService(
+  config: Config,
+  logger: Logger,
+  options: StartOptions = {},
+): Promise<Service> {
+  const storage = await openStorage(config.database);
+  const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger);
+  const bus = new WakeupBus();
+  const appender = new Appender(storage, bus, { autoCreateFeeds: config.autoCreateFeeds, logger });
+  const stopping = new AbortController();
+  let server: Server | undefined;
+  try {
+    if (options.migrate ?? true) {
+      const ran = await migrate(storage);
+      if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
+    }
+    let publicUrl = config.publicUrl ?? "";
+    const services: Services = {
+      storage,
+      bus,
+      appender,
+      logger,
+      publicUrl: () => publicUrl,
+      maxWaitSeconds: config.maxWaitSeconds,
+      stopping: stopping.signal,
+    };
+    const app = createApp(services);
+    server = createServer(app.callback());
+    // Long-polls hold a request for up to 60 s; Node's defaults would cut them or their keep-alive short.
+    server.requestTimeout = (config.maxWaitSeconds + 30) * 1000;
+    server.headersTimeout = 20_000;
+    server.keepAliveTimeout = 65_000;
+    const listening = server;
+    await new Promise<void>((resolve, reject) => {
+      listening.once("error", reject);
+      listening.listen(config.port, config.host, () => {
+        listening.off("error", reject);
+        resolve();
+      });
+    });
+    const address = listening.address() as AddressInfo;
+    const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+    publicUrl = config.publicUrl ?? `http://${host}:${address.port}`;
+    retention.start();
+    logger.info({ url: publicUrl, database: config.database.dialect }, "seintje is listening");
+
+    let stopped: Promise<void> | undefined;
+    return {
+      url: publicUrl,
+      server: listening,
+      storage,
+      retention,
+      stop(graceMs = 10_000) {
+        stopped ??= (async () => {
+          const closed = new Promise<void>((resolve) => listening.close(() => resolve()));
+          stopping.abort();
+          bus.close();
+          listening.closeIdleConnections();
+          const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+          await Promise.race([closed, grace]);
+          listening.closeAllConnections();
+          await closed;
+          await retention.stop();
+          await appender.close();
+          await storage.close();
+          logger.info("seintje stopped");
+        })();
+        return stopped;
+      },
+    };
+  } catch (error) {
+    server?.close();
+    await appender.close();
+    await storage.close();
+    throw error;
+  }
+}
