@@ -18,6 +18,7 @@ export interface Service {
   readonly url: string;
   readonly server: Server;
   readonly storage: Storage;
+  readonly bus: WakeupBus;
   readonly retention: RetentionScheduler;
   /** Stops accepting, answers held requests, lets in-flight ones finish (up to `graceMs`), closes the database. */
   stop(graceMs?: number): Promise<void>;
@@ -79,6 +80,7 @@ export async function startService(
       url: publicUrl,
       server: listening,
       storage,
+      bus,
       retention,
       stop(graceMs = 10_000) {
         stopped ??= (async () => {

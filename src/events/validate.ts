@@ -69,7 +69,7 @@ function isRfc3339(value: string): boolean {
   );
 }
 
-class Collector implements Findings {
+class Collector {
   readonly errors: Pointed[] = [];
   readonly warnings: Pointed[] = [];
   constructor(private readonly prefix: string) {}
@@ -179,7 +179,7 @@ export function validateEvent(event: unknown, prefix = ""): Findings {
   const found = new Collector(prefix);
   if (typeof event !== "object" || event === null || Array.isArray(event)) {
     found.error(undefined, "a CloudEvent must be a JSON object");
-    return found;
+    return { errors: found.errors, warnings: found.warnings };
   }
   const attributes = event as Record<string, unknown>;
 
@@ -211,7 +211,7 @@ export function validateEvent(event: unknown, prefix = ""): Findings {
   }
 
   if (found.errors.length === 0) profileWarnings(found, attributes);
-  return found;
+  return { errors: found.errors, warnings: found.warnings };
 }
 
 /** The NL GOV profile for CloudEvents: what it says SHOULD hold. Reported, never refused. */

@@ -23,9 +23,9 @@ export function parseSequence(value: string | undefined): number | undefined {
 }
 
 export function cursorParameter(query: ParsedUrlQuery, name = "after"): number | undefined {
-  const raw = single(query, name);
+  const raw = query[name];
   if (raw === undefined) return undefined;
-  const sequence = parseSequence(raw);
+  const sequence = Array.isArray(raw) ? undefined : parseSequence(raw);
   if (sequence === undefined) {
     throw new HttpProblem(
       400,

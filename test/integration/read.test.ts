@@ -1,0 +1,261 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
+import { startTestService, type TestService } from "../support/service.js";
+
+const sequences = (events: Array<{ sequence: string }>) => events.map((event) => Number(event.sequence));
+
+describe("reading the pull feed", () => {
+  let svc: TestService;
+  before(async () => {
+    svc = await startTestService();
+    await putFeed(svc.url, "pages");
+    await publishBatch(
+      svc.url,
+      "pages",
+      Array.from({ length: 25 }, (_, i) =>
+        cloudEvent({
+          type:
+            i % 5 === 0
+              ? "nl.example.zaak.gesloten"
+              : i % 2 === 0
+                ? "nl.example.document.toegevoegd"
+                : "nl.example.zaak.aangemaakt",
+          subject: i % 3 === 0 ? "zaak-3" : `zaak-${i}`,
+        }),
+      ),
+    );
+    await putFeed(svc.url, "empty");
+  });
+  after(() => svc.stop());
+
+  it("pages after a cursor with next, head and a Link to the next page", async () => {
+    const first = await readPage(svc.url, "pages", "limit=10");
+    assert.equal(first.status, 200);
+    assert.match(first.headers.get("content-type")!, /^application\/json(;|$)/);
+    assert.deepEqual(sequences(first.body.events), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.equal(first.body.next, "10");
+    assert.equal(first.body.head, "25");
+    assert.equal(
+      first.headers.get("link"),
+      `<${svc.url}/v1/feeds/pages/events?after=10&limit=10>; rel="next"`,
+    );
+
+    const linked = first.headers.get("link")!.match(/^<([^>]+)>/)![1]!;
+    const second = await call(linked);
+    assert.deepEqual(sequences(second.body.events), [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    const last = await readPage(svc.url, "pages", "after=20&limit=10");
+    assert.deepEqual(sequences(last.body.events), [21, 22, 23, 24, 25]);
+    assert.equal(last.body.next, "25");
+    const beyond = await readPage(svc.url, "pages", "after=25");
+    assert.deepEqual(beyond.body, { events: [], next: "25", head: "25" });
+  });
+
+  it("uses a default limit of 100 and reads from the oldest when after is absent or 0", async () => {
+    const all = await readPage(svc.url, "pages");
+    assert.equal(all.body.events.length, 25);
+    const zero = await readPage(svc.url, "pages", "after=0");
+    assert.deepEqual(zero.body, all.body);
+    const empty = await readPage(svc.url, "empty");
+    assert.deepEqual(empty.body, { events: [], next: "0", head: "0" });
+  });
+
+  it("filters by type prefix (repeatable) and subject, with next past what it skipped", async () => {
+    const closed = await readPage(svc.url, "pages", "type=nl.example.zaak.gesloten");
+    assert.deepEqual(sequences(closed.body.events), [1, 6, 11, 16, 21]);
+    assert.ok(closed.body.events.every((e: { type: string }) => e.type === "nl.example.zaak.gesloten"));
+    assert.equal(closed.body.next, "25", "next covers everything scanned");
+
+    const zaak = await readPage(svc.url, "pages", "type=nl.example.zaak.&limit=3");
+    assert.deepEqual(sequences(zaak.body.events), [1, 2, 4]);
+    assert.equal(zaak.body.next, "4", "a full page ends at its last event");
+    assert.match(zaak.headers.get("link")!, /after=4&limit=3&type=nl.example.zaak./);
+
+    const two = await readPage(svc.url, "pages", "type=nl.example.zaak.gesloten&type=nl.example.document");
+    assert.deepEqual(sequences(two.body.events), [1, 3, 5, 6, 7, 9, 11, 13, 15, 16, 17, 19, 21, 23, 25]);
+
+    const subject = await readPage(svc.url, "pages", "subject=zaak-3");
+    assert.deepEqual(sequences(subject.body.events), [1, 4, 7, 10, 13, 16, 19, 22, 25]);
+    const both = await readPage(svc.url, "pages", "subject=zaak-3&type=nl.example.zaak.gesloten");
+    assert.deepEqual(sequences(both.body.events), [1, 16]);
+    const none = await readPage(svc.url, "pages", "type=nl.other");
+    assert.deepEqual(none.body, { events: [], next: "25", head: "25" });
+    // Prefix match is exact in case; no LIKE wildcards.
+    assert.equal((await readPage(svc.url, "pages", "type=NL.example")).body.events.length, 0);
+    assert.equal((await readPage(svc.url, "pages", "type=nl_example")).body.events.length, 0);
+    assert.equal((await readPage(svc.url, "pages", "type=nl%25")).body.events.length, 0);
+  });
+
+  it("refuses malformed parameters with 400", async () => {
+    for (const query of [
+      "after=-1",
+      "after=abc",
+      "after=01",
+      "after=1.5",
+      "after=1&after=2",
+      "after=99999999999999999999",
+    ]) {
+      const reply = await readPage(svc.url, "pages", query);
+      assert.equal(reply.status, 400, query);
+      assert.equal(reply.body.type, "urn:seintje:problem:invalid-cursor", query);
+    }
+    for (const query of [
+      "limit=0",
+      "limit=1001",
+      "limit=ten",
+      "wait=61",
+      "wait=-1",
+      "wait=soon",
+      "subject=",
+      "type=",
+    ]) {
+      const reply = await readPage(svc.url, "pages", query);
+      assert.equal(reply.status, 400, query);
+      assert.equal(reply.headers.get("content-type"), "application/problem+json");
+    }
+    assert.equal((await readPage(svc.url, "pages", "unknown=ignored&limit=1")).status, 200);
+  });
+
+  it("answers 400 of its own type for a cursor ahead of head", async () => {
+    const reply = await readPage(svc.url, "pages", "after=26");
+    assert.equal(reply.status, 400);
+    assert.equal(reply.body.type, "urn:seintje:problem:cursor-ahead");
+    assert.equal(reply.body.head, "25");
+  });
+
+  it("returns one event by sequence, and 404 for one it does not hold", async () => {
+    const one = await call(`${svc.url}/v1/feeds/pages/events/7`);
+    assert.equal(one.status, 200);
+    assert.equal(one.body.sequence, "7");
+    for (const sequence of ["26", "0", "abc", "-1"]) {
+      const missing = await call(`${svc.url}/v1/feeds/pages/events/${sequence}`);
+      assert.equal(missing.status, 404, sequence);
+      assert.equal(missing.body.type, "urn:seintje:problem:event-not-found");
+    }
+  });
+});
+
+describe("long-polling", () => {
+  let svc: TestService;
+  before(async () => {
+    svc = await startTestService();
+    await putFeed(svc.url, "live");
+    await publish(svc.url, "live", cloudEvent());
+  });
+  after(() => svc.stop());
+
+  it("answers at once when events are newer than the cursor", async () => {
+    const started = Date.now();
+    const reply = await readPage(svc.url, "live", "after=0&wait=30");
+    assert.equal(reply.body.events.length, 1);
+    assert.ok(Date.now() - started < 5000);
+  });
+
+  it("holds the request until an event is appended, then answers with it", async () => {
+    const started = Date.now();
+    const waiting = readPage(svc.url, "live", "after=1&wait=30");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await publish(svc.url, "live", cloudEvent({ id: "wakes-the-poll" }));
+    const reply = await waiting;
+    const elapsed = Date.now() - started;
+    assert.equal(reply.status, 200);
+    assert.deepEqual(
+      reply.body.events.map((e: { id: string }) => e.id),
+      ["wakes-the-poll"],
+    );
+    assert.equal(reply.body.next, "2");
+    assert.ok(elapsed >= 300 && elapsed < 10_000, `answered after ${elapsed} ms, woken by the append`);
+  });
+
+  it("answers with an empty page when the time is up", async () => {
+    const started = Date.now();
+    const reply = await readPage(svc.url, "live", "after=2&wait=0.5");
+    const elapsed = Date.now() - started;
+    assert.equal(reply.status, 200);
+    assert.deepEqual(reply.body, { events: [], next: "2", head: "2" });
+    assert.ok(elapsed >= 450, `waited ${elapsed} ms`);
+  });
+
+  it("with filters, keeps waiting past events that do not match", async () => {
+    const waiting = readPage(svc.url, "live", "after=2&wait=30&type=nl.example.match");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await publish(svc.url, "live", cloudEvent({ type: "nl.example.other" }));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await publish(svc.url, "live", cloudEvent({ type: "nl.example.match.found", id: "matching" }));
+    const reply = await waiting;
+    assert.deepEqual(
+      reply.body.events.map((e: { id: string }) => e.id),
+      ["matching"],
+    );
+    assert.equal(reply.body.next, "4");
+  });
+
+  it("stops waiting when the client goes away", async () => {
+    const controller = new AbortController();
+    const waiting = fetch(`${svc.url}/v1/feeds/live/events?after=4&wait=30`, {
+      signal: controller.signal,
+    }).catch((error: Error) => error.name);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(svc.service.bus.waiting, 1);
+    controller.abort();
+    assert.equal(await waiting, "AbortError");
+    for (let i = 0; i < 50 && svc.service.bus.waiting > 0; i += 1)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.equal(svc.service.bus.waiting, 0);
+  });
+});
+
+describe("retention and old cursors", () => {
+  let svc: TestService;
+  before(async () => {
+    svc = await startTestService();
+  });
+  after(() => svc.stop());
+
+  it("answers 410 with oldest for a cursor retention has passed", async () => {
+    await putFeed(svc.url, "kept", { retention: { maxEvents: 10 } });
+    await publishBatch(
+      svc.url,
+      "kept",
+      Array.from({ length: 25 }, () => cloudEvent()),
+    );
+    assert.equal(await svc.service.retention.pass(), 15);
+
+    const feed = await call(`${svc.url}/v1/feeds/kept`);
+    assert.equal(feed.body.oldest, "16");
+    assert.equal(feed.body.head, "25");
+
+    const gone = await readPage(svc.url, "kept", "after=5");
+    assert.equal(gone.status, 410);
+    assert.equal(gone.headers.get("content-type"), "application/problem+json");
+    assert.equal(gone.body.type, "urn:seintje:problem:cursor-gone");
+    assert.equal(gone.body.oldest, "16");
+
+    // oldest - 1 is still a valid cursor: nothing after it was removed.
+    const edge = await readPage(svc.url, "kept", "after=15&limit=2");
+    assert.deepEqual(sequences(edge.body.events), [16, 17]);
+    const fromOldest = await readPage(svc.url, "kept");
+    assert.equal(fromOldest.body.events[0].sequence, "16");
+    assert.equal(fromOldest.body.events.length, 10);
+    assert.equal((await call(`${svc.url}/v1/feeds/kept/events/15`)).status, 404);
+    assert.equal((await call(`${svc.url}/v1/feeds/kept/events/16`)).status, 200);
+  });
+
+  it("removes by age, and a fully pruned feed keeps its head", async () => {
+    await putFeed(svc.url, "aged", { retention: { maxAge: "PT1S" } });
+    await publishBatch(
+      svc.url,
+      "aged",
+      Array.from({ length: 5 }, () => cloudEvent()),
+    );
+    assert.equal(await svc.service.retention.pass(), 0, "nothing is a second old yet");
+    assert.equal(await svc.service.retention.pass(Date.now() + 2000), 5);
+    const feed = await call(`${svc.url}/v1/feeds/aged`);
+    assert.equal(feed.body.head, "5");
+    assert.equal(feed.body.oldest, null);
+    assert.equal((await readPage(svc.url, "aged", "after=2")).status, 410);
+    assert.deepEqual((await readPage(svc.url, "aged", "after=5")).body, { events: [], next: "5", head: "5" });
+    await publish(svc.url, "aged", cloudEvent());
+    assert.deepEqual(sequences(await readAll(svc.url, "aged")), [6]);
+  });
+});

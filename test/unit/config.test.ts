@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { resolve } from "node:path";
+import { describe, it } from "node:test";
+import { ConfigError, loadConfig, unknownVariables } from "../../src/config.js";
+
+describe("configuration", () => {
+  it("has the contract's defaults", () => {
+    const config = loadConfig({});
+    assert.equal(config.host, "127.0.0.1");
+    assert.equal(config.port, 8080);
+    assert.deepEqual(config.database, { dialect: "sqlite", filename: resolve("data/seintje.db") });
+    assert.equal(config.dataDir, resolve("data"));
+    assert.equal(config.publicUrl, undefined);
+    assert.match(config.source, /^urn:seintje:/);
+    assert.equal(config.autoCreateFeeds, false);
+    assert.equal(config.retentionIntervalSeconds, 60);
+  });
+
+  it("puts the SQLite file in the data directory unless DATABASE_URL says otherwise", () => {
+    assert.equal(loadConfig({ SEINTJE_DATA_DIR: "/srv/seintje" }).database.dialect, "sqlite");
+    assert.deepEqual(loadConfig({ SEINTJE_DATA_DIR: "/srv/seintje" }).database, {
+      dialect: "sqlite",
+      filename: "/srv/seintje/seintje.db",
+    });
+    assert.deepEqual(loadConfig({ DATABASE_URL: "sqlite:/tmp/x.db" }).database, {
+      dialect: "sqlite",
+      filename: "/tmp/x.db",
+    });
+  });
+
+  it("names the bad variable", () => {
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ SEINTJE_PORT: "eighty" }, "SEINTJE_PORT"],
+      [{ SEINTJE_PORT: "70000" }, "SEINTJE_PORT"],
+      [{ SEINTJE_AUTO_CREATE_FEEDS: "maybe" }, "SEINTJE_AUTO_CREATE_FEEDS"],
+      [{ SEINTJE_PUBLIC_URL: "ftp://x" }, "SEINTJE_PUBLIC_URL"],
+      [{ DATABASE_URL: "mysql://x" }, "DATABASE_URL"],
+      [{ DATABASE_URL: "postgres://127.0.0.1/x" }, "DATABASE_URL"],
+      [{ SEINTJE_RETENTION_INTERVAL: "0" }, "SEINTJE_RETENTION_INTERVAL"],
+      [{ SEINTJE_LOG_LEVEL: "loud" }, "SEINTJE_LOG_LEVEL"],
+    ];
+    for (const [env, variable] of cases) {
+      assert.throws(
+        () => loadConfig(env),
+        (error: unknown) =>
+          error instanceof ConfigError && error.variable === variable && error.message.startsWith(variable),
+      );
+    }
+  });
+
+  it("reads booleans and a public URL", () => {
+    const config = loadConfig({
+      SEINTJE_AUTO_CREATE_FEEDS: "true",
+      SEINTJE_PUBLIC_URL: "https://feeds.example.nl/",
+    });
+    assert.equal(config.autoCreateFeeds, true);
+    assert.equal(config.publicUrl, "https://feeds.example.nl");
+  });
+
+  it("spots unknown SEINTJE_ variables", () => {
+    assert.deepEqual(unknownVariables({ SEINTJE_PROT: "1", SEINTJE_PORT: "1", HOME: "/" }), ["SEINTJE_PROT"]);
+  });
+});
