@@ -129,6 +129,7 @@ export class Appender {
       }
       return;
     }
+    this.options.logger.debug({ requests: group.length, feeds: result.heads.size }, "group committed");
     for (const [feedId, head] of result.heads) this.bus.appended(feedId, head);
     group.forEach((pending, index) => {
       const outcome = result.outcomes[index]!;

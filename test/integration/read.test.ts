@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
 import { startTestService, type TestService } from "../support/service.js";
 
-const sequences = (events: Array<{ sequence: string }>) => events.map((event) => Number(event.sequence));
+const sequences = (events: any[]) => events.map((event) => Number(event.sequence));
 
 describe("reading the pull feed", () => {
   let svc: TestService;
