@@ -21,8 +21,19 @@ export interface Config {
   autoCreateFeeds: boolean;
   retentionIntervalSeconds: number;
   logLevel: string;
+  auth: AuthConfig;
   /** Longest `wait` a long-poll may ask for, in seconds (the contract says 60). */
   maxWaitSeconds: number;
+}
+
+export interface AuthConfig {
+  enabled: boolean;
+  jwksUrl: string | undefined;
+  jwksFile: string | undefined;
+  issuer: string | undefined;
+  audience: string | undefined;
+  algorithms: string[];
+  jwksCooldownSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -66,6 +77,48 @@ export const OPTIONS: readonly Option[] = [
   { variable: "SEINTJE_AUTO_CREATE_FEEDS", default: "false", meaning: "create a feed on its first publish" },
   { variable: "SEINTJE_RETENTION_INTERVAL", default: "60", meaning: "seconds between retention passes" },
   { variable: "SEINTJE_LOG_LEVEL", default: "info", meaning: "fatal, error, warn, info, debug or trace" },
+  {
+    variable: "SEINTJE_AUTH",
+    default: "on",
+    meaning: "`off` disables authentication (logged loudly at start)",
+  },
+  {
+    variable: "SEINTJE_JWKS_URL",
+    default: "unset",
+    meaning: "JWKS URL that tokens are verified with, besides the generated key",
+  },
+  {
+    variable: "SEINTJE_JWKS_FILE",
+    default: "unset",
+    meaning: "JWKS file that tokens are verified with, besides the generated key",
+  },
+  { variable: "SEINTJE_JWT_ISSUER", default: "unset", meaning: "required `iss` of tokens, when set" },
+  { variable: "SEINTJE_JWT_AUDIENCE", default: "unset", meaning: "required `aud` of tokens, when set" },
+  {
+    variable: "SEINTJE_JWT_ALGORITHMS",
+    default: "ES256 ES384 EdDSA RS256 PS256",
+    meaning: "signature algorithms accepted in tokens (never none or HMAC)",
+  },
+  {
+    variable: "SEINTJE_JWKS_COOLDOWN",
+    default: "30",
+    meaning: "least seconds between refetches of the JWKS URL",
+  },
+];
+
+/** Asymmetric JWS algorithms; `none` and the HMAC family are never accepted. */
+const SIGNATURE_ALGORITHMS = [
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "Ed25519",
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
 ];
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -125,6 +178,43 @@ function publicUrl(env: Env): string | undefined {
   return url.href.replace(/\/+$/, "");
 }
 
+function auth(env: Env): AuthConfig {
+  const raw = text(env, "SEINTJE_AUTH")?.toLowerCase() ?? "on";
+  if (raw !== "on" && raw !== "off")
+    throw new ConfigError("SEINTJE_AUTH", `expected on or off, got "${raw}"`);
+  const jwksUrl = text(env, "SEINTJE_JWKS_URL");
+  if (jwksUrl !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(jwksUrl);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+      throw new ConfigError("SEINTJE_JWKS_URL", `not an http(s) URL: "${jwksUrl}"`);
+    }
+  }
+  const algorithms = (text(env, "SEINTJE_JWT_ALGORITHMS") ?? "ES256 ES384 EdDSA RS256 PS256").split(/[\s,]+/);
+  for (const algorithm of algorithms) {
+    if (!SIGNATURE_ALGORITHMS.includes(algorithm)) {
+      throw new ConfigError(
+        "SEINTJE_JWT_ALGORITHMS",
+        `"${algorithm}" is not an accepted signature algorithm (${SIGNATURE_ALGORITHMS.join(" ")})`,
+      );
+    }
+  }
+  const jwksFile = text(env, "SEINTJE_JWKS_FILE");
+  return {
+    enabled: raw === "on",
+    jwksUrl,
+    jwksFile: jwksFile === undefined ? undefined : resolve(jwksFile),
+    issuer: text(env, "SEINTJE_JWT_ISSUER"),
+    audience: text(env, "SEINTJE_JWT_AUDIENCE"),
+    algorithms,
+    jwksCooldownSeconds: integer(env, "SEINTJE_JWKS_COOLDOWN", 30, 0, 86_400),
+  };
+}
+
 /** Reads and checks the whole configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const host = text(env, "SEINTJE_HOST") ?? "127.0.0.1";
@@ -144,6 +234,7 @@ export function loadConfig(env: Env = process.env): Config {
     autoCreateFeeds: boolean(env, "SEINTJE_AUTO_CREATE_FEEDS", false),
     retentionIntervalSeconds: integer(env, "SEINTJE_RETENTION_INTERVAL", 60, 1, 86_400),
     logLevel,
+    auth: auth(env),
     maxWaitSeconds: 60,
   };
 }

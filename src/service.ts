@@ -1,6 +1,8 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Config } from "./config.js";
+import { loadSigningKey } from "./auth/keys.js";
+import { TokenVerifier } from "./auth/verifier.js";
+import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, type Storage } from "./db/database.js";
 import { createApp } from "./http/app.js";
 import type { Services } from "./http/context.js";
@@ -29,11 +31,37 @@ export interface StartOptions {
   migrate?: boolean;
 }
 
+/** The token verifier, or undefined (with a loud warning) when authentication is off. */
+async function createVerifier(config: Config, logger: Logger): Promise<TokenVerifier | undefined> {
+  const auth = config.auth;
+  if (!auth.enabled) {
+    logger.warn(
+      "AUTHENTICATION IS OFF (SEINTJE_AUTH=off): anyone who can reach this service can read, publish and delete every feed",
+    );
+    return undefined;
+  }
+  const signingKey = await loadSigningKey(config.dataDir);
+  try {
+    return new TokenVerifier({
+      signingKey,
+      jwksFile: auth.jwksFile,
+      jwksUrl: auth.jwksUrl,
+      algorithms: auth.algorithms,
+      issuer: auth.issuer,
+      audience: auth.audience,
+      jwksCooldownMs: auth.jwksCooldownSeconds * 1000,
+    });
+  } catch (error) {
+    throw new ConfigError("SEINTJE_JWKS_FILE", `cannot be used: ${(error as Error).message}`);
+  }
+}
+
 export async function startService(
   config: Config,
   logger: Logger,
   options: StartOptions = {},
 ): Promise<Service> {
+  const verifier = await createVerifier(config, logger);
   const storage = await openStorage(config.database);
   const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger);
   const bus = new WakeupBus();
@@ -51,6 +79,7 @@ export async function startService(
       bus,
       appender,
       logger,
+      verifier,
       publicUrl: () => publicUrl,
       maxWaitSeconds: config.maxWaitSeconds,
       stopping: stopping.signal,

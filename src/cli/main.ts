@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { parseScope } from "../auth/grants.js";
+import { loadSigningKey } from "../auth/keys.js";
+import { mintToken, parseTtl } from "../auth/tokens.js";
 import { ConfigError, loadConfig, OPTIONS, unknownVariables } from "../config.js";
 import { migrate, openStorage } from "../db/database.js";
 import { createLogger } from "../logger.js";
@@ -15,6 +18,9 @@ const USAGE = `Usage: seintje <command> [options]
 Commands:
   serve [--no-migrate]   run the service (migrates the database first unless --no-migrate)
   migrate                bring the database schema up to date and exit
+  token --scope "<grants>" [--ttl 1h] [--sub NAME]
+                         print a token signed with the service's generated key; grants are
+                         read, publish, subscribe, admin, each optionally :FEEDGLOB (read:brk-*)
   help                   show this text
 
 Options:
@@ -97,6 +103,31 @@ async function migrateCommand(args: string[]): Promise<void> {
   }
 }
 
+async function tokenCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { scope: { type: "string" }, ttl: { type: "string", default: "1h" }, sub: { type: "string" } },
+    strict: true,
+  });
+  const scope = values.scope?.trim().replace(/\s+/g, " ");
+  if (!scope) usageError('token needs --scope "<grants>", e.g. --scope "read:brk-* publish:brk-a"');
+  const notGrants = scope.split(" ").filter((word) => parseScope(word).length === 0);
+  if (notGrants.length > 0) usageError(`not a grant: ${notGrants.join(", ")}`);
+  const ttlSeconds = parseTtl(values.ttl);
+  if (ttlSeconds === undefined)
+    usageError(`--ttl takes a duration like 90s, 15m, 1h or 7d, not "${values.ttl}"`);
+  const config = configOrExit();
+  const key = await loadSigningKey(config.dataDir);
+  const token = await mintToken(key, {
+    scope,
+    subject: values.sub ?? "seintje-cli",
+    ttlSeconds,
+    issuer: config.auth.issuer,
+    audience: config.auth.audience,
+  });
+  process.stdout.write(`${token}\n`);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -104,6 +135,8 @@ async function main(argv: string[]): Promise<void> {
       return serve(rest);
     case "migrate":
       return migrateCommand(rest);
+    case "token":
+      return tokenCommand(rest);
     case undefined:
     case "help":
     case "-h":
@@ -120,6 +153,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`seintje: invalid configuration: ${error.message}\n`);
+    process.exit(2);
+  }
   if (error instanceof TypeError && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
     usageError(error.message);
   }

@@ -1,5 +1,6 @@
 import Koa from "koa";
 import { coerceError, HttpProblem } from "../errors.js";
+import { authentication } from "./auth.js";
 import type { Services } from "./context.js";
 import { eventRouter } from "./events.js";
 import { feedRouter } from "./feeds.js";
@@ -74,6 +75,7 @@ export function createApp(services: Services): Koa {
   });
   app.use(requestLog(services));
   app.use(problems(services));
+  app.use(authentication(services.verifier, services.logger));
   for (const router of [healthRouter(services), feedRouter(services), eventRouter(services)]) {
     app.use(router.routes());
     app.use(router.allowedMethods());

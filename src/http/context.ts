@@ -1,3 +1,4 @@
+import type { TokenVerifier } from "../auth/verifier.js";
 import type { Storage } from "../db/database.js";
 import type { Appender } from "../log/appender.js";
 import type { WakeupBus } from "../log/wakeup.js";
@@ -9,6 +10,8 @@ export interface Services {
   bus: WakeupBus;
   appender: Appender;
   logger: Logger;
+  /** Undefined when authentication is off. */
+  verifier: TokenVerifier | undefined;
   /** Base of absolute URLs, without a trailing slash; a function because it is known only after listening. */
   publicUrl(): string;
   maxWaitSeconds: number;

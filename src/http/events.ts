@@ -4,6 +4,7 @@ import { HttpProblem } from "../errors.js";
 import { MAX_REQUEST_BYTES, parsePublishRequest } from "../events/encoding.js";
 import { checkFeedName } from "../log/feeds.js";
 import { type FeedPage, pollPage, type ReadQuery, readEvent } from "../log/reader.js";
+import { authorize } from "./auth.js";
 import { readBody } from "./body.js";
 import type { Services } from "./context.js";
 import {
@@ -55,6 +56,7 @@ export function eventRouter(services: Services): Router {
   router.post("/", async (ctx) => {
     const feed = ctx.params.feed!;
     checkFeedName(feed);
+    authorize(ctx, "publish", feed);
     const body = await readBody(ctx, MAX_REQUEST_BYTES);
     const contentType = ctx.get("Content-Type");
     const parsed = parsePublishRequest({
@@ -81,6 +83,7 @@ export function eventRouter(services: Services): Router {
   router.get("/", async (ctx) => {
     const feed = ctx.params.feed!;
     checkFeedName(feed);
+    authorize(ctx, "read", feed);
     const query: ReadQuery = {
       after: cursorParameter(ctx.query),
       limit: integerParameter(ctx.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
@@ -98,6 +101,7 @@ export function eventRouter(services: Services): Router {
   router.get("/:sequence", async (ctx) => {
     const feed = ctx.params.feed!;
     checkFeedName(feed);
+    authorize(ctx, "read", feed);
     const sequence = parseSequence(ctx.params.sequence);
     if (sequence === undefined || sequence === 0) {
       throw new HttpProblem(404, "eventNotFound", "An event's sequence is a positive decimal integer.");

@@ -1,9 +1,11 @@
 import Router from "@koa/router";
+import { allows } from "../auth/grants.js";
 import type { FeedRow, FeedSettings } from "../db/feeds.js";
 import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
 import { parseDuration } from "../log/duration.js";
 import { checkFeedName, deleteFeed, getFeed, listFeeds, putFeed } from "../log/feeds.js";
 import { oldestKept } from "../log/reader.js";
+import { authorize } from "./auth.js";
 import { readBody } from "./body.js";
 import type { Services } from "./context.js";
 
@@ -87,12 +89,15 @@ export function feedRouter(services: Services): Router {
   const router = new Router({ prefix: "/v1/feeds" });
 
   router.get("/", async (ctx) => {
-    ctx.body = { feeds: (await listFeeds(services.storage)).map(feedView) };
+    const { grants } = authorize(ctx, "read");
+    const readable = (await listFeeds(services.storage)).filter((feed) => allows(grants, "read", feed.name));
+    ctx.body = { feeds: readable.map(feedView) };
   });
 
   router.put("/:feed", async (ctx) => {
     const name = ctx.params.feed!;
     checkFeedName(name);
+    authorize(ctx, "admin", name);
     const bytes = await readBody(ctx, MAX_SETTINGS_BYTES);
     const type = ctx.request.type;
     if (bytes.length > 0 && type !== "application/json" && !type.endsWith("+json")) {
@@ -114,11 +119,13 @@ export function feedRouter(services: Services): Router {
 
   router.get("/:feed", async (ctx) => {
     checkFeedName(ctx.params.feed!);
+    authorize(ctx, "read", ctx.params.feed!);
     ctx.body = feedView(await getFeed(services.storage, ctx.params.feed!));
   });
 
   router.delete("/:feed", async (ctx) => {
     checkFeedName(ctx.params.feed!);
+    authorize(ctx, "admin", ctx.params.feed!);
     await deleteFeed(services.storage, services.bus, ctx.params.feed!);
     ctx.status = 204;
   });

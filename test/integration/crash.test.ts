@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { after, describe, it } from "node:test";
-import { call, cloudEvent, publish, putFeed, readAll } from "../support/http.js";
+import { call, cloudEvent, publish, putFeed, readAll, useToken } from "../support/http.js";
 import { startServerProcess } from "../support/process.js";
-import { tempDir } from "../support/service.js";
+import { tempDir, tokenFor } from "../support/service.js";
 
 describe("crash safety", () => {
   const dir = tempDir("seintje-crash-");
@@ -12,6 +12,7 @@ describe("crash safety", () => {
   it("keeps every acknowledged event, gap-free, when the process is killed with SIGKILL mid-load", async () => {
     const env = { SEINTJE_DATA_DIR: dir, SEINTJE_LOG_LEVEL: "info" };
     const first = await startServerProcess(env);
+    useToken(first.url, await tokenFor(dir, "admin"));
     assert.equal((await putFeed(first.url, "crash")).status, 201);
 
     const acknowledged = new Set<string>();
@@ -37,6 +38,7 @@ describe("crash safety", () => {
     assert.ok(acknowledged.size >= 300, `only ${acknowledged.size} events were acknowledged before the kill`);
 
     const second = await startServerProcess(env);
+    useToken(second.url, await tokenFor(dir, "admin"));
     try {
       const events = await readAll(second.url, "crash");
       const ids = new Set(events.map((event) => event.id as string));

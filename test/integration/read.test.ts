@@ -192,7 +192,7 @@ describe("long-polling", () => {
 
   it("stops waiting when the client goes away", async () => {
     const controller = new AbortController();
-    const waiting = fetch(`${svc.url}/v1/feeds/live/events?after=4&wait=30`, {
+    const waiting = call(`${svc.url}/v1/feeds/live/events?after=4&wait=30`, {
       signal: controller.signal,
     }).catch((error: Error) => error.name);
     await new Promise((resolve) => setTimeout(resolve, 200));

@@ -7,8 +7,21 @@ export interface Reply<T = unknown> {
   text: string;
 }
 
+/** Tokens per service base URL: `call` sends the one registered for the URL's service unless told otherwise. */
+const tokens = new Map<string, string>();
+
+export function useToken(base: string, token: string | undefined): void {
+  if (token === undefined) tokens.delete(base);
+  else tokens.set(base, token);
+}
+
 export async function call<T = any>(url: string, init: RequestInit = {}): Promise<Reply<T>> {
-  const response = await fetch(url, init);
+  const headers = new Headers(init.headers);
+  if (!headers.has("authorization")) {
+    for (const [base, token] of tokens)
+      if (url.startsWith(`${base}/`)) headers.set("authorization", `Bearer ${token}`);
+  }
+  const response = await fetch(url, { ...init, headers });
   const text = await response.text();
   const type = response.headers.get("content-type") ?? "";
   const body = (text !== "" && /json/.test(type) ? JSON.parse(text) : text) as T;

@@ -2,11 +2,27 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import { loadSigningKey } from "../../src/auth/keys.js";
+import { mintToken } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { type Service, type StartOptions, startService } from "../../src/service.js";
+import { useToken } from "./http.js";
 
-/** A real seintje on 127.0.0.1:<free port> with its own SQLite file in a fresh temp dir. */
+/** A token signed with the generated key in `dir`, as `seintje token` would mint it. */
+export async function tokenFor(
+  dir: string,
+  scope: string,
+  ttlSeconds = 3600,
+  subject = "test",
+): Promise<string> {
+  return mintToken(await loadSigningKey(dir), { scope, subject, ttlSeconds });
+}
+
+/**
+ * A real seintje on 127.0.0.1:<free port> with its own SQLite file in a fresh temp dir. Authentication is on, as
+ * in production; `call` sends an admin token to it unless a test sets its own Authorization header.
+ */
 export interface TestService {
   url: string;
   service: Service;
@@ -34,12 +50,14 @@ export async function startTestService(
     },
   });
   const service = await startService(config, createLogger(config.logLevel, sink), options);
+  if (config.auth.enabled) useToken(service.url, await tokenFor(dir, "admin"));
   return {
     url: service.url,
     service,
     dir,
     logs,
     async stop() {
+      useToken(service.url, undefined);
       await service.stop(1000);
       if (!options.dir) rmSync(dir, { recursive: true, force: true });
     },

@@ -1,0 +1,128 @@
+import { readFileSync } from "node:fs";
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors,
+  type JSONWebKeySet,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  jwtVerify,
+} from "jose";
+import { type Grant, parseScope } from "./grants.js";
+import type { SigningKey } from "./keys.js";
+
+/**
+ * Verifies bearer tokens with jose against the service's own key, a local JWKS file and a remote JWKS URL (cached
+ * and refreshed by jose: refetched when a token names an unknown `kid`, at most once per cooldown).
+ */
+
+export interface Principal {
+  subject: string | undefined;
+  grants: Grant[];
+  /** When the token expires, epoch ms. */
+  expiresAt: number | undefined;
+}
+
+export interface VerifierOptions {
+  signingKey: SigningKey;
+  jwksFile?: string | undefined;
+  jwksUrl?: string | undefined;
+  algorithms: string[];
+  issuer?: string | undefined;
+  audience?: string | undefined;
+  /** Least time between two fetches of the remote JWKS triggered by unknown keys. */
+  jwksCooldownMs: number;
+}
+
+/** Tolerated clock difference for exp and nbf. */
+export const CLOCK_SKEW_SECONDS = 30;
+
+/** The token is not acceptable; `description` says why without echoing the token. */
+export class InvalidToken extends Error {
+  constructor(readonly description: string) {
+    super(description);
+    this.name = "InvalidToken";
+  }
+}
+
+/** The keys needed to check the token could not be fetched: the client's token may be fine. */
+export class KeysUnavailable extends Error {
+  constructor(cause: unknown) {
+    super("the keys to verify tokens could not be fetched", { cause });
+    this.name = "KeysUnavailable";
+  }
+}
+
+function readJwksFile(path: string): JSONWebKeySet {
+  const parsed = JSON.parse(readFileSync(path, "utf8")) as JSONWebKeySet;
+  if (!Array.isArray(parsed?.keys)) throw new Error(`${path} is not a JWKS: it has no "keys" array`);
+  return parsed;
+}
+
+export class TokenVerifier {
+  private readonly local: JWTVerifyGetKey;
+  private readonly remote: JWTVerifyGetKey | undefined;
+
+  constructor(private readonly options: VerifierOptions) {
+    const keys = [
+      options.signingKey.publicJwk,
+      ...(options.jwksFile ? readJwksFile(options.jwksFile).keys : []),
+    ];
+    this.local = createLocalJWKSet({ keys });
+    this.remote = options.jwksUrl
+      ? createRemoteJWKSet(new URL(options.jwksUrl), {
+          cooldownDuration: options.jwksCooldownMs,
+          timeoutDuration: 5000,
+        })
+      : undefined;
+  }
+
+  private readonly resolveKey: JWTVerifyGetKey = async (header, token) => {
+    try {
+      return await this.local(header, token);
+    } catch (error) {
+      if (!this.remote || !(error instanceof errors.JWKSNoMatchingKey)) throw error;
+      return this.remote(header, token);
+    }
+  };
+
+  async verify(token: string): Promise<Principal> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.resolveKey, {
+        algorithms: this.options.algorithms,
+        issuer: this.options.issuer,
+        audience: this.options.audience,
+        clockTolerance: CLOCK_SKEW_SECONDS,
+        requiredClaims: ["exp"],
+      }));
+    } catch (error) {
+      throw describe(error);
+    }
+    return {
+      subject: typeof payload.sub === "string" ? payload.sub : undefined,
+      grants: parseScope(payload.scope),
+      expiresAt: typeof payload.exp === "number" ? payload.exp * 1000 : undefined,
+    };
+  }
+}
+
+function describe(error: unknown): InvalidToken | KeysUnavailable {
+  if (error instanceof errors.JWTExpired) return new InvalidToken("the token has expired");
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    return new InvalidToken(`the token's "${error.claim}" claim is not accepted`);
+  }
+  if (error instanceof errors.JOSEAlgNotAllowed)
+    return new InvalidToken("the token's algorithm is not allowed");
+  if (error instanceof errors.JWSSignatureVerificationFailed)
+    return new InvalidToken("the token's signature does not verify");
+  if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) {
+    return new InvalidToken("no known key matches the token");
+  }
+  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid)
+    return new KeysUnavailable(error);
+  // The remote JWKS answered with an error status, or could not be reached at all.
+  if (error instanceof Error && /Expected 200 OK|fetch failed/.test(error.message))
+    return new KeysUnavailable(error);
+  return new InvalidToken("the token is malformed");
+}

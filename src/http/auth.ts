@@ -1,0 +1,91 @@
+import type { Context, Middleware } from "koa";
+import { type Action, allows } from "../auth/grants.js";
+import { InvalidToken, KeysUnavailable, type Principal, type TokenVerifier } from "../auth/verifier.js";
+import { HttpProblem } from "../errors.js";
+import type { Logger } from "../logger.js";
+
+/**
+ * Bearer authentication (RFC 6750) and per-feed authorization. Authorization looks only at the token's grants and
+ * the feed's name, before any storage is touched, so a refusal never tells whether a feed exists.
+ */
+
+/** Paths that need no token. */
+const OPEN_PATHS = new Set(["/healthz", "/readyz", "/v1/openapi.json", "/metrics"]);
+
+const REALM = 'Bearer realm="seintje"';
+
+/** Who a request runs as when authentication is off: allowed everything. */
+const UNAUTHENTICATED: Principal = {
+  subject: undefined,
+  grants: [{ action: "admin", feeds: undefined, text: "admin" }],
+  expiresAt: undefined,
+};
+
+function unauthorized(description?: string): HttpProblem {
+  const header =
+    description === undefined ? REALM : `${REALM}, error="invalid_token", error_description="${description}"`;
+  return new HttpProblem(
+    401,
+    "unauthorized",
+    description === undefined
+      ? "This request needs a bearer token."
+      : `The bearer token is not valid: ${description}.`,
+    {},
+    { "WWW-Authenticate": header },
+  );
+}
+
+/** The token from `Authorization: Bearer`, null when a Bearer header is malformed, undefined when there is none. */
+function bearerToken(ctx: Context): string | null | undefined {
+  const header = ctx.get("Authorization");
+  if (header === "") return undefined;
+  const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+  if (match) return match[1]!;
+  return /^Bearer(\s|$)/i.test(header) ? null : undefined;
+}
+
+export function authentication(verifier: TokenVerifier | undefined, logger: Logger): Middleware {
+  return async (ctx, next) => {
+    if (OPEN_PATHS.has(ctx.path)) return next();
+    if (!verifier) {
+      ctx.state.principal = UNAUTHENTICATED;
+      return next();
+    }
+    const token = bearerToken(ctx);
+    if (token === undefined) throw unauthorized();
+    if (token === null) throw unauthorized("the Authorization header is malformed");
+    try {
+      ctx.state.principal = await verifier.verify(token);
+    } catch (error) {
+      if (error instanceof InvalidToken) throw unauthorized(error.description);
+      if (error instanceof KeysUnavailable) {
+        logger.warn({ err: error.cause }, "token keys could not be fetched");
+        throw new HttpProblem(503, "unavailable", error.message, {}, { "Retry-After": "5" });
+      }
+      throw error;
+    }
+    return next();
+  };
+}
+
+export function principalOf(ctx: Context): Principal {
+  const principal = ctx.state.principal as Principal | undefined;
+  if (!principal) throw new Error("authorization checked before authentication ran");
+  return principal;
+}
+
+/** Throws 403 unless the request's token grants `action` on `feed` (or, without a feed, on some feed). */
+export function authorize(ctx: Context, action: Action, feed?: string): Principal {
+  const principal = principalOf(ctx);
+  if (!allows(principal.grants, action, feed)) {
+    const scope = feed === undefined ? action : `${action}:${feed}`;
+    throw new HttpProblem(
+      403,
+      "forbidden",
+      `This token does not grant "${scope}".`,
+      {},
+      { "WWW-Authenticate": `${REALM}, error="insufficient_scope", scope="${scope}"` },
+    );
+  }
+  return principal;
+}
