@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { decodeJwt } from "jose";
 import { call } from "../support/http.js";
 import { runToEnd, startServerProcess } from "../support/process.js";
 import { tempDir } from "../support/service.js";
@@ -43,6 +44,51 @@ describe("the seintje command", () => {
     const second = await runToEnd(["migrate"], env);
     assert.equal(second.code, 0);
     assert.match(second.stdout, /up to date/);
+  });
+
+  it("mints a token with the generated key that the service accepts", async () => {
+    const minted = await runToEnd(
+      ["token", "--scope", "read:brk-* publish:brk-a", "--ttl", "10m", "--sub", "alice"],
+      {
+        SEINTJE_DATA_DIR: dir,
+        SEINTJE_JWT_ISSUER: "https://seintje.example",
+      },
+    );
+    assert.equal(minted.code, 0, minted.stderr);
+    const token = minted.stdout.trim();
+    const claims = decodeJwt(token);
+    assert.equal(claims.scope, "read:brk-* publish:brk-a");
+    assert.equal(claims.sub, "alice");
+    assert.equal(claims.iss, "https://seintje.example");
+    assert.ok(claims.exp! - claims.iat! === 600);
+
+    const server = await startServerProcess({
+      SEINTJE_DATA_DIR: dir,
+      SEINTJE_JWT_ISSUER: "https://seintje.example",
+    });
+    try {
+      const allowed = await call(`${server.url}/v1/feeds`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(allowed.status, 200);
+      const refused = await call(`${server.url}/v1/feeds/zaken`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(refused.status, 403);
+    } finally {
+      server.child.kill("SIGTERM");
+      await server.exited;
+    }
+  });
+
+  it("refuses a token request without grants, with a bad grant or a bad ttl", async () => {
+    for (const args of [
+      ["token"],
+      ["token", "--scope", "write:brk"],
+      ["token", "--scope", "read", "--ttl", "forever"],
+    ]) {
+      const result = await runToEnd(args, { SEINTJE_DATA_DIR: dir });
+      assert.equal(result.code, 2, args.join(" "));
+      assert.equal(result.stdout, "");
+    }
   });
 
   it("serves, and stops cleanly on SIGTERM", async () => {

@@ -13,10 +13,20 @@ import { useToken } from "./http.js";
 export async function tokenFor(
   dir: string,
   scope: string,
-  ttlSeconds = 3600,
-  subject = "test",
+  claims: {
+    ttlSeconds?: number;
+    subject?: string;
+    issuer?: string | undefined;
+    audience?: string | undefined;
+  } = {},
 ): Promise<string> {
-  return mintToken(await loadSigningKey(dir), { scope, subject, ttlSeconds });
+  return mintToken(await loadSigningKey(dir), {
+    scope,
+    subject: claims.subject ?? "test",
+    ttlSeconds: claims.ttlSeconds ?? 3600,
+    issuer: claims.issuer,
+    audience: claims.audience,
+  });
 }
 
 /**
@@ -50,7 +60,11 @@ export async function startTestService(
     },
   });
   const service = await startService(config, createLogger(config.logLevel, sink), options);
-  if (config.auth.enabled) useToken(service.url, await tokenFor(dir, "admin"));
+  if (config.auth.enabled)
+    useToken(
+      service.url,
+      await tokenFor(dir, "admin", { issuer: config.auth.issuer, audience: config.auth.audience }),
+    );
   return {
     url: service.url,
     service,

@@ -14,6 +14,16 @@ describe("configuration", () => {
     assert.match(config.source, /^urn:seintje:/);
     assert.equal(config.autoCreateFeeds, false);
     assert.equal(config.retentionIntervalSeconds, 60);
+    assert.deepEqual(config.auth, {
+      enabled: true,
+      jwksUrl: undefined,
+      jwksFile: undefined,
+      issuer: undefined,
+      audience: undefined,
+      algorithms: ["ES256", "ES384", "EdDSA", "RS256", "PS256"],
+      jwksCooldownSeconds: 30,
+    });
+    assert.equal(loadConfig({ SEINTJE_AUTH: "off" }).auth.enabled, false);
   });
 
   it("puts the SQLite file in the data directory unless DATABASE_URL says otherwise", () => {
@@ -38,6 +48,10 @@ describe("configuration", () => {
       [{ DATABASE_URL: "postgres://127.0.0.1/x" }, "DATABASE_URL"],
       [{ SEINTJE_RETENTION_INTERVAL: "0" }, "SEINTJE_RETENTION_INTERVAL"],
       [{ SEINTJE_LOG_LEVEL: "loud" }, "SEINTJE_LOG_LEVEL"],
+      [{ SEINTJE_AUTH: "maybe" }, "SEINTJE_AUTH"],
+      [{ SEINTJE_JWKS_URL: "file:///etc/keys" }, "SEINTJE_JWKS_URL"],
+      [{ SEINTJE_JWT_ALGORITHMS: "ES256 HS256" }, "SEINTJE_JWT_ALGORITHMS"],
+      [{ SEINTJE_JWT_ALGORITHMS: "none" }, "SEINTJE_JWT_ALGORITHMS"],
     ];
     for (const [env, variable] of cases) {
       assert.throws(
