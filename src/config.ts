@@ -161,18 +161,23 @@ function database(env: Env, dataDir: string): Database {
   throw new ConfigError("DATABASE_URL", "expected sqlite:<path>");
 }
 
-function publicUrl(env: Env): string | undefined {
-  const raw = text(env, "SEINTJE_PUBLIC_URL");
-  if (raw === undefined) return undefined;
-  let url: URL;
+function httpUrl(variable: string, raw: string): URL {
+  let url: URL | undefined;
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError("SEINTJE_PUBLIC_URL", `not a URL: "${raw}"`);
+    url = undefined;
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new ConfigError("SEINTJE_PUBLIC_URL", "must be an http or https URL");
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new ConfigError(variable, `not an http or https URL: "${raw}"`);
   }
+  return url;
+}
+
+function publicUrl(env: Env): string | undefined {
+  const raw = text(env, "SEINTJE_PUBLIC_URL");
+  if (raw === undefined) return undefined;
+  const url = httpUrl("SEINTJE_PUBLIC_URL", raw);
   if (url.search || url.hash)
     throw new ConfigError("SEINTJE_PUBLIC_URL", "must not hold a query or fragment");
   return url.href.replace(/\/+$/, "");
@@ -183,17 +188,7 @@ function auth(env: Env): AuthConfig {
   if (raw !== "on" && raw !== "off")
     throw new ConfigError("SEINTJE_AUTH", `expected on or off, got "${raw}"`);
   const jwksUrl = text(env, "SEINTJE_JWKS_URL");
-  if (jwksUrl !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(jwksUrl);
-    } catch {
-      url = undefined;
-    }
-    if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
-      throw new ConfigError("SEINTJE_JWKS_URL", `not an http(s) URL: "${jwksUrl}"`);
-    }
-  }
+  if (jwksUrl !== undefined) httpUrl("SEINTJE_JWKS_URL", jwksUrl);
   const algorithms = (text(env, "SEINTJE_JWT_ALGORITHMS") ?? "ES256 ES384 EdDSA RS256 PS256").split(/[\s,]+/);
   for (const algorithm of algorithms) {
     if (!SIGNATURE_ALGORITHMS.includes(algorithm)) {
