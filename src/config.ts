@@ -22,6 +22,12 @@ export interface Config {
   retentionIntervalSeconds: number;
   logLevel: string;
   auth: AuthConfig;
+  /** Seconds of silence before a stream sends a keep-alive comment (or a progress id). */
+  keepaliveSeconds: number;
+  /** The `retry:` a stream sends: how long a client waits before it reconnects. */
+  streamRetryMs: number;
+  /** Origins whose pages may open streams (CORS); `*` for any. */
+  corsOrigins: string[];
   /** Longest `wait` a long-poll may ask for, in seconds (the contract says 60). */
   maxWaitSeconds: number;
 }
@@ -103,6 +109,21 @@ export const OPTIONS: readonly Option[] = [
     variable: "SEINTJE_JWKS_COOLDOWN",
     default: "30",
     meaning: "least seconds between refetches of the JWKS URL",
+  },
+  {
+    variable: "SEINTJE_KEEPALIVE",
+    default: "15",
+    meaning: "seconds of silence before a stream sends a keep-alive",
+  },
+  {
+    variable: "SEINTJE_STREAM_RETRY",
+    default: "2000",
+    meaning: "milliseconds a stream tells clients to wait before reconnecting",
+  },
+  {
+    variable: "SEINTJE_CORS_ORIGINS",
+    default: "empty",
+    meaning: "comma-separated origins whose pages may open streams, or *",
   },
 ];
 
@@ -210,6 +231,22 @@ function auth(env: Env): AuthConfig {
   };
 }
 
+function corsOrigins(env: Env): string[] {
+  const raw = text(env, "SEINTJE_CORS_ORIGINS");
+  if (raw === undefined) return [];
+  const origins = raw
+    .split(",")
+    .map((origin) => origin.trim())
+    .filter(Boolean);
+  for (const origin of origins) {
+    if (origin === "*") continue;
+    const url = httpUrl("SEINTJE_CORS_ORIGINS", origin);
+    if (url.origin !== origin)
+      throw new ConfigError("SEINTJE_CORS_ORIGINS", `"${origin}" is not an origin (scheme://host[:port])`);
+  }
+  return origins;
+}
+
 /** Reads and checks the whole configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const host = text(env, "SEINTJE_HOST") ?? "127.0.0.1";
@@ -230,6 +267,9 @@ export function loadConfig(env: Env = process.env): Config {
     retentionIntervalSeconds: integer(env, "SEINTJE_RETENTION_INTERVAL", 60, 1, 86_400),
     logLevel,
     auth: auth(env),
+    keepaliveSeconds: integer(env, "SEINTJE_KEEPALIVE", 15, 1, 3600),
+    streamRetryMs: integer(env, "SEINTJE_STREAM_RETRY", 2000, 0, 3_600_000),
+    corsOrigins: corsOrigins(env),
     maxWaitSeconds: 60,
   };
 }

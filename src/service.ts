@@ -10,6 +10,8 @@ import { Appender } from "./log/appender.js";
 import { RetentionScheduler } from "./log/retention.js";
 import { WakeupBus } from "./log/wakeup.js";
 import type { Logger } from "./logger.js";
+import type { StreamStats } from "./stream/connection.js";
+import { StreamHub } from "./stream/hub.js";
 
 /**
  * A running seintje: storage, the log, the HTTP server. Started in order and stopped in reverse; stop() is safe
@@ -21,6 +23,8 @@ export interface Service {
   readonly server: Server;
   readonly storage: Storage;
   readonly bus: WakeupBus;
+  /** The open streams, each with its live figures. */
+  readonly streams: ReadonlySet<StreamStats>;
   readonly retention: RetentionScheduler;
   /** Stops accepting, answers held requests, lets in-flight ones finish (up to `graceMs`), closes the database. */
   stop(graceMs?: number): Promise<void>;
@@ -67,6 +71,8 @@ export async function startService(
   const bus = new WakeupBus();
   const appender = new Appender(storage, bus, { autoCreateFeeds: config.autoCreateFeeds, logger });
   const stopping = new AbortController();
+  const hub = new StreamHub(storage, bus, logger);
+  const streams = new Set<StreamStats>();
   let server: Server | undefined;
   try {
     if (options.migrate ?? true) {
@@ -82,6 +88,11 @@ export async function startService(
       verifier,
       publicUrl: () => publicUrl,
       maxWaitSeconds: config.maxWaitSeconds,
+      hub,
+      streams,
+      keepaliveSeconds: config.keepaliveSeconds,
+      streamRetryMs: config.streamRetryMs,
+      corsOrigins: config.corsOrigins,
       stopping: stopping.signal,
     };
     const app = createApp(services);
@@ -110,6 +121,7 @@ export async function startService(
       server: listening,
       storage,
       bus,
+      streams,
       retention,
       stop(graceMs = 10_000) {
         stopped ??= (async () => {
@@ -121,6 +133,7 @@ export async function startService(
           await Promise.race([closed, grace]);
           listening.closeAllConnections();
           await closed;
+          hub.close();
           await retention.stop();
           await appender.close();
           await storage.close();

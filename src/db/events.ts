@@ -143,3 +143,40 @@ export async function lastAppendedBefore(
 export async function deleteThrough(db: Queryable, feedId: number, sequence: number): Promise<number> {
   return db("events").where("feed_id", feedId).andWhere("sequence", "<=", sequence).delete();
 }
+
+export interface Entry {
+  sequence: number;
+  type: string;
+  subject: string | null;
+  body: string;
+}
+
+/** Events with after < sequence <= upTo, oldest first, at most `limit`, with what filters look at. */
+export async function readEntries(
+  db: Queryable,
+  feedId: number,
+  after: number,
+  upTo: number,
+  limit: number,
+): Promise<Entry[]> {
+  const rows: Array<{ sequence: number | string; type: string; subject: string | null; body: string }> =
+    await db("events")
+      .select("sequence", "type", "subject", "body")
+      .where("feed_id", feedId)
+      .andWhere("sequence", ">", after)
+      .andWhere("sequence", "<=", upTo)
+      .orderBy("sequence")
+      .limit(limit);
+  return rows.map((row) => ({
+    sequence: Number(row.sequence),
+    type: row.type,
+    subject: row.subject,
+    body: row.body,
+  }));
+}
+
+/** Whether an event passes a reader's filters (the same rule as readRange's SQL). */
+export function matches(filters: Filters, type: string, subject: string | null): boolean {
+  if (filters.subject !== undefined && subject !== filters.subject) return false;
+  return filters.types.length === 0 || filters.types.some((prefix) => type.startsWith(prefix));
+}

@@ -35,10 +35,27 @@ function unauthorized(description?: string): HttpProblem {
   );
 }
 
-/** The token from `Authorization: Bearer`, null when a Bearer header is malformed, undefined when there is none. */
+/** The stream endpoint: the one place where browsers' EventSource, which cannot send headers, may use ?access_token=. */
+const STREAM_PATH = /^\/v1\/feeds\/[^/]+\/events$/;
+
+function queryToken(ctx: Context): string | null | undefined {
+  const token = ctx.query.access_token;
+  if (token === undefined) return undefined;
+  const isStream =
+    ctx.method === "GET" &&
+    STREAM_PATH.test(ctx.path) &&
+    ctx.accepts("application/json", "text/event-stream") === "text/event-stream";
+  if (!isStream || typeof token !== "string" || !/^[A-Za-z0-9\-._~+/]+=*$/.test(token)) return null;
+  return token;
+}
+
+/**
+ * The token from `Authorization: Bearer` (or, on the stream endpoint only, `?access_token=`): null when it is
+ * malformed or in a place it may not be, undefined when there is none.
+ */
 function bearerToken(ctx: Context): string | null | undefined {
   const header = ctx.get("Authorization");
-  if (header === "") return undefined;
+  if (header === "") return queryToken(ctx);
   const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
   if (match) return match[1]!;
   return /^Bearer(\s|$)/i.test(header) ? null : undefined;

@@ -3,6 +3,8 @@ import type { Storage } from "../db/database.js";
 import type { Appender } from "../log/appender.js";
 import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
+import type { StreamStats } from "../stream/connection.js";
+import type { StreamHub } from "../stream/hub.js";
 
 /** What the HTTP layer is given: the domain's entry points, never Koa state shared between requests. */
 export interface Services {
@@ -15,6 +17,12 @@ export interface Services {
   /** Base of absolute URLs, without a trailing slash; a function because it is known only after listening. */
   publicUrl(): string;
   maxWaitSeconds: number;
+  hub: StreamHub;
+  /** The open streams, each with its live figures. */
+  streams: Set<StreamStats>;
+  keepaliveSeconds: number;
+  streamRetryMs: number;
+  corsOrigins: string[];
   /** Aborted when the service begins to stop, so that held requests answer at once. */
   stopping: AbortSignal;
 }

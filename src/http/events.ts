@@ -15,6 +15,7 @@ import {
   secondsParameter,
   stringParameter,
 } from "./query.js";
+import { serveStream, streamCursor, wantsStream } from "./stream.js";
 
 /** `/v1/feeds/{feed}/events`: publishing and the pull feed. */
 
@@ -89,6 +90,10 @@ export function eventRouter(services: Services): Router {
       limit: integerParameter(ctx.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
       filters: { types: listParameter(ctx.query, "type"), subject: stringParameter(ctx.query, "subject") },
     };
+    if (wantsStream(ctx)) {
+      await serveStream(ctx, services, feed, streamCursor(ctx, query.after), query.filters);
+      return;
+    }
     const waitMs = secondsParameter(ctx.query, "wait", services.maxWaitSeconds) * 1000;
     const signal = waitMs > 0 ? clientGone(ctx, services.stopping) : undefined;
     const page = await pollPage(services.storage, services.bus, feed, query, waitMs, signal);

@@ -9,7 +9,14 @@ interface Waiter {
   wake(woken: boolean): void;
 }
 
+/** Told of every append and every removed feed, after the fact. */
+export interface WakeupListener {
+  appended(feedId: number, head: number): void;
+  removed(feedId: number): void;
+}
+
 export class WakeupBus {
+  private readonly listeners = new Set<WakeupListener>();
   /** The newest head signalled per feed id, so a commit between a reader's read and its wait is not missed. */
   private readonly heads = new Map<number, number>();
   private readonly waiters = new Map<number, Set<Waiter>>();
@@ -18,6 +25,7 @@ export class WakeupBus {
   /** Called after a commit that made `head` the feed's newest sequence. */
   appended(feedId: number, head: number): void {
     if (head > (this.heads.get(feedId) ?? 0)) this.heads.set(feedId, head);
+    for (const listener of this.listeners) listener.appended(feedId, head);
     const waiting = this.waiters.get(feedId);
     if (!waiting) return;
     for (const waiter of waiting) if (waiter.after < head) waiter.wake(true);
@@ -26,7 +34,18 @@ export class WakeupBus {
   /** Called when a feed is deleted: its waiters wake and find it gone. */
   removed(feedId: number): void {
     this.heads.delete(feedId);
+    for (const listener of this.listeners) listener.removed(feedId);
     for (const waiter of this.waiters.get(feedId) ?? []) waiter.wake(true);
+  }
+
+  /** The newest head signalled for a feed in this process (0 when none was). */
+  headOf(feedId: number): number {
+    return this.heads.get(feedId) ?? 0;
+  }
+
+  listen(listener: WakeupListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   /** How many requests are waiting right now. */
