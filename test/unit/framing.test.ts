@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { comment, eventMessage, namedMessage, progressMessage, retryMessage } from "../../src/stream/framing.js";
+import {
+  comment,
+  eventMessage,
+  namedMessage,
+  progressMessage,
+  retryMessage,
+} from "../../src/stream/framing.js";
 
 describe("SSE framing", () => {
   it("frames an event with its sequence as id and its JSON as one data line", () => {
@@ -15,7 +21,10 @@ describe("SSE framing", () => {
   });
 
   it("splits data with line breaks over several data lines", () => {
-    assert.equal(namedMessage("reset", "a\r\nb\rc\nd"), "event: reset\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
+    assert.equal(
+      namedMessage("reset", "a\r\nb\rc\nd"),
+      "event: reset\ndata: a\ndata: b\ndata: c\ndata: d\n\n",
+    );
   });
 
   it("writes retry in whole milliseconds", () => {
