@@ -108,7 +108,10 @@ export async function updateFeedSettings(
   });
 }
 
-/** Removes the feed; its events go with it (ON DELETE CASCADE). Returns whether it existed. */
+/**
+ * Removes the feed and its events; returns its id, or undefined when there was none. The events are deleted
+ * explicitly, so this does not depend on SQLite's foreign_keys pragma for the ON DELETE CASCADE.
+ */
 export async function deleteFeed(db: Queryable, name: string): Promise<number | undefined> {
   const feed: { id: number | string } | undefined = await db("feeds").select("id").where({ name }).first();
   if (!feed) return undefined;

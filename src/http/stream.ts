@@ -1,7 +1,8 @@
 import type { Context } from "koa";
 import type { Filters } from "../db/events.js";
 import { HttpProblem } from "../errors.js";
-import { readPage } from "../log/reader.js";
+import { getFeed } from "../log/feeds.js";
+import { checkCursor } from "../log/reader.js";
 import { type EndReason, runStream, type StreamStats } from "../stream/connection.js";
 import { namedMessage, retryMessage } from "../stream/framing.js";
 import { principalOf } from "./auth.js";
@@ -53,15 +54,8 @@ export async function serveStream(
 ): Promise<void> {
   // Problems that make a stream pointless are answered as plain HTTP before it starts: no feed (404), a cursor
   // ahead of the head (400). A cursor retention has passed is answered in the stream, as `event: reset`.
-  try {
-    await readPage(services.storage, feed, {
-      after: cursor,
-      limit: 1,
-      filters: { types: [], subject: undefined },
-    });
-  } catch (error) {
-    if (!(error instanceof HttpProblem && error.status === 410)) throw error;
-  }
+  // One look at the feed row, no event read: the stream's own first page follows at once.
+  checkCursor(await getFeed(services.storage, feed), cursor, false);
 
   const end = new AbortController();
   const finish = (reason: EndReason) => {

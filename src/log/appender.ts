@@ -4,6 +4,7 @@ import { type EventRow, findByIdentity, insertEvents } from "../db/events.js";
 import { type FeedRow, findFeed, insertFeed, setHead } from "../db/feeds.js";
 import { HttpProblem, type Pointed } from "../errors.js";
 import type { PreparedEvent } from "../events/encoding.js";
+import { feedNotFound } from "./feeds.js";
 import type { WakeupBus } from "./wakeup.js";
 
 /**
@@ -172,7 +173,7 @@ export class Appender {
     const rows: EventRow[] = [];
     const outcomes = group.map((pending): AppendedEvent[] | HttpProblem => {
       const feed = feeds.get(pending.feed);
-      if (!feed) return new HttpProblem(404, "feedNotFound", `There is no feed named "${pending.feed}".`);
+      if (!feed) return feedNotFound(pending.feed);
       const pointer = (index: number) => (pending.batch ? `/${index}/id` : "/id");
       const appended: AppendedEvent[] = [];
       const conflicts: Pointed[] = [];

@@ -8,6 +8,10 @@ import type { WakeupBus } from "./wakeup.js";
 
 export const FEED_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
+export function feedNotFound(name: string): HttpProblem {
+  return new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);
+}
+
 export function checkFeedName(name: string): void {
   if (!FEED_NAME.test(name)) {
     throw new HttpProblem(
@@ -34,7 +38,7 @@ export async function putFeed(
 
 export async function getFeed(storage: Storage, name: string): Promise<FeedRow> {
   const feed = await feeds.findFeed(storage.reader, name);
-  if (!feed) throw new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);
+  if (!feed) throw feedNotFound(name);
   return feed;
 }
 
@@ -44,6 +48,6 @@ export function listFeeds(storage: Storage): Promise<FeedRow[]> {
 
 export async function deleteFeed(storage: Storage, bus: WakeupBus, name: string): Promise<void> {
   const id = await storage.writer.transaction((trx) => feeds.deleteFeed(trx, name));
-  if (id === undefined) throw new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);
+  if (id === undefined) throw feedNotFound(name);
   bus.removed(id);
 }

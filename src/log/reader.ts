@@ -2,6 +2,7 @@ import type { Storage } from "../db/database.js";
 import { type Filters, readOne, readRange } from "../db/events.js";
 import { type FeedRow, findFeed } from "../db/feeds.js";
 import { HttpProblem } from "../errors.js";
+import { feedNotFound } from "./feeds.js";
 import type { WakeupBus } from "./wakeup.js";
 
 /**
@@ -39,12 +40,32 @@ const SCAN_ROUNDS = 10;
 
 const filtered = (filters: Filters) => filters.types.length > 0 || filters.subject !== undefined;
 
-function feedNotFound(name: string): HttpProblem {
-  return new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);
-}
-
 export function oldestKept(feed: FeedRow): number | null {
   return feed.head > feed.prunedThrough ? feed.prunedThrough + 1 : null;
+}
+
+/**
+ * Throws the problem a cursor has against this feed: 400 when it is ahead of the head, 410 when retention removed
+ * events after it (unless `gone` is false, for callers that answer that case themselves).
+ */
+export function checkCursor(feed: FeedRow, after: number, gone = true): void {
+  if (after > feed.head) {
+    throw new HttpProblem(
+      400,
+      "cursorAhead",
+      `The cursor ${after} is ahead of the feed's head ${feed.head}: the feed was reset, or the cursor belongs to another feed.`,
+      { head: String(feed.head) },
+    );
+  }
+  if (gone && after > 0 && after < feed.prunedThrough) {
+    const oldest = oldestKept(feed);
+    throw new HttpProblem(
+      410,
+      "cursorGone",
+      `Events after ${after} up to ${feed.prunedThrough} were removed by retention; resume from the oldest kept event.`,
+      { oldest: oldest === null ? null : String(oldest), head: String(feed.head) },
+    );
+  }
 }
 
 export async function readPage(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
@@ -52,23 +73,7 @@ export async function readPage(storage: Storage, name: string, query: ReadQuery)
     const feed = await findFeed(trx, name);
     if (!feed) throw feedNotFound(name);
     const after = query.after ?? 0;
-    if (after > feed.head) {
-      throw new HttpProblem(
-        400,
-        "cursorAhead",
-        `The cursor ${after} is ahead of the feed's head ${feed.head}: the feed was reset, or the cursor belongs to another feed.`,
-        { head: String(feed.head) },
-      );
-    }
-    if (after > 0 && after < feed.prunedThrough) {
-      const oldest = oldestKept(feed);
-      throw new HttpProblem(
-        410,
-        "cursorGone",
-        `Events after ${after} up to ${feed.prunedThrough} were removed by retention; resume from the oldest kept event.`,
-        { oldest: oldest === null ? null : String(oldest), head: String(feed.head) },
-      );
-    }
+    checkCursor(feed, after);
     const start = Math.max(after, feed.prunedThrough);
     const upTo = filtered(query.filters) ? Math.min(feed.head, start + SCAN_WINDOW) : feed.head;
     const page = await readRange(trx, feed.id, start, upTo, query.limit, query.filters);
