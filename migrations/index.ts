@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import * as feedsAndEvents from "./20261123_001_feeds_and_events.js";
+import * as subscriptions from "./20261123_002_subscriptions.js";
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -12,4 +13,5 @@ export interface Migration {
  */
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ["20261123_001_feeds_and_events", feedsAndEvents],
+  ["20261123_002_subscriptions", subscriptions],
 ];

@@ -1,5 +1,7 @@
 import { hostname } from "node:os";
 import { resolve } from "node:path";
+import { type Duration, parseDuration } from "./log/duration.js";
+import { parseAllowEntry } from "./webhooks/guard.js";
 
 /**
  * Configuration: defaults < environment, validated once at start.
@@ -30,6 +32,22 @@ export interface Config {
   corsOrigins: string[];
   /** Longest `wait` a long-poll may ask for, in seconds (the contract says 60). */
   maxWaitSeconds: number;
+  webhooks: WebhookConfig;
+}
+
+export interface WebhookConfig {
+  /** Whether callbacks may use plain `http:`. */
+  allowHttp: boolean;
+  /** Addresses and CIDR ranges callbacks may reach although they are internal. */
+  allow: string[];
+  /** Delays between retries in milliseconds, before jitter; the last repeats. */
+  retryScheduleMs: number[];
+  timeoutMs: number;
+  disableAfter: Duration;
+  /** Pings in flight at once, over all subscriptions. */
+  concurrency: number;
+  /** How long attempts are kept. */
+  attemptsKeep: Duration;
 }
 
 export interface AuthConfig {
@@ -73,12 +91,12 @@ export const OPTIONS: readonly Option[] = [
   {
     variable: "SEINTJE_PUBLIC_URL",
     default: "http://<host>:<port>",
-    meaning: "base of absolute URLs in `Link` headers",
+    meaning: "base of absolute URLs in `Link` headers and pings",
   },
   {
     variable: "SEINTJE_SOURCE",
     default: "urn:seintje:<hostname>",
-    meaning: "CloudEvents `source` of the service",
+    meaning: "CloudEvents `source` of pings",
   },
   { variable: "SEINTJE_AUTO_CREATE_FEEDS", default: "false", meaning: "create a feed on its first publish" },
   { variable: "SEINTJE_RETENTION_INTERVAL", default: "60", meaning: "seconds between retention passes" },
@@ -119,6 +137,34 @@ export const OPTIONS: readonly Option[] = [
     variable: "SEINTJE_STREAM_RETRY",
     default: "2000",
     meaning: "milliseconds a stream tells clients to wait before reconnecting",
+  },
+  { variable: "SEINTJE_CALLBACK_HTTP", default: "false", meaning: "allow `http:` callback URLs" },
+  {
+    variable: "SEINTJE_CALLBACK_ALLOW",
+    default: "empty",
+    meaning:
+      "comma-separated IP addresses or CIDR ranges that callbacks may reach although internal (IPv4-mapped IPv6 addresses match their IPv4 form)",
+  },
+  {
+    variable: "SEINTJE_PING_RETRY",
+    default: "5,30,120,600,1800,3600,10800,21600,43200",
+    meaning: "seconds between ping retries (the last repeats), before jitter",
+  },
+  { variable: "SEINTJE_PING_TIMEOUT", default: "10", meaning: "seconds a callback may take" },
+  {
+    variable: "SEINTJE_PING_DISABLE_AFTER",
+    default: "P3D",
+    meaning: "how long a subscription may keep failing before it is disabled",
+  },
+  {
+    variable: "SEINTJE_PING_CONCURRENCY",
+    default: "256",
+    meaning: "pings in flight at once, over all subscriptions",
+  },
+  {
+    variable: "SEINTJE_PING_ATTEMPTS_KEEP",
+    default: "P7D",
+    meaning: "how long ping attempts are kept",
   },
   {
     variable: "SEINTJE_CORS_ORIGINS",
@@ -247,6 +293,52 @@ function corsOrigins(env: Env): string[] {
   return origins;
 }
 
+function seconds(variable: string, raw: string, min: number, max: number): number {
+  const value = /^\d+(\.\d{1,3})?$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(value >= min && value <= max)) {
+    throw new ConfigError(variable, `expected seconds from ${min} to ${max}, got "${raw}"`);
+  }
+  return Math.round(value * 1000);
+}
+
+function duration(env: Env, variable: string, fallback: string): Duration {
+  const raw = text(env, variable) ?? fallback;
+  const parsed = parseDuration(raw);
+  if (!parsed || Object.values(parsed).every((part) => part === 0)) {
+    throw new ConfigError(
+      variable,
+      `expected a non-zero ISO 8601 duration such as P3D or PT12H, got "${raw}"`,
+    );
+  }
+  return parsed;
+}
+
+function webhooks(env: Env): WebhookConfig {
+  const schedule = (text(env, "SEINTJE_PING_RETRY") ?? "5,30,120,600,1800,3600,10800,21600,43200")
+    .split(",")
+    .map((part) => part.trim());
+  const allow = (text(env, "SEINTJE_CALLBACK_ALLOW") ?? "")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter(Boolean);
+  for (const entry of allow) {
+    try {
+      parseAllowEntry(entry);
+    } catch {
+      throw new ConfigError("SEINTJE_CALLBACK_ALLOW", `"${entry}" is not an IP address or CIDR range`);
+    }
+  }
+  return {
+    allowHttp: boolean(env, "SEINTJE_CALLBACK_HTTP", false),
+    allow,
+    retryScheduleMs: schedule.map((part) => seconds("SEINTJE_PING_RETRY", part, 0.01, 7 * 86_400)),
+    timeoutMs: seconds("SEINTJE_PING_TIMEOUT", text(env, "SEINTJE_PING_TIMEOUT") ?? "10", 0.1, 300),
+    disableAfter: duration(env, "SEINTJE_PING_DISABLE_AFTER", "P3D"),
+    concurrency: integer(env, "SEINTJE_PING_CONCURRENCY", 256, 1, 10_000),
+    attemptsKeep: duration(env, "SEINTJE_PING_ATTEMPTS_KEEP", "P7D"),
+  };
+}
+
 /** Reads and checks the whole configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const host = text(env, "SEINTJE_HOST") ?? "127.0.0.1";
@@ -271,6 +363,7 @@ export function loadConfig(env: Env = process.env): Config {
     streamRetryMs: integer(env, "SEINTJE_STREAM_RETRY", 2000, 0, 3_600_000),
     corsOrigins: corsOrigins(env),
     maxWaitSeconds: 60,
+    webhooks: webhooks(env),
   };
 }
 

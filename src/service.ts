@@ -12,6 +12,12 @@ import { WakeupBus } from "./log/wakeup.js";
 import type { Logger } from "./logger.js";
 import type { StreamStats } from "./stream/connection.js";
 import { StreamHub } from "./stream/hub.js";
+import { VERSION } from "./version.js";
+import { CallbackClient } from "./webhooks/client.js";
+import { Dispatcher } from "./webhooks/dispatcher.js";
+import { AddressGuard } from "./webhooks/guard.js";
+import { CallbackChecker } from "./webhooks/registration.js";
+import { SecretBox } from "./webhooks/secrets.js";
 
 /**
  * A running seintje: storage, the log, the HTTP server. Started in order and stopped in reverse; stop() is safe
@@ -26,6 +32,7 @@ export interface Service {
   /** The open streams, each with its live figures. */
   readonly streams: ReadonlySet<StreamStats>;
   readonly retention: RetentionScheduler;
+  readonly dispatcher: Dispatcher;
   /** Stops accepting, answers held requests, lets in-flight ones finish (up to `graceMs`), closes the database. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -73,13 +80,27 @@ export async function startService(
   const stopping = new AbortController();
   const hub = new StreamHub(storage, bus, logger);
   const streams = new Set<StreamStats>();
+  const hooks = config.webhooks;
+  const box = SecretBox.open(config.dataDir);
+  const guard = new AddressGuard(hooks.allow);
+  const userAgent = `seintje/${VERSION}`;
+  const client = new CallbackClient(guard, { timeoutMs: hooks.timeoutMs, userAgent });
+  let publicUrl = config.publicUrl ?? "";
+  const origin = () => new URL(publicUrl).hostname;
+  const dispatcher = new Dispatcher(storage, bus, client, box, logger, {
+    policy: { scheduleMs: hooks.retryScheduleMs, disableAfter: hooks.disableAfter },
+    concurrency: hooks.concurrency,
+    timeoutMs: hooks.timeoutMs,
+    source: config.source,
+    publicUrl: () => publicUrl,
+    attemptsKeep: hooks.attemptsKeep,
+  });
   let server: Server | undefined;
   try {
     if (options.migrate ?? true) {
       const ran = await migrate(storage);
       if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
     }
-    let publicUrl = config.publicUrl ?? "";
     const services: Services = {
       storage,
       bus,
@@ -94,6 +115,11 @@ export async function startService(
       streamRetryMs: config.streamRetryMs,
       corsOrigins: config.corsOrigins,
       stopping: stopping.signal,
+      webhooks: {
+        dispatcher,
+        box,
+        callbacks: new CallbackChecker(guard, client, hooks.allowHttp, origin),
+      },
     };
     const app = createApp(services);
     server = createServer(app.callback());
@@ -113,6 +139,7 @@ export async function startService(
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
     publicUrl = config.publicUrl ?? `http://${host}:${address.port}`;
     retention.start();
+    dispatcher.start();
     logger.info({ url: publicUrl, database: config.database.dialect }, "seintje is listening");
 
     let stopped: Promise<void> | undefined;
@@ -123,6 +150,7 @@ export async function startService(
       bus,
       streams,
       retention,
+      dispatcher,
       stop(graceMs = 10_000) {
         stopped ??= (async () => {
           const closed = new Promise<void>((resolve) => listening.close(() => resolve()));
@@ -130,7 +158,7 @@ export async function startService(
           bus.close();
           listening.closeIdleConnections();
           const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
-          await Promise.race([closed, grace]);
+          await Promise.all([Promise.race([closed, grace]), dispatcher.stop(graceMs)]);
           listening.closeAllConnections();
           await closed;
           hub.close();

@@ -1,5 +1,4 @@
-import { randomUUID } from "node:crypto";
-import { chmodSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type CryptoKey,
@@ -9,6 +8,7 @@ import {
   importJWK,
   type JWK,
 } from "jose";
+import { createPrivateFile } from "../files.js";
 
 /**
  * The service's own signing key: an Ed25519 key pair created in the data directory on first start, readable by
@@ -30,17 +30,7 @@ async function create(path: string): Promise<void> {
   jwk.kid = await calculateJwkThumbprint(jwk);
   jwk.alg = SIGNING_ALGORITHM;
   jwk.use = "sig";
-  // Written under a temporary name with mode 0600, then linked into place: the key is never readable by others,
-  // never half-written, and two processes starting at once cannot both create one (link fails if it exists).
-  const temporary = `${path}.${randomUUID()}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(jwk)}\n`, { mode: 0o600, flag: "wx" });
-  try {
-    linkSync(temporary, path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-  } finally {
-    rmSync(temporary, { force: true });
-  }
+  createPrivateFile(path, `${JSON.stringify(jwk)}\n`);
 }
 
 /** Loads the signing key from `dataDir`, creating it first when there is none. */

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseScope } from "../auth/grants.js";
 import { loadSigningKey } from "../auth/keys.js";
@@ -8,6 +7,7 @@ import { ConfigError, loadConfig, OPTIONS, unknownVariables } from "../config.js
 import { migrate, openStorage } from "../db/database.js";
 import { createLogger } from "../logger.js";
 import { startService } from "../service.js";
+import { VERSION } from "../version.js";
 
 /**
  * The `seintje` command. Exit codes: 0 done, 1 failed while running, 2 bad usage or configuration.
@@ -30,22 +30,6 @@ Options:
 Configuration comes from the environment:
 ${OPTIONS.map((option) => `  ${option.variable.padEnd(28)} ${option.meaning} (default ${option.default})`).join("\n")}
 `;
-
-/** The package's version: package.json is two folders up from src/cli, three from dist/src/cli. */
-function version(): string {
-  for (const path of ["../../package.json", "../../../package.json"]) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8")) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === "seintje" && pkg.version) return pkg.version;
-    } catch {
-      // not this one
-    }
-  }
-  return "unknown";
-}
 
 function usageError(message: string): never {
   process.stderr.write(`seintje: ${message}\n\n${USAGE}`);
@@ -145,7 +129,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     case "-v":
     case "--version":
-      process.stdout.write(`${version()}\n`);
+      process.stdout.write(`${VERSION}\n`);
       return;
     default:
       usageError(`unknown command "${command}"`);

@@ -1,3 +1,4 @@
+import type { Knex } from "knex";
 import type { Queryable } from "./database.js";
 
 /** Event rows: append, look up by identity, read after a cursor, prune from the bottom. */
@@ -78,6 +79,20 @@ export async function findByIdentity(
   return found;
 }
 
+/** Adds the filters to a query on events (the same rule as `matches`). */
+function filtered<T extends Knex.QueryBuilder>(query: T, filters: Filters): T {
+  if (filters.types.length > 0) {
+    // substr, not LIKE: LIKE is case-insensitive in SQLite and would need escaping of % and _.
+    query.andWhere((where) => {
+      for (const prefix of filters.types) {
+        where.orWhereRaw("substr(type, 1, ?) = ?", [prefix.length, prefix]);
+      }
+    });
+  }
+  if (filters.subject !== undefined) query.andWhere("subject", filters.subject);
+  return query;
+}
+
 /**
  * Events with after < sequence <= upTo that pass the filters, oldest first, at most `limit`.
  * A range on the primary key (feed_id, sequence): an index seek, whatever the depth.
@@ -97,16 +112,7 @@ export async function readRange(
     .andWhere("sequence", "<=", upTo)
     .orderBy("sequence")
     .limit(limit);
-  if (filters.types.length > 0) {
-    // substr, not LIKE: LIKE is case-insensitive in SQLite and would need escaping of % and _.
-    query.andWhere((where) => {
-      for (const prefix of filters.types) {
-        where.orWhereRaw("substr(type, 1, ?) = ?", [prefix.length, prefix]);
-      }
-    });
-  }
-  if (filters.subject !== undefined) query.andWhere("subject", filters.subject);
-  const rows: Array<{ sequence: number | string; body: string }> = await query;
+  const rows: Array<{ sequence: number | string; body: string }> = await filtered(query, filters);
   return { sequences: rows.map((row) => Number(row.sequence)), bodies: rows.map((row) => row.body) };
 }
 
@@ -179,4 +185,57 @@ export async function readEntries(
 export function matches(filters: Filters, type: string, subject: string | null): boolean {
   if (filters.subject !== undefined && subject !== filters.subject) return false;
   return filters.types.length === 0 || filters.types.some((prefix) => type.startsWith(prefix));
+}
+
+/** What a ping announces of an event: identifiers only. */
+export interface Identity {
+  sequence: number;
+  id: string;
+  type: string;
+  subject: string | null;
+}
+
+/** The identities of matching events with after < sequence <= upTo, oldest first, at most `limit`. */
+export async function matchingIdentities(
+  db: Queryable,
+  feedId: number,
+  after: number,
+  upTo: number,
+  limit: number,
+  filters: Filters,
+): Promise<Identity[]> {
+  const query = db("events")
+    .select("sequence", "event_id", "type", "subject")
+    .where("feed_id", feedId)
+    .andWhere("sequence", ">", after)
+    .andWhere("sequence", "<=", upTo)
+    .orderBy("sequence")
+    .limit(limit);
+  const rows: Array<{ sequence: number | string; event_id: string; type: string; subject: string | null }> =
+    await filtered(query, filters);
+  return rows.map((row) => ({
+    sequence: Number(row.sequence),
+    id: row.event_id,
+    type: row.type,
+    subject: row.subject,
+  }));
+}
+
+/** The newest matching sequence with after < sequence <= upTo, or undefined when there is none. */
+export async function newestMatching(
+  db: Queryable,
+  feedId: number,
+  after: number,
+  upTo: number,
+  filters: Filters,
+): Promise<number | undefined> {
+  const query = db("events")
+    .select("sequence")
+    .where("feed_id", feedId)
+    .andWhere("sequence", ">", after)
+    .andWhere("sequence", "<=", upTo)
+    .orderBy("sequence", "desc")
+    .first();
+  const row: { sequence: number | string } | undefined = await filtered(query, filters);
+  return row === undefined ? undefined : Number(row.sequence);
 }

@@ -5,6 +5,7 @@ import type { Services } from "./context.js";
 import { eventRouter } from "./events.js";
 import { feedRouter } from "./feeds.js";
 import { healthRouter } from "./health.js";
+import { subscriptionRouter } from "./subscriptions.js";
 
 /** The semantic version of the HTTP API, sent on every response (NL API Design Rules). */
 export const API_VERSION = "1.0.0";
@@ -76,7 +77,12 @@ export function createApp(services: Services): Koa {
   app.use(requestLog(services));
   app.use(problems(services));
   app.use(authentication(services.verifier, services.logger));
-  for (const router of [healthRouter(services), feedRouter(services), eventRouter(services)]) {
+  for (const router of [
+    healthRouter(services),
+    feedRouter(services),
+    eventRouter(services),
+    subscriptionRouter(services),
+  ]) {
     app.use(router.routes());
     app.use(router.allowedMethods());
   }

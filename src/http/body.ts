@@ -1,6 +1,6 @@
 import type { Context } from "koa";
 import getRawBody from "raw-body";
-import { HttpProblem } from "../errors.js";
+import { HttpProblem, validationProblem } from "../errors.js";
 
 /** Reads the request body as bytes, refusing more than `limit` (413) and any content coding (415). */
 export async function readBody(ctx: Context, limit: number): Promise<Buffer> {
@@ -10,4 +10,22 @@ export async function readBody(ctx: Context, limit: number): Promise<Buffer> {
   }
   const length = ctx.get("Content-Length");
   return getRawBody(ctx.req, { limit, length: length === "" ? undefined : length });
+}
+
+/**
+ * A JSON request body (application/json or any +json type), at most `limit` bytes. An empty body is `empty`;
+ * anything else that is not JSON is a 400 pointing at the whole document.
+ */
+export async function readJson(ctx: Context, limit: number, empty?: unknown): Promise<unknown> {
+  const bytes = await readBody(ctx, limit);
+  if (bytes.length === 0 && empty !== undefined) return empty;
+  const type = ctx.request.type;
+  if (type !== "application/json" && !type.endsWith("+json")) {
+    throw new HttpProblem(415, "unsupportedMediaType", "This resource is sent as application/json.");
+  }
+  try {
+    return JSON.parse(bytes.toString("utf8"));
+  } catch (error) {
+    throw validationProblem([{ pointer: "", detail: `not valid JSON: ${(error as Error).message}` }]);
+  }
 }

@@ -5,6 +5,16 @@ import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
 import type { StreamStats } from "../stream/connection.js";
 import type { StreamHub } from "../stream/hub.js";
+import type { Dispatcher } from "../webhooks/dispatcher.js";
+import type { CallbackChecker } from "../webhooks/registration.js";
+import type { SecretBox } from "../webhooks/secrets.js";
+
+/** What the subscription endpoints use. */
+export interface WebhookServices {
+  dispatcher: Dispatcher;
+  callbacks: CallbackChecker;
+  box: SecretBox;
+}
 
 /** What the HTTP layer is given: the domain's entry points, never Koa state shared between requests. */
 export interface Services {
@@ -25,4 +35,5 @@ export interface Services {
   corsOrigins: string[];
   /** Aborted when the service begins to stop, so that held requests answer at once. */
   stopping: AbortSignal;
+  webhooks: WebhookServices;
 }

@@ -1,12 +1,12 @@
 import Router from "@koa/router";
 import { allows } from "../auth/grants.js";
 import type { FeedRow, FeedSettings } from "../db/feeds.js";
-import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
+import { type Pointed, validationProblem } from "../errors.js";
 import { parseDuration } from "../log/duration.js";
 import { checkFeedName, deleteFeed, getFeed, listFeeds, putFeed } from "../log/feeds.js";
 import { oldestKept } from "../log/reader.js";
 import { authorize } from "./auth.js";
-import { readBody } from "./body.js";
+import { readJson } from "./body.js";
 import type { Services } from "./context.js";
 
 /** `/v1/feeds`: the Feed resource. */
@@ -98,19 +98,7 @@ export function feedRouter(services: Services): Router {
     const name = ctx.params.feed!;
     checkFeedName(name);
     authorize(ctx, "admin", name);
-    const bytes = await readBody(ctx, MAX_SETTINGS_BYTES);
-    const type = ctx.request.type;
-    if (bytes.length > 0 && type !== "application/json" && !type.endsWith("+json")) {
-      throw new HttpProblem(415, "unsupportedMediaType", "Feed settings are sent as application/json.");
-    }
-    let body: unknown = {};
-    if (bytes.length > 0) {
-      try {
-        body = JSON.parse(bytes.toString("utf8"));
-      } catch (error) {
-        throw validationProblem([{ pointer: "", detail: `not valid JSON: ${(error as Error).message}` }]);
-      }
-    }
+    const body = await readJson(ctx, MAX_SETTINGS_BYTES, {});
     const { feed, created } = await putFeed(services.storage, name, parseFeedSettings(body));
     ctx.status = created ? 201 : 200;
     if (created) ctx.set("Location", `${services.publicUrl()}/v1/feeds/${name}`);

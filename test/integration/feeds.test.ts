@@ -179,7 +179,7 @@ describe("readiness with an outdated schema", () => {
       const ready = await call(`${svc.url}/readyz`);
       assert.equal(ready.status, 503);
       assert.equal(ready.headers.get("content-type"), "application/problem+json");
-      assert.deepEqual(ready.body.pending, ["20261123_001_feeds_and_events"]);
+      assert.deepEqual(ready.body.pending, ["20261123_001_feeds_and_events", "20261123_002_subscriptions"]);
       assert.equal((await call(`${svc.url}/healthz`)).status, 200);
     } finally {
       await svc.stop();

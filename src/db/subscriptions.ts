@@ -1,0 +1,260 @@
+import type { Queryable } from "./database.js";
+
+/** Subscription and attempt rows. Every function takes the pool or a transaction. */
+
+export type SubscriptionStatus = "active" | "failing" | "disabled";
+
+export interface SubscriptionRow {
+  id: string;
+  feedId: number;
+  /** Joined from feeds. */
+  feedName: string;
+  feedHead: number;
+  owner: string | null;
+  url: string;
+  types: string[];
+  subject: string | null;
+  description: string | null;
+  status: SubscriptionStatus;
+  disabledReason: string | null;
+  acked: number;
+  scanned: number;
+  secret: string;
+  previousSecret: string | null;
+  previousSecretUntil: number | null;
+  pingId: string | null;
+  pingHead: number | null;
+  pingBody: string | null;
+  failures: number;
+  failingSince: number | null;
+  nextAttemptAt: number | null;
+  leaseOwner: string | null;
+  leaseUntil: number | null;
+  createdAt: number;
+}
+
+export interface AttemptRow {
+  id: number;
+  subscriptionId: string;
+  pingId: string;
+  at: number;
+  head: number;
+  statusCode: number | null;
+  durationMs: number;
+  error: string | null;
+  test: boolean;
+}
+
+type Stored = Record<string, unknown>;
+
+const nullableNumber = (value: unknown) => (value === null || value === undefined ? null : Number(value));
+
+function toSubscription(row: Stored): SubscriptionRow {
+  return {
+    id: row.id as string,
+    feedId: Number(row.feed_id),
+    feedName: row.feed_name as string,
+    feedHead: Number(row.feed_head),
+    owner: row.owner as string | null,
+    url: row.url as string,
+    types: JSON.parse(row.types as string) as string[],
+    subject: row.subject as string | null,
+    description: row.description as string | null,
+    status: row.status as SubscriptionStatus,
+    disabledReason: row.disabled_reason as string | null,
+    acked: Number(row.acked),
+    scanned: Number(row.scanned),
+    secret: row.secret as string,
+    previousSecret: row.previous_secret as string | null,
+    previousSecretUntil: nullableNumber(row.previous_secret_until),
+    pingId: row.ping_id as string | null,
+    pingHead: nullableNumber(row.ping_head),
+    pingBody: row.ping_body as string | null,
+    failures: Number(row.failures),
+    failingSince: nullableNumber(row.failing_since),
+    nextAttemptAt: nullableNumber(row.next_attempt_at),
+    leaseOwner: row.lease_owner as string | null,
+    leaseUntil: nullableNumber(row.lease_until),
+    createdAt: Number(row.created_at),
+  };
+}
+
+function toAttempt(row: Stored): AttemptRow {
+  return {
+    id: Number(row.id),
+    subscriptionId: row.subscription_id as string,
+    pingId: row.ping_id as string,
+    at: Number(row.at),
+    head: Number(row.head),
+    statusCode: nullableNumber(row.status_code),
+    durationMs: Number(row.duration_ms),
+    error: row.error as string | null,
+    test: Boolean(row.test),
+  };
+}
+
+function selectSubscriptions(db: Queryable) {
+  return db("subscriptions as s")
+    .join("feeds as f", "f.id", "s.feed_id")
+    .select("s.*", "f.name as feed_name", "f.head as feed_head");
+}
+
+export interface NewSubscription {
+  id: string;
+  feedId: number;
+  owner: string | null;
+  url: string;
+  types: string[];
+  subject: string | null;
+  description: string | null;
+  acked: number;
+  secret: string;
+  now: number;
+}
+
+export async function insertSubscription(db: Queryable, row: NewSubscription): Promise<void> {
+  await db("subscriptions").insert({
+    id: row.id,
+    feed_id: row.feedId,
+    owner: row.owner,
+    url: row.url,
+    types: JSON.stringify(row.types),
+    subject: row.subject,
+    description: row.description,
+    status: "active",
+    acked: row.acked,
+    scanned: row.acked,
+    secret: row.secret,
+    failures: 0,
+    created_at: row.now,
+    updated_at: row.now,
+  });
+}
+
+export async function findSubscription(db: Queryable, id: string): Promise<SubscriptionRow | undefined> {
+  const row: Stored | undefined = await selectSubscriptions(db).where("s.id", id).first();
+  return row ? toSubscription(row) : undefined;
+}
+
+/** A page of subscriptions in id order after `after`; `owner` undefined lists everyone's. */
+export async function listSubscriptions(
+  db: Queryable,
+  options: { owner: string | null | undefined; after: string | undefined; limit: number },
+): Promise<SubscriptionRow[]> {
+  const query = selectSubscriptions(db).orderBy("s.id").limit(options.limit);
+  if (options.owner === null) query.whereNull("s.owner");
+  else if (options.owner !== undefined) query.where("s.owner", options.owner);
+  if (options.after !== undefined) query.where("s.id", ">", options.after);
+  return (await query).map(toSubscription);
+}
+
+/** Column changes by their column names; `updated_at` is set here. Returns whether the row exists. */
+export async function updateSubscription(
+  db: Queryable,
+  id: string,
+  changes: Record<string, unknown>,
+  now: number,
+): Promise<boolean> {
+  const count = await db("subscriptions")
+    .where({ id })
+    .update({ ...changes, updated_at: now });
+  return count > 0;
+}
+
+export async function deleteSubscription(db: Queryable, id: string): Promise<boolean> {
+  return (await db("subscriptions").where({ id }).delete()) > 0;
+}
+
+/**
+ * Subscriptions with a ping to send now: not disabled, not leased by a live claim, due, and with either a pending
+ * ping or a feed head beyond what was last scanned.
+ */
+export async function findDue(db: Queryable, now: number, limit: number): Promise<SubscriptionRow[]> {
+  const rows: Stored[] = await selectSubscriptions(db)
+    .whereNot("s.status", "disabled")
+    .andWhere((where) => where.whereNull("s.lease_until").orWhere("s.lease_until", "<", now))
+    .andWhere((where) => where.whereNull("s.next_attempt_at").orWhere("s.next_attempt_at", "<=", now))
+    .andWhere((where) => where.whereNotNull("s.ping_id").orWhereRaw("f.head > s.scanned"))
+    .orderBy("s.id")
+    .limit(limit);
+  return rows.map(toSubscription);
+}
+
+/** The earliest retry time among subscriptions waiting to retry, or undefined. */
+export async function nextRetryAt(db: Queryable): Promise<number | undefined> {
+  const row: { at?: number | string | null } | undefined = await db("subscriptions")
+    .min({ at: "next_attempt_at" })
+    .whereNot("status", "disabled")
+    .first();
+  return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
+}
+
+export interface NewAttempt {
+  subscriptionId: string;
+  pingId: string;
+  at: number;
+  head: number;
+  statusCode: number | null;
+  durationMs: number;
+  error: string | null;
+  test: boolean;
+}
+
+const ATTEMPTS_PER_INSERT = 400;
+
+export async function insertAttempts(db: Queryable, attempts: NewAttempt[]): Promise<void> {
+  for (let start = 0; start < attempts.length; start += ATTEMPTS_PER_INSERT) {
+    await db("ping_attempts").insert(
+      attempts.slice(start, start + ATTEMPTS_PER_INSERT).map((attempt) => ({
+        subscription_id: attempt.subscriptionId,
+        ping_id: attempt.pingId,
+        at: attempt.at,
+        head: attempt.head,
+        status_code: attempt.statusCode,
+        duration_ms: attempt.durationMs,
+        error: attempt.error,
+        test: attempt.test,
+      })),
+    );
+  }
+}
+
+/** Attempts of a subscription, newest first, with ids below `before`. */
+export async function listAttempts(
+  db: Queryable,
+  subscriptionId: string,
+  options: { before: number | undefined; limit: number },
+): Promise<AttemptRow[]> {
+  const query = db("ping_attempts")
+    .select("*")
+    .where("subscription_id", subscriptionId)
+    .orderBy("id", "desc")
+    .limit(options.limit);
+  if (options.before !== undefined) query.andWhere("id", "<", options.before);
+  return (await query).map(toAttempt);
+}
+
+/** The newest attempt of each of these subscriptions. */
+export async function lastAttempts(
+  db: Queryable,
+  subscriptionIds: string[],
+): Promise<Map<string, AttemptRow>> {
+  const found = new Map<string, AttemptRow>();
+  if (subscriptionIds.length === 0) return found;
+  const newest = db("ping_attempts")
+    .max("id")
+    .whereIn("subscription_id", subscriptionIds)
+    .groupBy("subscription_id");
+  const rows: Stored[] = await db("ping_attempts").select("*").whereIn("id", newest);
+  for (const row of rows) {
+    const attempt = toAttempt(row);
+    found.set(attempt.subscriptionId, attempt);
+  }
+  return found;
+}
+
+/** Deletes attempts made before `cutoff`, at most `batch` of them; returns how many went. */
+export async function pruneAttempts(db: Queryable, cutoff: number, batch: number): Promise<number> {
+  const oldest = db("ping_attempts").select("id").where("at", "<", cutoff).orderBy("id").limit(batch);
+  return db("ping_attempts").whereIn("id", oldest).delete();
+}

@@ -1,0 +1,297 @@
+import Router from "@koa/router";
+import type { Context } from "koa";
+import { allows } from "../auth/grants.js";
+import type { Principal } from "../auth/verifier.js";
+import {
+  type AttemptRow,
+  deleteSubscription,
+  findSubscription,
+  lastAttempts,
+  listAttempts,
+  listSubscriptions,
+  type SubscriptionRow,
+} from "../db/subscriptions.js";
+import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
+import { FEED_NAME } from "../log/feeds.js";
+import { UUID } from "../webhooks/ids.js";
+import {
+  changeSubscription,
+  createSubscription,
+  type NewSubscriptionInput,
+  rotateSecret,
+  type SubscriptionChanges,
+  subscriptionNotFound,
+} from "../webhooks/subscriptions.js";
+import { authorize } from "./auth.js";
+import { readJson } from "./body.js";
+import type { Services } from "./context.js";
+import { integerParameter, parseSequence, stringParameter } from "./query.js";
+
+/** `/v1/subscriptions`: webhook wake-up ping subscriptions and their attempts. */
+
+export interface AttemptView {
+  id: string;
+  pingId: string;
+  at: string;
+  head: string;
+  statusCode: number | null;
+  durationMs: number;
+  error: string | null;
+  test: boolean;
+}
+
+export interface SubscriptionView {
+  id: string;
+  feed: string;
+  url: string;
+  types: string[];
+  subject: string | null;
+  description: string | null;
+  status: SubscriptionRow["status"];
+  disabledReason: string | null;
+  acked: string;
+  head: string;
+  lastAttempt: AttemptView | null;
+  failingSince: string | null;
+  createdAt: string;
+  secret?: string;
+}
+
+function attemptView(attempt: AttemptRow): AttemptView {
+  return {
+    id: String(attempt.id),
+    pingId: attempt.pingId,
+    at: new Date(attempt.at).toISOString(),
+    head: String(attempt.head),
+    statusCode: attempt.statusCode,
+    durationMs: attempt.durationMs,
+    error: attempt.error,
+    test: attempt.test,
+  };
+}
+
+function subscriptionView(row: SubscriptionRow, lastAttempt: AttemptRow | undefined): SubscriptionView {
+  return {
+    id: row.id,
+    feed: row.feedName,
+    url: row.url,
+    types: row.types,
+    subject: row.subject,
+    description: row.description,
+    status: row.status,
+    disabledReason: row.disabledReason,
+    acked: String(row.acked),
+    head: String(row.feedHead),
+    lastAttempt: lastAttempt ? attemptView(lastAttempt) : null,
+    failingSince: row.failingSince === null ? null : new Date(row.failingSince).toISOString(),
+    createdAt: new Date(row.createdAt).toISOString(),
+  };
+}
+
+const MAX_BODY_BYTES = 16 * 1024;
+const MAX_DESCRIPTION = 1000;
+const MAX_TYPES = 20;
+const MAX_FILTER_LENGTH = 256;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Parses the fields shared by POST and PATCH; collects errors with pointers. */
+function parseFields(
+  body: Record<string, unknown>,
+  allowed: readonly string[],
+  errors: Pointed[],
+): SubscriptionChanges & { feed?: string; after?: number } {
+  const fields: SubscriptionChanges & { feed?: string; after?: number } = {};
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) errors.push({ pointer: `/${key}`, detail: "is not a subscription field" });
+  }
+  const { feed, url, types, subject, description, after, status } = body;
+  if (feed !== undefined) {
+    if (typeof feed === "string" && FEED_NAME.test(feed)) fields.feed = feed;
+    else errors.push({ pointer: "/feed", detail: "must be a feed name" });
+  }
+  if (url !== undefined) {
+    if (typeof url === "string") fields.url = url;
+    else errors.push({ pointer: "/url", detail: "must be a string" });
+  }
+  if (types !== undefined) {
+    if (!Array.isArray(types) || types.length > MAX_TYPES) {
+      errors.push({ pointer: "/types", detail: `must be an array of at most ${MAX_TYPES} type prefixes` });
+    } else {
+      types.forEach((type, index) => {
+        if (typeof type !== "string" || type === "" || type.length > MAX_FILTER_LENGTH) {
+          errors.push({ pointer: `/types/${index}`, detail: "must be a non-empty string" });
+        }
+      });
+      fields.types = types as string[];
+    }
+  }
+  if (subject !== undefined) {
+    if (
+      subject === null ||
+      (typeof subject === "string" && subject !== "" && subject.length <= MAX_FILTER_LENGTH)
+    )
+      fields.subject = subject;
+    else errors.push({ pointer: "/subject", detail: "must be a non-empty string or null" });
+  }
+  if (description !== undefined) {
+    if (description === null || (typeof description === "string" && description.length <= MAX_DESCRIPTION))
+      fields.description = description;
+    else
+      errors.push({
+        pointer: "/description",
+        detail: `must be a string of at most ${MAX_DESCRIPTION} characters`,
+      });
+  }
+  if (after !== undefined) {
+    const sequence = typeof after === "string" ? parseSequence(after) : undefined;
+    if (sequence !== undefined) fields.after = sequence;
+    else errors.push({ pointer: "/after", detail: 'must be a sequence, a decimal string such as "42"' });
+  }
+  if (status !== undefined) {
+    if (status === "active" || status === "disabled") fields.status = status;
+    else errors.push({ pointer: "/status", detail: 'must be "active" (re-enable) or "disabled" (pause)' });
+  }
+  return fields;
+}
+
+/** Whether the principal may see this subscription: its creator, or an admin of its feed. */
+function visible(principal: Principal, row: SubscriptionRow): boolean {
+  return (
+    (row.owner === (principal.subject ?? null) || allows(principal.grants, "admin", row.feedName)) &&
+    allows(principal.grants, "subscribe", row.feedName)
+  );
+}
+
+export function subscriptionRouter(services: Services): Router {
+  const router = new Router({ prefix: "/v1/subscriptions" });
+  const { storage, webhooks } = services;
+
+  /** The subscription named in the path, if the caller may see it; 404 otherwise (which says nothing more). */
+  async function load(ctx: Context): Promise<SubscriptionRow> {
+    const principal = authorize(ctx, "subscribe");
+    const id = ctx.params.id!;
+    const row = UUID.test(id) ? await findSubscription(storage.reader, id) : undefined;
+    if (!row || !visible(principal, row)) throw subscriptionNotFound(id);
+    return row;
+  }
+
+  async function view(row: SubscriptionRow): Promise<SubscriptionView> {
+    return subscriptionView(row, (await lastAttempts(storage.reader, [row.id])).get(row.id));
+  }
+
+  router.post("/", async (ctx) => {
+    const principal = authorize(ctx, "subscribe");
+    const body = await readJson(ctx, MAX_BODY_BYTES);
+    if (!isObject(body)) throw validationProblem([{ pointer: "", detail: "must be a JSON object" }]);
+    const errors: Pointed[] = [];
+    const fields = parseFields(body, ["feed", "url", "types", "subject", "description", "after"], errors);
+    if (body.feed === undefined) errors.push({ pointer: "/feed", detail: "is required" });
+    if (body.url === undefined) errors.push({ pointer: "/url", detail: "is required" });
+    if (errors.length > 0) throw validationProblem(errors);
+    authorize(ctx, "subscribe", fields.feed!);
+    const url = webhooks.callbacks.parse(fields.url!);
+    await webhooks.callbacks.verify(url);
+    const input: NewSubscriptionInput = {
+      feed: fields.feed!,
+      url,
+      types: fields.types ?? [],
+      subject: fields.subject ?? null,
+      description: fields.description ?? null,
+      after: fields.after,
+    };
+    const { subscription, secret } = await createSubscription(
+      storage,
+      webhooks.box,
+      principal.subject ?? null,
+      input,
+    );
+    webhooks.dispatcher.kick();
+    ctx.status = 201;
+    ctx.set("Location", `${services.publicUrl()}/v1/subscriptions/${subscription.id}`);
+    ctx.body = { ...subscriptionView(subscription, undefined), secret };
+  });
+
+  router.get("/", async (ctx) => {
+    const principal = authorize(ctx, "subscribe");
+    const limit = integerParameter(ctx.query, "limit", 100, 1, 1000);
+    const after = stringParameter(ctx.query, "after");
+    const anyAdmin = principal.grants.some((grant) => grant.action === "admin");
+    const rows = await listSubscriptions(storage.reader, {
+      owner: anyAdmin ? undefined : (principal.subject ?? null),
+      after,
+      limit,
+    });
+    const shown = rows.filter((row) => visible(principal, row));
+    const last = await lastAttempts(
+      storage.reader,
+      shown.map((row) => row.id),
+    );
+    const next =
+      rows.length === limit
+        ? `${services.publicUrl()}/v1/subscriptions?${new URLSearchParams({ after: rows.at(-1)!.id, limit: String(limit) })}`
+        : null;
+    ctx.body = { subscriptions: shown.map((row) => subscriptionView(row, last.get(row.id))), next };
+  });
+
+  router.get("/:id", async (ctx) => {
+    ctx.body = await view(await load(ctx));
+  });
+
+  router.patch("/:id", async (ctx) => {
+    const row = await load(ctx);
+    authorize(ctx, "subscribe", row.feedName);
+    const body = await readJson(ctx, MAX_BODY_BYTES);
+    if (!isObject(body)) throw validationProblem([{ pointer: "", detail: "must be a JSON object" }]);
+    const errors: Pointed[] = [];
+    const changes = parseFields(body, ["url", "types", "subject", "description", "status"], errors);
+    if (body.url === null) errors.push({ pointer: "/url", detail: "cannot be removed" });
+    if (errors.length > 0) throw validationProblem(errors);
+    if (changes.url !== undefined) {
+      changes.url = webhooks.callbacks.parse(changes.url);
+      if (changes.url !== row.url) await webhooks.callbacks.verify(changes.url);
+    }
+    const changed = await changeSubscription(storage, row.id, changes);
+    webhooks.dispatcher.kick();
+    ctx.body = await view(changed);
+  });
+
+  router.delete("/:id", async (ctx) => {
+    const row = await load(ctx);
+    authorize(ctx, "subscribe", row.feedName);
+    if (!(await deleteSubscription(storage.writer, row.id))) throw subscriptionNotFound(row.id);
+    ctx.status = 204;
+  });
+
+  router.post("/:id/test", async (ctx) => {
+    const row = await load(ctx);
+    authorize(ctx, "subscribe", row.feedName);
+    ctx.body = attemptView(await webhooks.dispatcher.test(row));
+  });
+
+  router.get("/:id/attempts", async (ctx) => {
+    const row = await load(ctx);
+    const limit = integerParameter(ctx.query, "limit", 20, 1, 100);
+    const beforeText = stringParameter(ctx.query, "before");
+    const before = beforeText === undefined ? undefined : parseSequence(beforeText);
+    if (beforeText !== undefined && before === undefined) {
+      throw new HttpProblem(400, "badRequest", '"before" must be an attempt id.', { parameter: "before" });
+    }
+    const attempts = await listAttempts(storage.reader, row.id, { before, limit });
+    const next =
+      attempts.length === limit
+        ? `${services.publicUrl()}/v1/subscriptions/${row.id}/attempts?${new URLSearchParams({ before: String(attempts.at(-1)!.id), limit: String(limit) })}`
+        : null;
+    ctx.body = { attempts: attempts.map(attemptView), next };
+  });
+
+  router.post("/:id/rotate-secret", async (ctx) => {
+    const row = await load(ctx);
+    authorize(ctx, "subscribe", row.feedName);
+    ctx.body = { secret: await rotateSecret(storage, webhooks.box, row.id) };
+  });
+
+  return router;
+}

@@ -1,0 +1,84 @@
+import { Webhook } from "standardwebhooks";
+import type { Identity } from "../db/events.js";
+
+/**
+ * The ping: a CloudEvent that says "feed F has events after your cursor, up to H", with identifiers only, never
+ * event data. Signed per Standard Webhooks with the reference library: `v1,<base64 HMAC-SHA256 over
+ * "id.timestamp.body">`, one signature per current secret (two during a rotation).
+ */
+
+export const PING_TYPE = "nl.seintje.feed.updated";
+/** How many event identities a ping lists at most. */
+export const PING_EVENTS = 100;
+
+export interface PingData {
+  feed: string;
+  subscription: string;
+  after: number;
+  head: number;
+  types: readonly string[];
+  subject: string | null;
+  events: Identity[];
+  truncated: boolean;
+  /** Only on test pings: they acknowledge nothing. */
+  test?: boolean;
+}
+
+/** The feed URL a subscriber reads next: `after` and the subscription's filters filled in. */
+export function feedUrl(
+  publicUrl: string,
+  feed: string,
+  after: number,
+  types: readonly string[],
+  subject: string | null,
+): string {
+  const query = new URLSearchParams({ after: String(after) });
+  for (const type of types) query.append("type", type);
+  if (subject !== null) query.set("subject", subject);
+  return `${publicUrl}/v1/feeds/${feed}/events?${query}`;
+}
+
+/** The ping's body, as sent: one JSON text that never changes under its id. */
+export function pingBody(id: string, source: string, time: Date, publicUrl: string, data: PingData): string {
+  return JSON.stringify({
+    specversion: "1.0",
+    id,
+    source,
+    type: PING_TYPE,
+    time: time.toISOString(),
+    subject: data.feed,
+    datacontenttype: "application/json",
+    data: {
+      feed: data.feed,
+      subscription: data.subscription,
+      after: String(data.after),
+      head: String(data.head),
+      url: feedUrl(publicUrl, data.feed, data.after, data.types, data.subject),
+      events: data.events.map((event) => ({
+        sequence: String(event.sequence),
+        id: event.id,
+        type: event.type,
+        subject: event.subject,
+      })),
+      truncated: data.truncated,
+      ...(data.test ? { test: true } : {}),
+    },
+  });
+}
+
+/** The headers of one attempt: a fresh timestamp each time, over the unchanged id and body. */
+export function pingHeaders(
+  id: string,
+  body: string,
+  secrets: readonly string[],
+  now: Date,
+  requestOrigin: string,
+): Record<string, string> {
+  return {
+    "content-type": "application/cloudevents+json; charset=utf-8",
+    "webhook-id": id,
+    "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
+    "webhook-signature": secrets.map((secret) => new Webhook(secret).sign(id, now, body)).join(" "),
+    "webhook-request-origin": requestOrigin,
+  };
+}

@@ -1,0 +1,62 @@
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { chmodSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { createPrivateFile } from "../files.js";
+
+/**
+ * Webhook secrets. A secret is `whsec_` + base64 of 32 random bytes (crypto.randomBytes, a CSPRNG), the form
+ * Standard Webhooks libraries read. HMAC signing needs the secret itself, so it cannot be hashed like a password;
+ * instead it is sealed with AES-256-GCM under a key that lives in the data directory (`webhook-secrets.key`,
+ * mode 0600), never in the database. A dump of the database alone gives no secret. The subscription's id is the
+ * additional authenticated data, so a sealed secret copied to another row does not open.
+ */
+
+const PREFIX = "whsec_";
+const SECRET_BYTES = 32;
+const KEY_FILE = "webhook-secrets.key";
+const SEALED = "v1";
+
+export function generateSecret(): string {
+  return PREFIX + randomBytes(SECRET_BYTES).toString("base64");
+}
+
+export class SecretBox {
+  private constructor(private readonly key: Buffer) {}
+
+  /** Loads the sealing key from `dataDir`, creating it on first use. */
+  static open(dataDir: string): SecretBox {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const path = join(dataDir, KEY_FILE);
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      createPrivateFile(path, `${randomBytes(32).toString("base64")}\n`);
+      text = readFileSync(path, "utf8");
+    }
+    chmodSync(path, 0o600);
+    const key = Buffer.from(text.trim(), "base64");
+    if (key.length !== 32) throw new Error(`${path} does not hold a 256-bit key`);
+    return new SecretBox(key);
+  }
+
+  seal(secret: string, subscriptionId: string): string {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv("aes-256-gcm", this.key, iv);
+    cipher.setAAD(Buffer.from(subscriptionId));
+    const ciphertext = Buffer.concat([cipher.update(secret, "utf8"), cipher.final()]);
+    return `${SEALED}:${Buffer.concat([iv, cipher.getAuthTag(), ciphertext]).toString("base64")}`;
+  }
+
+  /** Throws when the sealed text was not sealed with this key for this subscription. */
+  open(sealed: string, subscriptionId: string): string {
+    const [version, payload] = sealed.split(":");
+    if (version !== SEALED || payload === undefined) throw new Error("unknown sealed secret format");
+    const bytes = Buffer.from(payload, "base64");
+    const decipher = createDecipheriv("aes-256-gcm", this.key, bytes.subarray(0, 12));
+    decipher.setAAD(Buffer.from(subscriptionId));
+    decipher.setAuthTag(bytes.subarray(12, 28));
+    return Buffer.concat([decipher.update(bytes.subarray(28)), decipher.final()]).toString("utf8");
+  }
+}

@@ -1,0 +1,141 @@
+import type { Storage } from "../db/database.js";
+import { findFeed } from "../db/feeds.js";
+import {
+  findSubscription,
+  insertSubscription,
+  type SubscriptionRow,
+  updateSubscription,
+} from "../db/subscriptions.js";
+import { HttpProblem } from "../errors.js";
+import { feedNotFound } from "../log/feeds.js";
+import { uuidv7 } from "./ids.js";
+import { generateSecret, type SecretBox } from "./secrets.js";
+
+/** Subscriptions: create, change, rotate the secret. The HTTP layer parses and authorizes; this writes. */
+
+/** How long the old secret keeps signing beside the new one after a rotation. */
+export const ROTATION_OVERLAP_MS = 24 * 3600 * 1000;
+
+export interface NewSubscriptionInput {
+  feed: string;
+  url: string;
+  types: string[];
+  subject: string | null;
+  description: string | null;
+  /** The cursor to start from; the feed's head when undefined. */
+  after: number | undefined;
+}
+
+export interface SubscriptionChanges {
+  url?: string;
+  types?: string[];
+  subject?: string | null;
+  description?: string | null;
+  status?: "active" | "disabled";
+}
+
+export function subscriptionNotFound(id: string): HttpProblem {
+  return new HttpProblem(404, "subscriptionNotFound", `There is no subscription "${id}".`);
+}
+
+/** Creates a subscription; returns it with its secret in clear, which is shown this once. */
+export async function createSubscription(
+  storage: Storage,
+  box: SecretBox,
+  owner: string | null,
+  input: NewSubscriptionInput,
+  now = Date.now(),
+): Promise<{ subscription: SubscriptionRow; secret: string }> {
+  const id = uuidv7(now);
+  const secret = generateSecret();
+  const subscription = await storage.writer.transaction(async (trx) => {
+    const feed = await findFeed(trx, input.feed);
+    if (!feed) throw feedNotFound(input.feed);
+    if (input.after !== undefined && input.after > feed.head) {
+      throw new HttpProblem(
+        400,
+        "cursorAhead",
+        `"after" is ${input.after}, but the feed's newest sequence is ${feed.head}.`,
+        { head: String(feed.head), errors: [{ pointer: "/after", detail: "is ahead of the feed's head" }] },
+      );
+    }
+    await insertSubscription(trx, {
+      id,
+      feedId: feed.id,
+      owner,
+      url: input.url,
+      types: input.types,
+      subject: input.subject,
+      description: input.description,
+      acked: input.after ?? feed.head,
+      secret: box.seal(secret, id),
+      now,
+    });
+    return (await findSubscription(trx, id))!;
+  });
+  return { subscription, secret };
+}
+
+/**
+ * Applies a PATCH. A new URL or re-enabling starts a clean slate (no failure streak, due now); new filters or a
+ * re-enable drop the pending ping, so the next one is built afresh and covers everything since `acked`.
+ */
+export async function changeSubscription(
+  storage: Storage,
+  id: string,
+  changes: SubscriptionChanges,
+  now = Date.now(),
+): Promise<SubscriptionRow> {
+  return storage.writer.transaction(async (trx) => {
+    const current = await findSubscription(trx, id);
+    if (!current) throw subscriptionNotFound(id);
+    const columns: Record<string, unknown> = {};
+    const freshPing = { ping_id: null, ping_head: null, ping_body: null, scanned: current.acked };
+    const cleanSlate = { failures: 0, failing_since: null, next_attempt_at: null };
+    if (changes.description !== undefined) columns.description = changes.description;
+    if (changes.types !== undefined)
+      Object.assign(columns, { types: JSON.stringify(changes.types) }, freshPing);
+    if (changes.subject !== undefined) Object.assign(columns, { subject: changes.subject }, freshPing);
+    if (changes.url !== undefined && changes.url !== current.url) {
+      Object.assign(columns, { url: changes.url }, cleanSlate);
+      if (current.status === "failing") columns.status = "active";
+    }
+    if (changes.status === "active" && current.status !== "active") {
+      Object.assign(columns, { status: "active", disabled_reason: null }, cleanSlate, freshPing);
+    } else if (changes.status === "disabled" && current.status !== "disabled") {
+      Object.assign(
+        columns,
+        { status: "disabled", disabled_reason: "disabled on request" },
+        cleanSlate,
+        freshPing,
+      );
+    }
+    if (Object.keys(columns).length > 0) await updateSubscription(trx, id, columns, now);
+    return (await findSubscription(trx, id))!;
+  });
+}
+
+/** Gives the subscription a new secret; the old one keeps signing beside it for 24 hours. */
+export async function rotateSecret(
+  storage: Storage,
+  box: SecretBox,
+  id: string,
+  now = Date.now(),
+): Promise<string> {
+  const secret = generateSecret();
+  await storage.writer.transaction(async (trx) => {
+    const current = await findSubscription(trx, id);
+    if (!current) throw subscriptionNotFound(id);
+    await updateSubscription(
+      trx,
+      id,
+      {
+        secret: box.seal(secret, id),
+        previous_secret: current.secret,
+        previous_secret_until: now + ROTATION_OVERLAP_MS,
+      },
+      now,
+    );
+  });
+  return secret;
+}

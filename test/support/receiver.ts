@@ -1,0 +1,112 @@
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/**
+ * A real webhook receiver on 127.0.0.1: it answers the abuse-protection handshake (OPTIONS) and records every
+ * ping. Tests script its answers with `respond`; every wait is bounded.
+ */
+
+export interface Received {
+  headers: IncomingHttpHeaders;
+  body: string;
+  /** The parsed CloudEvent. */
+  event: any;
+  at: number;
+}
+
+export interface Answer {
+  status: number;
+  headers?: Record<string, string>;
+  /** Milliseconds to wait before answering. */
+  delayMs?: number;
+}
+
+export interface Receiver {
+  url: string;
+  pings: Received[];
+  handshakes: IncomingHttpHeaders[];
+  /** How to answer the next pings: called with the ping's index (0-based). */
+  respond: (ping: Received, index: number) => Answer;
+  /** How to answer OPTIONS: the WebHook-Allowed-Origin to send, or null to send none. */
+  allowOrigin: (requestOrigin: string | undefined) => string | null;
+  /** Resolves once `count` pings arrived; rejects after `timeoutMs`. */
+  waitForPings(count: number, timeoutMs?: number): Promise<Received[]>;
+  close(): Promise<void>;
+}
+
+export async function startReceiver(path = "/hook"): Promise<Receiver> {
+  const pings: Received[] = [];
+  const handshakes: IncomingHttpHeaders[] = [];
+  const waiters = new Set<() => void>();
+  let server: Server;
+  const receiver: Receiver = {
+    url: "",
+    pings,
+    handshakes,
+    respond: () => ({ status: 204 }),
+    allowOrigin: () => "*",
+    waitForPings(count, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (pings.length < count) return;
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(pings.slice(0, count));
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`${pings.length} of ${count} pings arrived within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => {
+      if (request.method === "OPTIONS") {
+        handshakes.push(request.headers);
+        const origin = receiver.allowOrigin(request.headers["webhook-request-origin"] as string | undefined);
+        if (origin !== null) response.setHeader("WebHook-Allowed-Origin", origin);
+        response.end();
+        return;
+      }
+      const body = Buffer.concat(chunks).toString("utf8");
+      const ping: Received = { headers: request.headers, body, event: JSON.parse(body), at: Date.now() };
+      const answer = receiver.respond(ping, pings.length);
+      const finish = () => {
+        pings.push(ping);
+        for (const waiter of [...waiters]) waiter();
+        response.writeHead(answer.status, answer.headers ?? {});
+        response.end();
+      };
+      if (answer.delayMs) setTimeout(finish, answer.delayMs);
+      else finish();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  receiver.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`;
+  return receiver;
+}
+
+/** Waits until `condition` holds, checking every 20 ms, for at most `timeoutMs`. */
+export async function eventually<T>(
+  condition: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 10_000,
+  what = "the condition",
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
