@@ -27,6 +27,7 @@ export interface Receiver {
   handshakes: IncomingHttpHeaders[];
   /** How to answer the next pings: called with the ping's index (0-based). */
   respond: (ping: Received, index: number) => Answer;
+  /* Pings are recorded when they arrive, before they are answered. */
   /** How to answer OPTIONS: the WebHook-Allowed-Origin to send, or null to send none. */
   allowOrigin: (requestOrigin: string | undefined) => string | null;
   /** Resolves once `count` pings arrived; rejects after `timeoutMs`. */
@@ -81,9 +82,10 @@ export async function startReceiver(path = "/hook"): Promise<Receiver> {
       const body = Buffer.concat(chunks).toString("utf8");
       const ping: Received = { headers: request.headers, body, event: JSON.parse(body), at: Date.now() };
       const answer = receiver.respond(ping, pings.length);
+      pings.push(ping);
+      for (const waiter of [...waiters]) waiter();
       const finish = () => {
-        pings.push(ping);
-        for (const waiter of [...waiters]) waiter();
+        if (response.destroyed) return;
         response.writeHead(answer.status, answer.headers ?? {});
         response.end();
       };
