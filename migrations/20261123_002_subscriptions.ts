@@ -40,6 +40,8 @@ export async function up(knex: Knex): Promise<void> {
     table.bigInteger("updated_at").notNullable();
     table.index(["feed_id"]);
     table.index(["owner"]);
+    // The dispatcher's timer looks for the earliest retry.
+    table.index(["next_attempt_at"]);
   });
 
   await knex.schema.createTable("ping_attempts", (table) => {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { pendingMigrations, type Storage } from "../db/database.js";
-import { type Filters, matchingIdentities, newestMatching } from "../db/events.js";
+import { pendingMigrations, type Queryable, type Storage } from "../db/database.js";
+import { type Filters, type Identity, matchingIdentities, newestMatching } from "../db/events.js";
 import {
   type AttemptRow,
   findDue,
@@ -78,8 +78,11 @@ export class Dispatcher {
   private inFlight = 0;
   private pumping = false;
   private again = false;
+  /** The last claim took every free slot: more may be due than could be claimed. */
+  private backlog = false;
   private flushing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
   private stopped = false;
   private unlisten: (() => void) | undefined;
   private lastPrune = 0;
@@ -139,8 +142,10 @@ export class Dispatcher {
           this.again = false;
           const free = this.options.concurrency - this.inFlight;
           if (free <= 0) break;
-          const claimed = await this.claim(Math.min(free, CLAIM_BATCH));
+          const wanted = Math.min(free, CLAIM_BATCH);
+          const claimed = await this.claim(wanted);
           for (const ping of claimed) this.launch(ping);
+          this.backlog = claimed.length === wanted;
           if (claimed.length === CLAIM_BATCH) this.again = true;
         } while (this.again && !this.stopped);
         const next = await nextRetryAt(this.storage.reader);
@@ -158,7 +163,22 @@ export class Dispatcher {
     if (this.stopped) return;
     if (this.again) return this.kick();
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.kick(), delay);
+    this.timerAt = Number.POSITIVE_INFINITY;
+    this.wakeAt(Date.now() + delay);
+  }
+
+  /** Makes sure the dispatcher looks again no later than `at`. */
+  private wakeAt(at: number): void {
+    if (this.stopped || at >= this.timerAt) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(
+      () => {
+        this.timerAt = Number.POSITIVE_INFINITY;
+        this.kick();
+      },
+      Math.max(0, at - Date.now()),
+    );
     this.timer.unref();
   }
 
@@ -169,8 +189,9 @@ export class Dispatcher {
     if ((await findDue(this.storage.reader, now, 1)).length === 0) return [];
     return this.storage.writer.transaction(async (trx) => {
       const claimed: Claimed[] = [];
+      const lookups = new Lookups(trx);
       for (const subscription of await findDue(trx, now, limit)) {
-        const ping = await this.prepare(trx, subscription, now);
+        const ping = await this.prepare(lookups, subscription, now);
         const changes: Record<string, unknown> = { scanned: subscription.feedHead };
         if (ping) {
           Object.assign(changes, {
@@ -193,13 +214,12 @@ export class Dispatcher {
    * it (or there is none yet). Undefined when no matching event lies beyond `acked`.
    */
   private async prepare(
-    db: Storage["writer"],
+    lookups: Lookups,
     subscription: SubscriptionRow,
     now: number,
   ): Promise<Claimed | undefined> {
-    const filters = filtersOf(subscription);
     const announced = subscription.pingHead ?? subscription.acked;
-    const newest = await newestMatching(db, subscription.feedId, announced, subscription.feedHead, filters);
+    const newest = await lookups.newest(subscription, announced, subscription.feedHead);
     if (newest === undefined) {
       if (subscription.pingId === null || subscription.pingBody === null) return undefined;
       return {
@@ -210,27 +230,19 @@ export class Dispatcher {
       };
     }
     const pingId = randomUUID();
-    const body = await this.buildBody(db, subscription, pingId, newest, new Date(now), false);
+    const body = await this.buildBody(lookups, subscription, pingId, newest, new Date(now), false);
     return { subscription, pingId, head: newest, body };
   }
 
   private async buildBody(
-    db: Storage["reader"],
+    lookups: Lookups,
     subscription: SubscriptionRow,
     pingId: string,
     head: number,
     time: Date,
     test: boolean,
   ): Promise<string> {
-    const filters = filtersOf(subscription);
-    const events = await matchingIdentities(
-      db,
-      subscription.feedId,
-      subscription.acked,
-      head,
-      PING_EVENTS + 1,
-      filters,
-    );
+    const events = await lookups.identities(subscription, subscription.acked, head);
     return pingBody(pingId, this.options.source, time, this.options.publicUrl(), {
       feed: subscription.feedName,
       subscription: subscription.id,
@@ -272,8 +284,10 @@ export class Dispatcher {
       )
       .finally(() => {
         this.inFlight -= 1;
+        // Freed slots matter only when more was due than could be claimed; they are refilled a quarter of the
+        // slots at a time, so that a claim (a transaction, a commit) serves many pings rather than one.
+        if (this.backlog && this.inFlight <= (this.options.concurrency * 3) / 4) this.kick();
         this.deliveries.delete(delivery);
-        this.kick();
       });
     this.deliveries.add(delivery);
   }
@@ -336,14 +350,28 @@ export class Dispatcher {
     })().finally(() => {
       this.flushing = undefined;
       if (this.outcomes.length > 0) this.scheduleFlush();
-      this.kick();
     });
   }
 
-  /** Writes every queued outcome in one transaction. */
+  /**
+   * Writes every queued outcome in one transaction, then asks for the next look only where it can find work:
+   * at once when events arrived beyond what an acknowledged ping announced, and at the earliest retry time.
+   * (Looking after every outcome would scan the subscriptions once per ping.)
+   */
   private async flush(): Promise<void> {
     const batch = this.outcomes.splice(0);
     if (batch.length === 0) return;
+    await this.write(batch);
+    let more = false;
+    for (const { claimed, decision } of batch) {
+      if (decision?.kind === "retry") this.wakeAt(decision.at);
+      const { feedId, feedHead } = claimed.subscription;
+      if (decision?.kind === "acknowledged" && this.bus.headOf(feedId) > feedHead) more = true;
+    }
+    if (more) this.kick();
+  }
+
+  private async write(batch: Outcome[]): Promise<void> {
     const now = Date.now();
     try {
       await this.storage.writer.transaction(async (trx) => {
@@ -398,18 +426,12 @@ export class Dispatcher {
    * `test: true`, acknowledging nothing. The attempt is recorded and returned.
    */
   async test(subscription: SubscriptionRow): Promise<AttemptRow> {
-    const reader = this.storage.reader;
-    const newest = await newestMatching(
-      reader,
-      subscription.feedId,
-      subscription.acked,
-      subscription.feedHead,
-      filtersOf(subscription),
-    );
+    const lookups = new Lookups(this.storage.reader);
+    const newest = await lookups.newest(subscription, subscription.acked, subscription.feedHead);
     const head = newest ?? subscription.acked;
     const pingId = randomUUID();
     const at = Date.now();
-    const body = await this.buildBody(reader, subscription, pingId, head, new Date(at), true);
+    const body = await this.buildBody(lookups, subscription, pingId, head, new Date(at), true);
     const exchange = await this.send(subscription, pingId, body, this.abort.signal);
     const attempt = attemptOf(subscription.id, pingId, head, at, exchange, true);
     await insertAttempts(this.storage.writer, [attempt]);
@@ -433,6 +455,42 @@ export class Dispatcher {
     while (this.flushing) await this.flushing;
     await this.flush();
     await this.client.destroy();
+  }
+}
+
+/**
+ * The event lookups of one claim. Subscriptions of one feed mostly stand at the same cursor with the same filters,
+ * so one claim of a thousand subscriptions costs two queries, not two thousand.
+ */
+class Lookups {
+  private readonly memo = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly db: Queryable) {}
+
+  /** The newest matching sequence in (after, upTo]. */
+  newest(subscription: SubscriptionRow, after: number, upTo: number): Promise<number | undefined> {
+    const filters = filtersOf(subscription);
+    return this.cached(["newest", subscription.feedId, after, upTo, filters], () =>
+      newestMatching(this.db, subscription.feedId, after, upTo, filters),
+    );
+  }
+
+  /** The first PING_EVENTS + 1 matching identities in (after, upTo]. */
+  identities(subscription: SubscriptionRow, after: number, upTo: number): Promise<Identity[]> {
+    const filters = filtersOf(subscription);
+    return this.cached(["identities", subscription.feedId, after, upTo, filters], () =>
+      matchingIdentities(this.db, subscription.feedId, after, upTo, PING_EVENTS + 1, filters),
+    );
+  }
+
+  private cached<T>(key: unknown[], read: () => Promise<T>): Promise<T> {
+    const text = JSON.stringify(key);
+    let found = this.memo.get(text) as Promise<T> | undefined;
+    if (!found) {
+      found = read();
+      this.memo.set(text, found);
+    }
+    return found;
   }
 }
 
