@@ -87,7 +87,11 @@ export const OPTIONS: readonly Option[] = [
     default: "sqlite:<SEINTJE_DATA_DIR>/seintje.db",
     meaning: "`sqlite:<path>` (PostgreSQL is not supported yet)",
   },
-  { variable: "SEINTJE_DATA_DIR", default: "./data", meaning: "home of the SQLite file" },
+  {
+    variable: "SEINTJE_DATA_DIR",
+    default: "./data",
+    meaning: "home of the SQLite file, the generated signing key and the key that seals webhook secrets",
+  },
   {
     variable: "SEINTJE_PUBLIC_URL",
     default: "http://<host>:<port>",
