@@ -721,3 +721,70 @@ describe("pings across a crash", () => {
     }
   });
 });
+
+describe("pings and the service's lifecycle", () => {
+  it("hands a ping in flight back at shutdown, uncounted, and sends it again on the next start", async () => {
+    const dir = tempDir();
+    const receiver = await startReceiver();
+    try {
+      const first = await startTestService({ ...FAST, SEINTJE_PING_TIMEOUT: "30" }, { dir });
+      const feed = await newFeed(first);
+      const created = (await subscribe(first, { feed, url: receiver.url })).body;
+      receiver.respond = () => ({ status: 204, delayMs: 30_000 });
+      await publish(first.url, feed, cloudEvent());
+      const [held] = await receiver.waitForPings(1);
+      const started = Date.now();
+      await first.service.stop(200);
+      assert.ok(Date.now() - started < 5000, "stopping waited for the grace period, not for the receiver");
+
+      receiver.respond = () => ({ status: 204 });
+      const second = await startTestService(FAST, { dir });
+      try {
+        const [, again] = await receiver.waitForPings(2);
+        assert.equal(again!.headers["webhook-id"], held!.headers["webhook-id"]);
+        await eventually(async () => (await subscription(second, created.id)).acked === "1", 5000, "acked");
+        const attempts = (await call(`${second.url}/v1/subscriptions/${created.id}/attempts`)).body.attempts;
+        assert.deepEqual(
+          attempts.map((attempt: { statusCode: number }) => attempt.statusCode),
+          [204],
+          "the handed-back ping was not counted as an attempt",
+        );
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await receiver.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("prunes attempts older than SEINTJE_PING_ATTEMPTS_KEEP", async () => {
+    const dir = tempDir();
+    const receiver = await startReceiver();
+    try {
+      const env = { ...FAST, SEINTJE_PING_ATTEMPTS_KEEP: "PT1S" };
+      const first = await startTestService(env, { dir });
+      const feed = await newFeed(first);
+      const created = (await subscribe(first, { feed, url: receiver.url })).body;
+      const attempts = `/v1/subscriptions/${created.id}/attempts`;
+      await call(`${first.url}/v1/subscriptions/${created.id}/test`, { method: "POST" });
+      assert.equal((await call(`${first.url}${attempts}`)).body.attempts.length, 1);
+      await first.service.stop(1000);
+      await sleep(1100);
+      // The first look of a new start prunes.
+      const second = await startTestService(env, { dir });
+      try {
+        await eventually(
+          async () => (await call(`${second.url}${attempts}`)).body.attempts.length === 0,
+          5000,
+          "the old attempt pruned",
+        );
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await receiver.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
