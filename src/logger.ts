@@ -15,6 +15,11 @@ export const REDACTED_PATHS = [
   "*.token",
 ];
 
+/**
+ * Without a destination, lines go to stdout synchronously. pino's default (asynchronous) destination flushes its
+ * buffer at exit and retries forever when stdout is a pipe whose reader is gone (EPIPE), which kept a stopped
+ * service from exiting; the synchronous one writes each line at once and stops logging on EPIPE.
+ */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {
@@ -23,7 +28,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: REDACTED_PATHS, remove: true },
     },
-    destination,
+    destination ?? pino.destination({ dest: 1, sync: true }),
   );
 }
 

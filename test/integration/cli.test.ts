@@ -98,4 +98,23 @@ describe("the seintje command", () => {
     assert.equal(await server.exited, 0);
     assert.ok(server.lines.some((line) => line.includes("seintje stopped")));
   });
+
+  it("still stops on SIGTERM when nothing reads its log any more", async () => {
+    const server = await startServerProcess({ SEINTJE_DATA_DIR: dir, SEINTJE_AUTH: "off" });
+    // Requests keep log lines in flight while the signal arrives and the reader of stdout goes away, as when a
+    // supervisor and its log pipe die together.
+    const load = Promise.all(
+      Array.from({ length: 20 }, async () => {
+        for (let i = 0; i < 20; i += 1) await fetch(`${server.url}/healthz`).catch(() => undefined);
+      }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    server.child.kill("SIGTERM");
+    server.child.stdout!.destroy();
+    await load;
+    const timer = setTimeout(() => server.child.kill("SIGKILL"), 10_000);
+    const exited = await server.exited;
+    clearTimeout(timer);
+    assert.equal(exited, 0, "exited by itself, not killed after 10 s");
+  });
 });
