@@ -79,6 +79,14 @@ export async function findByIdentity(
   return found;
 }
 
+/** Events of one feed with after < sequence <= upTo: a range on the primary key. */
+function range(db: Queryable, feedId: number, after: number, upTo: number): Knex.QueryBuilder {
+  return db("events")
+    .where("feed_id", feedId)
+    .andWhere("sequence", ">", after)
+    .andWhere("sequence", "<=", upTo);
+}
+
 /** Adds the filters to a query on events (the same rule as `matches`). */
 function filtered<T extends Knex.QueryBuilder>(query: T, filters: Filters): T {
   if (filters.types.length > 0) {
@@ -105,13 +113,7 @@ export async function readRange(
   limit: number,
   filters: Filters,
 ): Promise<Page> {
-  const query = db("events")
-    .select("sequence", "body")
-    .where("feed_id", feedId)
-    .andWhere("sequence", ">", after)
-    .andWhere("sequence", "<=", upTo)
-    .orderBy("sequence")
-    .limit(limit);
+  const query = range(db, feedId, after, upTo).select("sequence", "body").orderBy("sequence").limit(limit);
   const rows: Array<{ sequence: number | string; body: string }> = await filtered(query, filters);
   return { sequences: rows.map((row) => Number(row.sequence)), bodies: rows.map((row) => row.body) };
 }
@@ -166,11 +168,8 @@ export async function readEntries(
   limit: number,
 ): Promise<Entry[]> {
   const rows: Array<{ sequence: number | string; type: string; subject: string | null; body: string }> =
-    await db("events")
+    await range(db, feedId, after, upTo)
       .select("sequence", "type", "subject", "body")
-      .where("feed_id", feedId)
-      .andWhere("sequence", ">", after)
-      .andWhere("sequence", "<=", upTo)
       .orderBy("sequence")
       .limit(limit);
   return rows.map((row) => ({
@@ -204,11 +203,8 @@ export async function matchingIdentities(
   limit: number,
   filters: Filters,
 ): Promise<Identity[]> {
-  const query = db("events")
+  const query = range(db, feedId, after, upTo)
     .select("sequence", "event_id", "type", "subject")
-    .where("feed_id", feedId)
-    .andWhere("sequence", ">", after)
-    .andWhere("sequence", "<=", upTo)
     .orderBy("sequence")
     .limit(limit);
   const rows: Array<{ sequence: number | string; event_id: string; type: string; subject: string | null }> =
@@ -229,13 +225,7 @@ export async function newestMatching(
   upTo: number,
   filters: Filters,
 ): Promise<number | undefined> {
-  const query = db("events")
-    .select("sequence")
-    .where("feed_id", feedId)
-    .andWhere("sequence", ">", after)
-    .andWhere("sequence", "<=", upTo)
-    .orderBy("sequence", "desc")
-    .first();
+  const query = range(db, feedId, after, upTo).select("sequence").orderBy("sequence", "desc").first();
   const row: { sequence: number | string } | undefined = await filtered(query, filters);
   return row === undefined ? undefined : Number(row.sequence);
 }

@@ -189,16 +189,7 @@ export async function nextRetryAt(db: Queryable): Promise<number | undefined> {
   return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
 }
 
-export interface NewAttempt {
-  subscriptionId: string;
-  pingId: string;
-  at: number;
-  head: number;
-  statusCode: number | null;
-  durationMs: number;
-  error: string | null;
-  test: boolean;
-}
+export type NewAttempt = Omit<AttemptRow, "id">;
 
 const ATTEMPTS_PER_INSERT = 400;
 

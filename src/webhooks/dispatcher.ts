@@ -66,7 +66,7 @@ const LEASE_MARGIN_MS = 30_000;
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_BATCH = 1000;
 
-export function filtersOf(subscription: Pick<SubscriptionRow, "types" | "subject">): Filters {
+function filtersOf(subscription: Pick<SubscriptionRow, "types" | "subject">): Filters {
   return { types: subscription.types, subject: subscription.subject ?? undefined };
 }
 
@@ -127,11 +127,6 @@ export class Dispatcher {
     }
     this.pumping = true;
     setImmediate(() => void this.pump());
-  }
-
-  /** Pings in flight right now. */
-  get pending(): number {
-    return this.inFlight;
   }
 
   private async pump(): Promise<void> {
