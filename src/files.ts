@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { linkSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 
 /**
  * Creates `path` with `content`, readable by the service's user only, unless it exists already. Written under a
@@ -16,4 +17,26 @@ export function createPrivateFile(path: string, content: string): void {
   } finally {
     rmSync(temporary, { force: true });
   }
+}
+
+/**
+ * The text of `name` in `dataDir`, a file only the service's user may read. On first use the file is created with
+ * what `initial` makes; when two processes start at once, both read the one that was linked into place first.
+ */
+export async function loadPrivateFile(
+  dataDir: string,
+  name: string,
+  initial: () => string | Promise<string>,
+): Promise<{ path: string; text: string }> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const path = join(dataDir, name);
+  try {
+    const text = readFileSync(path, "utf8");
+    chmodSync(path, 0o600);
+    return { path, text };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  createPrivateFile(path, await initial());
+  return { path, text: readFileSync(path, "utf8") };
 }

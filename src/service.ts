@@ -81,7 +81,7 @@ export async function startService(
   const hub = new StreamHub(storage, bus, logger);
   const streams = new Set<StreamStats>();
   const hooks = config.webhooks;
-  const box = SecretBox.open(config.dataDir);
+  const box = await SecretBox.open(config.dataDir);
   const guard = new AddressGuard(hooks.allow);
   const userAgent = `seintje/${VERSION}`;
   const client = new CallbackClient(guard, { timeoutMs: hooks.timeoutMs, userAgent });
@@ -93,6 +93,7 @@ export async function startService(
     timeoutMs: hooks.timeoutMs,
     source: config.source,
     publicUrl: () => publicUrl,
+    requestOrigin: origin,
     attemptsKeep: hooks.attemptsKeep,
   });
   let server: Server | undefined;

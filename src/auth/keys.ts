@@ -1,5 +1,3 @@
-import { chmodSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import {
   type CryptoKey,
   calculateJwkThumbprint,
@@ -8,7 +6,7 @@ import {
   importJWK,
   type JWK,
 } from "jose";
-import { createPrivateFile } from "../files.js";
+import { loadPrivateFile } from "../files.js";
 
 /**
  * The service's own signing key: an Ed25519 key pair created in the data directory on first start, readable by
@@ -24,28 +22,19 @@ export interface SigningKey {
   publicJwk: JWK;
 }
 
-async function create(path: string): Promise<void> {
+/** A new Ed25519 private key as a JWK, with its thumbprint as kid. */
+async function generate(): Promise<string> {
   const { privateKey } = await generateKeyPair(SIGNING_ALGORITHM, { crv: "Ed25519", extractable: true });
   const jwk = await exportJWK(privateKey);
   jwk.kid = await calculateJwkThumbprint(jwk);
   jwk.alg = SIGNING_ALGORITHM;
   jwk.use = "sig";
-  createPrivateFile(path, `${JSON.stringify(jwk)}\n`);
+  return `${JSON.stringify(jwk)}\n`;
 }
 
 /** Loads the signing key from `dataDir`, creating it first when there is none. */
 export async function loadSigningKey(dataDir: string): Promise<SigningKey> {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const path = join(dataDir, FILE);
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-    await create(path);
-    text = readFileSync(path, "utf8");
-  }
-  chmodSync(path, 0o600);
+  const { path, text } = await loadPrivateFile(dataDir, FILE, generate);
   const jwk = JSON.parse(text) as JWK;
   if (
     jwk.kty !== "OKP" ||

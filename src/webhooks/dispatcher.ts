@@ -41,6 +41,8 @@ export interface DispatcherOptions {
   /** CloudEvents `source` of pings. */
   source: string;
   publicUrl(): string;
+  /** The `WebHook-Request-Origin` of pings: the host name of the public URL. */
+  requestOrigin(): string;
   attemptsKeep: Duration;
 }
 
@@ -266,8 +268,8 @@ export class Dispatcher {
 
   private send(subscription: SubscriptionRow, pingId: string, body: string, signal?: AbortSignal) {
     const now = new Date();
-    const origin = new URL(this.options.publicUrl()).hostname;
-    const headers = pingHeaders(pingId, body, this.secrets(subscription, now.getTime()), now, origin);
+    const secrets = this.secrets(subscription, now.getTime());
+    const headers = pingHeaders(pingId, body, secrets, now, this.options.requestOrigin());
     return this.client.exchange("POST", subscription.url, headers, body, signal);
   }
 

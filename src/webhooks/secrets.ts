@@ -1,7 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { createPrivateFile } from "../files.js";
+import { loadPrivateFile } from "../files.js";
 
 /**
  * Webhook secrets. A secret is `whsec_` + base64 of 32 random bytes (crypto.randomBytes, a CSPRNG), the form
@@ -24,18 +22,12 @@ export class SecretBox {
   private constructor(private readonly key: Buffer) {}
 
   /** Loads the sealing key from `dataDir`, creating it on first use. */
-  static open(dataDir: string): SecretBox {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const path = join(dataDir, KEY_FILE);
-    let text: string;
-    try {
-      text = readFileSync(path, "utf8");
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-      createPrivateFile(path, `${randomBytes(32).toString("base64")}\n`);
-      text = readFileSync(path, "utf8");
-    }
-    chmodSync(path, 0o600);
+  static async open(dataDir: string): Promise<SecretBox> {
+    const { path, text } = await loadPrivateFile(
+      dataDir,
+      KEY_FILE,
+      () => `${randomBytes(32).toString("base64")}\n`,
+    );
     const key = Buffer.from(text.trim(), "base64");
     if (key.length !== 32) throw new Error(`${path} does not hold a 256-bit key`);
     return new SecretBox(key);

@@ -788,3 +788,23 @@ describe("pings and the service's lifecycle", () => {
     }
   });
 });
+
+describe("the cap on pings in flight", () => {
+  it("never has more than SEINTJE_PING_CONCURRENCY pings in flight, and still pings every subscription", async () => {
+    const receiver = await startReceiver();
+    const svc = await startTestService({ ...FAST, SEINTJE_PING_CONCURRENCY: "3" });
+    try {
+      const feed = await newFeed(svc);
+      const ids: string[] = [];
+      for (let i = 0; i < 12; i += 1) ids.push((await subscribe(svc, { feed, url: receiver.url })).body.id);
+      receiver.respond = () => ({ status: 204, delayMs: 100 });
+      await publish(svc.url, feed, cloudEvent());
+      await receiver.waitForPings(12);
+      assert.equal(receiver.maxConcurrent, 3);
+      assert.deepEqual(new Set(receiver.pings.map((ping) => ping.event.data.subscription)), new Set(ids));
+    } finally {
+      await svc.stop();
+      await receiver.close();
+    }
+  });
+});

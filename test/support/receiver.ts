@@ -25,6 +25,8 @@ export interface Receiver {
   url: string;
   pings: Received[];
   handshakes: IncomingHttpHeaders[];
+  /** The most pings that were being answered at one moment. */
+  maxConcurrent: number;
   /** How to answer the next pings: called with the ping's index (0-based). */
   respond: (ping: Received, index: number) => Answer;
   /* Pings are recorded when they arrive, before they are answered. */
@@ -39,11 +41,13 @@ export async function startReceiver(path = "/hook"): Promise<Receiver> {
   const pings: Received[] = [];
   const handshakes: IncomingHttpHeaders[] = [];
   const waiters = new Set<() => void>();
+  let open = 0;
   let server: Server;
   const receiver: Receiver = {
     url: "",
     pings,
     handshakes,
+    maxConcurrent: 0,
     respond: () => ({ status: 204 }),
     allowOrigin: () => "*",
     waitForPings(count, timeoutMs = 10_000) {
@@ -79,6 +83,11 @@ export async function startReceiver(path = "/hook"): Promise<Receiver> {
         response.end();
         return;
       }
+      open += 1;
+      receiver.maxConcurrent = Math.max(receiver.maxConcurrent, open);
+      response.once("close", () => {
+        open -= 1;
+      });
       const body = Buffer.concat(chunks).toString("utf8");
       const ping: Received = { headers: request.headers, body, event: JSON.parse(body), at: Date.now() };
       const answer = receiver.respond(ping, pings.length);

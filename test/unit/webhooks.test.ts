@@ -145,15 +145,20 @@ describe("pings", () => {
 });
 
 describe("sealed secrets", () => {
-  it("open with the same key and subscription only", () => {
+  it("open with the same key and subscription only", async () => {
     const dir = tempDir();
-    const box = SecretBox.open(dir);
+    const box = await SecretBox.open(dir);
     const sealed = box.seal("whsec_abc", "sub-1");
     assert.doesNotMatch(sealed, /abc/);
     assert.equal(box.open(sealed, "sub-1"), "whsec_abc");
-    assert.equal(SecretBox.open(dir).open(sealed, "sub-1"), "whsec_abc", "the key persists in the data dir");
+    assert.equal(
+      (await SecretBox.open(dir)).open(sealed, "sub-1"),
+      "whsec_abc",
+      "the key persists in the data dir",
+    );
     assert.throws(() => box.open(sealed, "sub-2"));
-    assert.throws(() => SecretBox.open(tempDir()).open(sealed, "sub-1"));
+    const other = await SecretBox.open(tempDir());
+    assert.throws(() => other.open(sealed, "sub-1"));
   });
 });
 
