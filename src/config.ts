@@ -10,7 +10,9 @@ import { parseAllowEntry } from "./webhooks/guard.js";
  * checks at boot come from the same place. A bad value stops the service with a message naming the variable.
  */
 
-export type Database = { dialect: "sqlite"; filename: string } | { dialect: "postgres"; url: string };
+export type Database =
+  | { dialect: "sqlite"; filename: string }
+  | { dialect: "postgres"; url: string; pool: { min: number; max: number } };
 
 export interface Config {
   host: string;
@@ -85,7 +87,18 @@ export const OPTIONS: readonly Option[] = [
   {
     variable: "DATABASE_URL",
     default: "sqlite:<SEINTJE_DATA_DIR>/seintje.db",
-    meaning: "`sqlite:<path>` (PostgreSQL is not supported yet)",
+    meaning: "`sqlite:<path>`, or a `postgres://` URL for several service processes on one database",
+  },
+  {
+    variable: "SEINTJE_DB_POOL_MIN",
+    default: "0",
+    meaning: "PostgreSQL connections each process keeps open when idle",
+  },
+  {
+    variable: "SEINTJE_DB_POOL_MAX",
+    default: "10",
+    meaning:
+      "most PostgreSQL connections each process opens (plus one that listens for other nodes' appends)",
   },
   {
     variable: "SEINTJE_DATA_DIR",
@@ -227,9 +240,16 @@ function database(env: Env, dataDir: string): Database {
     return { dialect: "sqlite", filename: resolve(path) };
   }
   if (/^postgres(ql)?:\/\//.test(raw)) {
-    throw new ConfigError("DATABASE_URL", "PostgreSQL is not supported yet; use sqlite:<path>");
+    try {
+      new URL(raw);
+    } catch {
+      throw new ConfigError("DATABASE_URL", "not a valid postgres:// URL");
+    }
+    const max = integer(env, "SEINTJE_DB_POOL_MAX", 10, 2, 1000);
+    const min = integer(env, "SEINTJE_DB_POOL_MIN", 0, 0, max);
+    return { dialect: "postgres", url: raw, pool: { min, max } };
   }
-  throw new ConfigError("DATABASE_URL", "expected sqlite:<path>");
+  throw new ConfigError("DATABASE_URL", "expected sqlite:<path> or postgres://...");
 }
 
 function httpUrl(variable: string, raw: string): URL {

@@ -1,7 +1,9 @@
+import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import knex, { type Knex } from "knex";
+import pg from "pg";
 import { MIGRATIONS, type Migration } from "../../migrations/index.js";
 import type { Database as DatabaseConfig } from "../config.js";
 
@@ -15,6 +17,8 @@ export type Queryable = Knex | Knex.Transaction;
  */
 export interface Storage {
   readonly dialect: DatabaseConfig["dialect"];
+  /** This process among the nodes sharing the database (a random id per start). */
+  readonly node: string;
   readonly writer: Knex;
   readonly reader: Knex;
   close(): Promise<void>;
@@ -59,8 +63,62 @@ function sqlite(filename: string, readonly: boolean): Knex {
   });
 }
 
+/**
+ * PostgreSQL returns bigint (int8) as a string, since it may exceed 2^53. Sequences, times in milliseconds and
+ * counts here stay far below that, so they are read as numbers, as SQLite gives them.
+ */
+export const pgTypes = {
+  getTypeParser(oid: number, format?: string) {
+    if (oid === pg.types.builtins.INT8 && format !== "binary") return Number;
+    return pg.types.getTypeParser(oid, format as "text");
+  },
+};
+
+function postgres(config: Extract<DatabaseConfig, { dialect: "postgres" }>): Knex {
+  return knex({
+    client: "pg",
+    connection: { connectionString: config.url, application_name: "seintje", types: pgTypes },
+    pool: { min: config.pool.min, max: config.pool.max },
+    acquireConnectionTimeout: 10_000,
+  });
+}
+
+/** Whether queries on `db` run on PostgreSQL (several nodes: rows that decide an order must be locked). */
+export function onPostgres(db: Queryable): boolean {
+  return db.client.config.client === "pg";
+}
+
+/**
+ * Locks the rows a query selects until the transaction ends, on PostgreSQL. SQLite needs no row locks: its one
+ * writer connection already runs write transactions one after another.
+ */
+export function forUpdate<T extends Knex.QueryBuilder>(db: Queryable, query: T): T {
+  return onPostgres(db) ? (query.forUpdate() as T) : query;
+}
+
 export async function openStorage(config: DatabaseConfig): Promise<Storage> {
-  if (config.dialect !== "sqlite") throw new Error(`unsupported database dialect: ${config.dialect}`);
+  const node = randomUUID();
+  if (config.dialect === "postgres") {
+    const pool = postgres(config);
+    try {
+      await pool.raw("select 1");
+    } catch (error) {
+      await pool.destroy();
+      throw error;
+    }
+    let closed = false;
+    return {
+      dialect: "postgres",
+      node,
+      writer: pool,
+      reader: pool,
+      async close() {
+        if (closed) return;
+        closed = true;
+        await pool.destroy();
+      },
+    };
+  }
   mkdirSync(dirname(config.filename), { recursive: true });
   const writer = sqlite(config.filename, false);
   // Creating the file and switching it to WAL has to happen before a read-only connection can open it.
@@ -69,6 +127,7 @@ export async function openStorage(config: DatabaseConfig): Promise<Storage> {
   let closed = false;
   return {
     dialect: "sqlite",
+    node,
     writer,
     reader,
     async close() {

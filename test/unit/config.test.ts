@@ -38,6 +38,19 @@ describe("configuration", () => {
     });
   });
 
+  it("takes a postgres:// URL with pool sizes", () => {
+    const url = "postgres://seintje@db.internal:5432/seintje";
+    assert.deepEqual(loadConfig({ DATABASE_URL: url }).database, {
+      dialect: "postgres",
+      url,
+      pool: { min: 0, max: 10 },
+    });
+    assert.deepEqual(
+      loadConfig({ DATABASE_URL: url, SEINTJE_DB_POOL_MIN: "2", SEINTJE_DB_POOL_MAX: "4" }).database,
+      { dialect: "postgres", url, pool: { min: 2, max: 4 } },
+    );
+  });
+
   it("names the bad variable", () => {
     const cases: Array<[Record<string, string>, string]> = [
       [{ SEINTJE_PORT: "eighty" }, "SEINTJE_PORT"],
@@ -45,7 +58,12 @@ describe("configuration", () => {
       [{ SEINTJE_AUTO_CREATE_FEEDS: "maybe" }, "SEINTJE_AUTO_CREATE_FEEDS"],
       [{ SEINTJE_PUBLIC_URL: "ftp://x" }, "SEINTJE_PUBLIC_URL"],
       [{ DATABASE_URL: "mysql://x" }, "DATABASE_URL"],
-      [{ DATABASE_URL: "postgres://127.0.0.1/x" }, "DATABASE_URL"],
+      [{ DATABASE_URL: "postgres://127.0.0.1:port/x" }, "DATABASE_URL"],
+      [{ DATABASE_URL: "postgres://127.0.0.1/x", SEINTJE_DB_POOL_MAX: "1" }, "SEINTJE_DB_POOL_MAX"],
+      [
+        { DATABASE_URL: "postgres://127.0.0.1/x", SEINTJE_DB_POOL_MIN: "5", SEINTJE_DB_POOL_MAX: "4" },
+        "SEINTJE_DB_POOL_MIN",
+      ],
       [{ SEINTJE_RETENTION_INTERVAL: "0" }, "SEINTJE_RETENTION_INTERVAL"],
       [{ SEINTJE_LOG_LEVEL: "loud" }, "SEINTJE_LOG_LEVEL"],
       [{ SEINTJE_AUTH: "maybe" }, "SEINTJE_AUTH"],
