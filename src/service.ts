@@ -4,6 +4,7 @@ import { loadSigningKey } from "./auth/keys.js";
 import { TokenVerifier } from "./auth/verifier.js";
 import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, type Storage } from "./db/database.js";
+import { PgWakeups } from "./db/notify.js";
 import { createApp } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Appender } from "./log/appender.js";
@@ -17,7 +18,7 @@ import { CallbackClient } from "./webhooks/client.js";
 import { Dispatcher } from "./webhooks/dispatcher.js";
 import { AddressGuard } from "./webhooks/guard.js";
 import { CallbackChecker } from "./webhooks/registration.js";
-import { SecretBox } from "./webhooks/secrets.js";
+import { checkSealingKey, SecretBox } from "./webhooks/secrets.js";
 
 /**
  * A running seintje: storage, the log, the HTTP server. Started in order and stopped in reverse; stop() is safe
@@ -96,12 +97,19 @@ export async function startService(
     requestOrigin: origin,
     attemptsKeep: hooks.attemptsKeep,
   });
+  const database = config.database;
+  const wakeups =
+    database.dialect === "postgres"
+      ? new PgWakeups(database.url, storage.node, storage.reader, bus, logger)
+      : undefined;
   let server: Server | undefined;
   try {
     if (options.migrate ?? true) {
       const ran = await migrate(storage);
       if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
     }
+    await checkSealingKey(storage, box);
+    await wakeups?.start();
     const services: Services = {
       storage,
       bus,
@@ -155,6 +163,7 @@ export async function startService(
       stop(graceMs = 10_000) {
         stopped ??= (async () => {
           const closed = new Promise<void>((resolve) => listening.close(() => resolve()));
+          await wakeups?.stop();
           stopping.abort();
           bus.close();
           listening.closeIdleConnections();
@@ -173,6 +182,7 @@ export async function startService(
     };
   } catch (error) {
     server?.close();
+    await wakeups?.stop();
     await appender.close();
     await storage.close();
     throw error;

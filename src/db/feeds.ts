@@ -1,4 +1,4 @@
-import type { Queryable } from "./database.js";
+import { forUpdate, type Queryable } from "./database.js";
 
 /** Feed rows. Every function takes the pool or a transaction, so callers choose the transaction boundary. */
 
@@ -60,6 +60,18 @@ export async function findFeed(db: Queryable, name: string): Promise<FeedRow | u
   return row ? toFeed(row) : undefined;
 }
 
+/**
+ * The feed, locked until the transaction ends (on PostgreSQL): whoever appends to a feed or changes it holds this
+ * lock, so appends to one feed commit one after another in sequence order, whichever node makes them.
+ */
+export async function lockFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
+  const row: StoredFeed | undefined = await forUpdate(
+    trx,
+    trx("feeds").select(COLUMNS).where({ name }),
+  ).first();
+  return row ? toFeed(row) : undefined;
+}
+
 export async function listFeeds(db: Queryable): Promise<FeedRow[]> {
   const rows: StoredFeed[] = await db("feeds").select(COLUMNS).orderBy("name");
   return rows.map(toFeed);
@@ -73,25 +85,32 @@ export async function listFeedsWithRetention(db: Queryable): Promise<FeedRow[]> 
   return rows.map(toFeed);
 }
 
+/**
+ * Creates the feed and returns it locked, or returns undefined when a feed of that name exists already (another
+ * request or node created it first; nothing is changed then).
+ */
 export async function insertFeed(
-  db: Queryable,
+  trx: Queryable,
   name: string,
   settings: FeedSettings,
   now: number,
-): Promise<FeedRow> {
-  await db("feeds").insert({
-    name,
-    description: settings.description,
-    retention_max_age: settings.retentionMaxAge,
-    retention_max_events: settings.retentionMaxEvents,
-    head: 0,
-    pruned_through: 0,
-    created_at: now,
-    updated_at: now,
-  });
-  const feed = await findFeed(db, name);
-  if (!feed) throw new Error(`feed ${name} vanished after insert`);
-  return feed;
+): Promise<FeedRow | undefined> {
+  const inserted = await trx("feeds")
+    .insert({
+      name,
+      description: settings.description,
+      retention_max_age: settings.retentionMaxAge,
+      retention_max_events: settings.retentionMaxEvents,
+      head: 0,
+      pruned_through: 0,
+      created_at: now,
+      updated_at: now,
+    })
+    .onConflict("name")
+    .ignore()
+    .returning("id");
+  if (inserted.length === 0) return undefined;
+  return lockFeed(trx, name);
 }
 
 export async function updateFeedSettings(
@@ -112,12 +131,12 @@ export async function updateFeedSettings(
  * Removes the feed and its events; returns its id, or undefined when there was none. The events are deleted
  * explicitly, so this does not depend on SQLite's foreign_keys pragma for the ON DELETE CASCADE.
  */
-export async function deleteFeed(db: Queryable, name: string): Promise<number | undefined> {
-  const feed: { id: number | string } | undefined = await db("feeds").select("id").where({ name }).first();
+export async function deleteFeed(trx: Queryable, name: string): Promise<number | undefined> {
+  const feed = await lockFeed(trx, name);
   if (!feed) return undefined;
-  await db("events").where({ feed_id: feed.id }).delete();
-  await db("feeds").where({ id: feed.id }).delete();
-  return Number(feed.id);
+  await trx("events").where({ feed_id: feed.id }).delete();
+  await trx("feeds").where({ id: feed.id }).delete();
+  return feed.id;
 }
 
 export async function setHead(db: Queryable, id: number, head: number): Promise<void> {

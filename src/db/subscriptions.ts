@@ -1,4 +1,4 @@
-import type { Queryable } from "./database.js";
+import { onPostgres, type Queryable } from "./database.js";
 
 /** Subscription and attempt rows. Every function takes the pool or a transaction. */
 
@@ -168,15 +168,26 @@ export async function deleteSubscription(db: Queryable, id: string): Promise<boo
 /**
  * Subscriptions with a ping to send now: not disabled, not leased by a live claim, due, and with either a pending
  * ping or a feed head beyond what was last scanned.
+ *
+ * With `claim`, inside a transaction, the rows are locked for it. On PostgreSQL that is FOR UPDATE SKIP LOCKED:
+ * nodes claiming at the same time each get different subscriptions instead of waiting for one another, and a row
+ * another node claimed meanwhile is re-checked against the lease condition after its lock, so it is passed over.
  */
-export async function findDue(db: Queryable, now: number, limit: number): Promise<SubscriptionRow[]> {
-  const rows: Stored[] = await selectSubscriptions(db)
+export async function findDue(
+  db: Queryable,
+  now: number,
+  limit: number,
+  claim = false,
+): Promise<SubscriptionRow[]> {
+  const query = selectSubscriptions(db)
     .whereNot("s.status", "disabled")
     .andWhere((where) => where.whereNull("s.lease_until").orWhere("s.lease_until", "<", now))
     .andWhere((where) => where.whereNull("s.next_attempt_at").orWhere("s.next_attempt_at", "<=", now))
     .andWhere((where) => where.whereNotNull("s.ping_id").orWhereRaw("f.head > s.scanned"))
     .orderBy("s.id")
     .limit(limit);
+  if (claim && onPostgres(db)) query.forUpdate("s").skipLocked();
+  const rows: Stored[] = await query;
   return rows.map(toSubscription);
 }
 

@@ -1,7 +1,8 @@
 import type { Logger } from "pino";
 import type { Storage } from "../db/database.js";
 import { type EventRow, findByIdentity, insertEvents } from "../db/events.js";
-import { type FeedRow, findFeed, insertFeed, setHead } from "../db/feeds.js";
+import { type FeedRow, insertFeed, lockFeed, setHead } from "../db/feeds.js";
+import { announceAppends } from "../db/notify.js";
 import { HttpProblem, type Pointed } from "../errors.js";
 import type { PreparedEvent } from "../events/encoding.js";
 import { feedNotFound } from "./feeds.js";
@@ -143,15 +144,12 @@ export class Appender {
     const now = (this.options.now ?? Date.now)();
     const feeds = new Map<string, { row: FeedRow; head: number; known: Map<string, Known> } | null>();
 
-    for (const name of new Set(group.map((pending) => pending.feed))) {
-      let row = await findFeed(trx, name);
+    // Feeds are locked in name order, so two nodes appending to the same feeds cannot deadlock.
+    for (const name of [...new Set(group.map((pending) => pending.feed))].sort()) {
+      let row = await lockFeed(trx, name);
       if (!row && this.options.autoCreateFeeds) {
-        row = await insertFeed(
-          trx,
-          name,
-          { description: null, retentionMaxAge: null, retentionMaxEvents: null },
-          now,
-        );
+        const settings = { description: null, retentionMaxAge: null, retentionMaxEvents: null };
+        row = (await insertFeed(trx, name, settings, now)) ?? (await lockFeed(trx, name));
       }
       if (!row) {
         feeds.set(name, null);
@@ -233,6 +231,7 @@ export class Appender {
         heads.set(feed.row.id, feed.head);
       }
     }
+    await announceAppends(trx, this.storage.node, heads);
     return { outcomes, heads };
   }
 }

@@ -1,6 +1,7 @@
 import type { Storage } from "../db/database.js";
 import type { FeedRow, FeedSettings } from "../db/feeds.js";
 import * as feeds from "../db/feeds.js";
+import { announceRemoval } from "../db/notify.js";
 import { HttpProblem } from "../errors.js";
 import type { WakeupBus } from "./wakeup.js";
 
@@ -29,8 +30,14 @@ export async function putFeed(
   now = Date.now(),
 ): Promise<{ feed: FeedRow; created: boolean }> {
   return storage.writer.transaction(async (trx) => {
-    const existing = await feeds.findFeed(trx, name);
-    if (!existing) return { feed: await feeds.insertFeed(trx, name, settings, now), created: true };
+    let existing = await feeds.lockFeed(trx, name);
+    if (!existing) {
+      const feed = await feeds.insertFeed(trx, name, settings, now);
+      if (feed) return { feed, created: true };
+      // Created by a concurrent request (on another node) since the look above: this request changes it.
+      existing = await feeds.lockFeed(trx, name);
+      if (!existing) throw new Error(`feed ${name} was created and deleted meanwhile`);
+    }
     await feeds.updateFeedSettings(trx, existing.id, settings, now);
     return { feed: { ...existing, ...settings }, created: false };
   });
@@ -47,7 +54,11 @@ export function listFeeds(storage: Storage): Promise<FeedRow[]> {
 }
 
 export async function deleteFeed(storage: Storage, bus: WakeupBus, name: string): Promise<void> {
-  const id = await storage.writer.transaction((trx) => feeds.deleteFeed(trx, name));
+  const id = await storage.writer.transaction(async (trx) => {
+    const removed = await feeds.deleteFeed(trx, name);
+    if (removed !== undefined) await announceRemoval(trx, storage.node, removed);
+    return removed;
+  });
   if (id === undefined) throw feedNotFound(name);
   bus.removed(id);
 }

@@ -43,6 +43,11 @@ export class WakeupBus {
     return this.heads.get(feedId) ?? 0;
   }
 
+  /** The feeds this process has seen appends to. */
+  feedIds(): number[] {
+    return [...this.heads.keys()];
+  }
+
   listen(listener: WakeupListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);

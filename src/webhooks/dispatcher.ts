@@ -17,7 +17,7 @@ import type { Logger } from "../logger.js";
 import type { CallbackClient, Exchange } from "./client.js";
 import { PING_EVENTS, pingBody, pingHeaders } from "./ping.js";
 import { type Decision, decide, type RetryPolicy } from "./policy.js";
-import type { SecretBox } from "./secrets.js";
+import { checkSealingKey, type SecretBox } from "./secrets.js";
 
 /**
  * The dispatcher sends pings. Every decision is made from the database and written back to it, so the process
@@ -64,7 +64,12 @@ interface Outcome {
 const CLAIM_BATCH = 500;
 /** How often the database is looked at even when nothing signalled: retries, lapsed leases, other nodes. */
 const SWEEP_MS = 1000;
-const LEASE_MARGIN_MS = 30_000;
+/**
+ * A lease lasts the ping timeout plus this: time to write the outcome. When a node dies, its pings are sent by
+ * another node (or by itself restarted, on PostgreSQL) this long after the timeout. Should a lease lapse while
+ * its node is alive but stalled, the ping may go out twice with the same webhook-id, which receivers deduplicate.
+ */
+const LEASE_MARGIN_MS = 5_000;
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_BATCH = 1000;
 
@@ -73,7 +78,6 @@ function filtersOf(subscription: Pick<SubscriptionRow, "types" | "subject">): Fi
 }
 
 export class Dispatcher {
-  private readonly node = randomUUID();
   private readonly deliveries = new Set<Promise<void>>();
   private readonly outcomes: Outcome[] = [];
   private readonly abort = new AbortController();
@@ -89,6 +93,8 @@ export class Dispatcher {
   private unlisten: (() => void) | undefined;
   private lastPrune = 0;
   private ready = false;
+  /** The latest look for due pings; stop() waits for it, so no query runs after the database closes. */
+  private pumped: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly storage: Storage,
@@ -111,6 +117,7 @@ export class Dispatcher {
   private async schemaReady(): Promise<boolean> {
     if (this.ready) return true;
     if ((await pendingMigrations(this.storage)).length > 0) return false;
+    await checkSealingKey(this.storage, this.box);
     // SQLite serves one process: a lease left by a crashed run of this service can be released at once rather
     // than waiting for it to lapse. PostgreSQL may have other live nodes, whose leases must stand.
     if (this.storage.dialect === "sqlite") {
@@ -128,10 +135,16 @@ export class Dispatcher {
       return;
     }
     this.pumping = true;
-    setImmediate(() => void this.pump());
+    setImmediate(() => {
+      this.pumped = this.pump();
+    });
   }
 
   private async pump(): Promise<void> {
+    if (this.stopped) {
+      this.pumping = false;
+      return;
+    }
     let delay = SWEEP_MS;
     try {
       if (await this.schemaReady()) {
@@ -187,12 +200,12 @@ export class Dispatcher {
     return this.storage.writer.transaction(async (trx) => {
       const claimed: Claimed[] = [];
       const lookups = new Lookups(trx);
-      for (const subscription of await findDue(trx, now, limit)) {
+      for (const subscription of await findDue(trx, now, limit, true)) {
         const ping = await this.prepare(lookups, subscription, now);
         const changes: Record<string, unknown> = { scanned: subscription.feedHead };
         if (ping) {
           Object.assign(changes, {
-            lease_owner: this.node,
+            lease_owner: this.storage.node,
             lease_until: now + this.options.timeoutMs + LEASE_MARGIN_MS,
             ping_id: ping.pingId,
             ping_head: ping.head,
@@ -384,7 +397,10 @@ export class Dispatcher {
         );
         for (const { claimed, decision } of batch) {
           if (!existing.has(claimed.subscription.id)) continue;
-          const mine = trx("subscriptions").where({ id: claimed.subscription.id, lease_owner: this.node });
+          const mine = trx("subscriptions").where({
+            id: claimed.subscription.id,
+            lease_owner: this.storage.node,
+          });
           const release = { lease_owner: null, lease_until: null, updated_at: now };
           const changes = decision === undefined ? undefined : stateAfter(decision, claimed.head);
           // The ping may have been replaced meanwhile (a PATCH changed filters, or re-enabled): then only the
@@ -448,6 +464,7 @@ export class Dispatcher {
     const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
     await Promise.race([Promise.all([...this.deliveries]), grace]);
     this.abort.abort();
+    await this.pumped;
     await Promise.all([...this.deliveries]);
     while (this.flushing) await this.flushing;
     await this.flush();
