@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
 import * as feedsAndEvents from "./20261123_001_feeds_and_events.js";
 import * as subscriptions from "./20261123_002_subscriptions.js";
+import * as settings from "./20261123_003_settings.js";
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -14,4 +15,5 @@ export interface Migration {
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ["20261123_001_feeds_and_events", feedsAndEvents],
   ["20261123_002_subscriptions", subscriptions],
+  ["20261123_003_settings", settings],
 ];

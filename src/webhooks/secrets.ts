@@ -1,4 +1,7 @@
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
+import { ConfigError } from "../config.js";
+import type { Storage } from "../db/database.js";
+import { settleSetting } from "../db/settings.js";
 import { loadPrivateFile } from "../files.js";
 
 /**
@@ -19,7 +22,11 @@ export function generateSecret(): string {
 }
 
 export class SecretBox {
-  private constructor(private readonly key: Buffer) {}
+  private constructor(
+    private readonly key: Buffer,
+    /** Where the key is, for messages. */
+    readonly path: string,
+  ) {}
 
   /** Loads the sealing key from `dataDir`, creating it on first use. */
   static async open(dataDir: string): Promise<SecretBox> {
@@ -30,7 +37,12 @@ export class SecretBox {
     );
     const key = Buffer.from(text.trim(), "base64");
     if (key.length !== 32) throw new Error(`${path} does not hold a 256-bit key`);
-    return new SecretBox(key);
+    return new SecretBox(key, path);
+  }
+
+  /** A value that tells keys apart without revealing them (an HMAC of a fixed text under the key). */
+  checkValue(): string {
+    return createHmac("sha256", this.key).update("seintje webhook-secrets.key check v1").digest("base64url");
   }
 
   seal(secret: string, subscriptionId: string): string {
@@ -50,5 +62,25 @@ export class SecretBox {
     decipher.setAAD(Buffer.from(subscriptionId));
     decipher.setAuthTag(bytes.subarray(12, 28));
     return Buffer.concat([decipher.update(bytes.subarray(28)), decipher.final()]).toString("utf8");
+  }
+}
+
+const KEY_CHECK = "webhook-secrets-key-check";
+
+/**
+ * Makes sure every process on one database seals with the same key. The first process records the key's check
+ * value in the database; a process whose key differs (a second node given a fresh data dir, a key restored from
+ * the wrong backup) refuses to start rather than seal secrets that the others cannot open. Does nothing before
+ * the migration that makes the settings table has run.
+ */
+export async function checkSealingKey(storage: Storage, box: SecretBox): Promise<void> {
+  if (!(await storage.reader.schema.hasTable("settings"))) return;
+  const recorded = await settleSetting(storage.writer, KEY_CHECK, box.checkValue(), Date.now());
+  if (recorded !== box.checkValue()) {
+    throw new ConfigError(
+      "SEINTJE_DATA_DIR",
+      `${box.path} is not the key that this database's webhook secrets are sealed with. Every process on one ` +
+        "database needs the same webhook-secrets.key: copy it from the data dir of the node that created the database.",
+    );
   }
 }
