@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { MIGRATIONS } from "../../migrations/index.js";
 import { call, cloudEvent, publish, putFeed, readPage } from "../support/http.js";
 import { startTestService, type TestService } from "../support/service.js";
 
@@ -179,7 +180,11 @@ describe("readiness with an outdated schema", () => {
       const ready = await call(`${svc.url}/readyz`);
       assert.equal(ready.status, 503);
       assert.equal(ready.headers.get("content-type"), "application/problem+json");
-      assert.deepEqual(ready.body.pending, ["20261123_001_feeds_and_events", "20261123_002_subscriptions"]);
+      assert.deepEqual(
+        ready.body.pending,
+        MIGRATIONS.map(([name]) => name),
+      );
+      assert.ok(ready.body.pending.length >= 3);
       assert.equal((await call(`${svc.url}/healthz`)).status, 200);
     } finally {
       await svc.stop();

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { databaseEnv } from "./database.js";
 
 /** The real `seintje` command, run from the TypeScript sources in a child process. */
 
@@ -20,12 +21,19 @@ export function runCli(args: string[], env: Record<string, string>): ChildProces
   });
 }
 
+/** The environment plus, for a data dir without a DATABASE_URL, the suite's database for that dir. */
+async function withDatabase(env: Record<string, string>): Promise<Record<string, string>> {
+  const dir = env.SEINTJE_DATA_DIR;
+  if (dir === undefined || env.DATABASE_URL !== undefined) return env;
+  return { ...(await databaseEnv(dir)), ...env };
+}
+
 /** Starts `seintje serve` on a free port and waits (at most `timeoutMs`) until it says where it listens. */
 export async function startServerProcess(
   env: Record<string, string>,
   timeoutMs = 20_000,
 ): Promise<ServerProcess> {
-  const child = runCli(["serve"], { SEINTJE_PORT: "0", ...env });
+  const child = runCli(["serve"], { SEINTJE_PORT: "0", ...(await withDatabase(env)) });
   const lines: string[] = [];
   const exited = new Promise<number | string>((resolve) => {
     child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
@@ -59,7 +67,7 @@ export async function runToEnd(
   env: Record<string, string>,
   timeoutMs = 20_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = runCli(args, env);
+  const child = runCli(args, await withDatabase(env));
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (chunk: Buffer) => {

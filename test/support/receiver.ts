@@ -98,8 +98,11 @@ export async function startReceiver(path = "/hook"): Promise<Receiver> {
         response.writeHead(answer.status, answer.headers ?? {});
         response.end();
       };
-      if (answer.delayMs) setTimeout(finish, answer.delayMs);
-      else finish();
+      if (answer.delayMs) {
+        // A held answer whose connection goes away (the sender died, the receiver closed) is dropped.
+        const held = setTimeout(finish, answer.delayMs);
+        response.once("close", () => clearTimeout(held));
+      } else finish();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -7,6 +7,7 @@ import { mintToken } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { type Service, type StartOptions, startService } from "../../src/service.js";
+import { databaseEnv, dropDatabaseOf } from "./database.js";
 import { useToken } from "./http.js";
 
 /** A token signed with the generated key in `dir`, as `seintje token` would mint it. */
@@ -30,7 +31,8 @@ export async function tokenFor(
 }
 
 /**
- * A real seintje on 127.0.0.1:<free port> with its own SQLite file in a fresh temp dir. Authentication is on, as
+ * A real seintje on 127.0.0.1:<free port> with its own database: a SQLite file in a fresh temp dir, or on the
+ * PostgreSQL run a database of its own (see database.ts). Authentication is on, as
  * in production; `call` sends an admin token to it unless a test sets its own Authorization header.
  */
 export interface TestService {
@@ -51,7 +53,13 @@ export async function startTestService(
   options: StartOptions & { dir?: string } = {},
 ): Promise<TestService> {
   const dir = options.dir ?? tempDir();
-  const config = loadConfig({ SEINTJE_DATA_DIR: dir, SEINTJE_PORT: "0", SEINTJE_LOG_LEVEL: "info", ...env });
+  const config = loadConfig({
+    SEINTJE_DATA_DIR: dir,
+    SEINTJE_PORT: "0",
+    SEINTJE_LOG_LEVEL: "info",
+    ...(await databaseEnv(dir)),
+    ...env,
+  });
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -73,7 +81,10 @@ export async function startTestService(
     async stop() {
       useToken(service.url, undefined);
       await service.stop(1000);
-      if (!options.dir) rmSync(dir, { recursive: true, force: true });
+      if (!options.dir) {
+        rmSync(dir, { recursive: true, force: true });
+        await dropDatabaseOf(dir);
+      }
     },
   };
 }

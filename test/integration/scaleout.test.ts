@@ -1,0 +1,391 @@
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { EventSource } from "eventsource";
+import pg from "pg";
+import { DIALECT, databaseEnv } from "../support/database.js";
+import { call, cloudEvent } from "../support/http.js";
+import { type ServerProcess, startServerProcess } from "../support/process.js";
+import { startReceiver } from "../support/receiver.js";
+import { tempDir, tokenFor } from "../support/service.js";
+
+/**
+ * Several `seintje serve` processes on one PostgreSQL database, as behind a load balancer. These run on the
+ * PostgreSQL pass of the suite; SQLite serves one process by design.
+ */
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const HOOKS = {
+  SEINTJE_CALLBACK_HTTP: "true",
+  SEINTJE_CALLBACK_ALLOW: "127.0.0.1",
+  SEINTJE_PING_RETRY: "0.2",
+  SEINTJE_PING_TIMEOUT: "2",
+};
+
+interface Cluster {
+  dir: string;
+  env: Record<string, string>;
+  headers: Record<string, string>;
+  nodes: ServerProcess[];
+  /** A further node on the same database. */
+  add(): Promise<ServerProcess>;
+  stop(): Promise<void>;
+}
+
+async function startCluster(size: number, extra: Record<string, string> = {}): Promise<Cluster> {
+  const dir = tempDir("seintje-nodes-");
+  // The nodes share the data dir, as they would share a volume: one signing key, one key for webhook secrets.
+  const env = { SEINTJE_DATA_DIR: dir, ...(await databaseEnv(dir)), ...HOOKS, ...extra };
+  const nodes: ServerProcess[] = [];
+  const cluster: Cluster = {
+    dir,
+    env,
+    headers: {},
+    nodes,
+    async add() {
+      const node = await startServerProcess(env);
+      nodes.push(node);
+      return node;
+    },
+    async stop() {
+      for (const node of nodes) if (node.child.exitCode === null) node.child.kill("SIGTERM");
+      await Promise.all(nodes.map((node) => node.exited));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  // One after the other: the first creates the keys and migrates.
+  for (let index = 0; index < size; index += 1) await cluster.add();
+  cluster.headers = { authorization: `Bearer ${await tokenFor(dir, "admin")}` };
+  return cluster;
+}
+
+function post(node: ServerProcess, cluster: Cluster, path: string, body: unknown, type = "application/json") {
+  return call(`${node.url}${path}`, {
+    method: "POST",
+    headers: { ...cluster.headers, "content-type": type },
+    body: JSON.stringify(body),
+  });
+}
+
+function publishOn(node: ServerProcess, cluster: Cluster, feed: string, events: unknown[]) {
+  return post(node, cluster, `/v1/feeds/${feed}/events`, events, "application/cloudevents-batch+json");
+}
+
+async function readAllOn(node: ServerProcess, cluster: Cluster, feed: string) {
+  const events: Array<Record<string, any>> = [];
+  let after = "0";
+  for (let page = 0; page < 100; page += 1) {
+    const reply = await call(`${node.url}/v1/feeds/${feed}/events?after=${after}&limit=1000`, {
+      headers: cluster.headers,
+    });
+    assert.equal(reply.status, 200, reply.text);
+    events.push(...reply.body.events);
+    if (reply.body.next === reply.body.head) return events;
+    after = reply.body.next;
+  }
+  throw new Error("too many pages");
+}
+
+async function until<T>(check: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+const onPostgres = {
+  skip: DIALECT !== "postgres" && "several nodes need PostgreSQL (the PostgreSQL pass runs these)",
+};
+
+describe("two nodes on one PostgreSQL database", onPostgres, () => {
+  let cluster: Cluster;
+  before(async () => {
+    cluster = await startCluster(2);
+  });
+  after(() => cluster?.stop());
+
+  it("numbers the events of 20 concurrent publishers on both nodes 1..N, each event once", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    const put = await call(`${a.url}/v1/feeds/shared`, { method: "PUT", headers: cluster.headers });
+    assert.equal(put.status, 201);
+    const published: string[] = [];
+    await Promise.all(
+      Array.from({ length: 20 }, async (_, publisher) => {
+        const node = publisher % 2 === 0 ? a : b;
+        for (let round = 0; round < 15; round += 1) {
+          const events = Array.from({ length: 1 + (round % 3) }, () => cloudEvent());
+          const reply = await publishOn(node, cluster, "shared", events);
+          assert.equal(reply.status, 201, reply.text);
+          published.push(...events.map((event) => event.id as string));
+        }
+      }),
+    );
+    for (const node of [a, b]) {
+      const events = await readAllOn(node, cluster, "shared");
+      assert.deepEqual(
+        events.map((event) => Number(event.sequence)),
+        Array.from({ length: published.length }, (_, index) => index + 1),
+      );
+      assert.deepEqual(events.map((event) => event.id).sort(), [...published].sort());
+    }
+  });
+
+  it("streams on node B what is published on node A, p99 under 100 ms over 200 events", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    await call(`${a.url}/v1/feeds/latency`, { method: "PUT", headers: cluster.headers });
+    const arrived = new Map<string, number>();
+    let open = false;
+    const source = new EventSource(`${b.url}/v1/feeds/latency/events`, {
+      fetch: (input, init) =>
+        fetch(input, { ...init, headers: { ...(init?.headers ?? {}), ...cluster.headers } }),
+    });
+    source.onopen = () => {
+      open = true;
+    };
+    source.onmessage = (message) => arrived.set(JSON.parse(message.data).id, performance.now());
+    try {
+      await until(async () => (open ? true : undefined), 5000, "the stream to open");
+      const sent = new Map<string, number>();
+      for (let index = 0; index < 200; index += 1) {
+        const event = cloudEvent();
+        sent.set(event.id as string, performance.now());
+        const reply = await publishOn(a, cluster, "latency", [event]);
+        assert.equal(reply.status, 201);
+        await sleep(5);
+      }
+      await until(async () => (arrived.size >= 200 ? true : undefined), 10_000, "200 events on node B");
+      const latencies = [...sent].map(([id, at]) => arrived.get(id)! - at).sort((x, y) => x - y);
+      const p99 = latencies[Math.ceil(latencies.length * 0.99) - 1]!;
+      const p50 = latencies[Math.floor(latencies.length / 2)]!;
+      console.log(
+        `cross-node stream latency over 200 events: p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms`,
+      );
+      assert.ok(p99 < 100, `p99 ${p99.toFixed(1)} ms`);
+    } finally {
+      source.close();
+    }
+  });
+
+  it("answers a long-poll on node B when node A appends", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    await call(`${a.url}/v1/feeds/waiting`, { method: "PUT", headers: cluster.headers });
+    const started = performance.now();
+    const waiting = call(`${b.url}/v1/feeds/waiting/events?after=0&wait=20`, { headers: cluster.headers });
+    await sleep(300);
+    assert.equal((await publishOn(a, cluster, "waiting", [cloudEvent()])).status, 201);
+    const reply = await waiting;
+    assert.equal(reply.status, 200);
+    assert.equal(reply.body.events.length, 1);
+    assert.ok(performance.now() - started < 5000, "answered on the append, not at the end of the wait");
+  });
+
+  it("ends node B's streams of a feed that node A deletes", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    await call(`${a.url}/v1/feeds/doomed`, { method: "PUT", headers: cluster.headers });
+    assert.equal((await publishOn(a, cluster, "doomed", [cloudEvent()])).status, 201);
+    const controller = new AbortController();
+    const response = await fetch(`${b.url}/v1/feeds/doomed/events`, {
+      headers: { ...cluster.headers, accept: "text/event-stream" },
+      signal: controller.signal,
+    });
+    assert.equal(response.status, 200);
+    const body = (async () => {
+      let text = "";
+      for await (const chunk of response.body as AsyncIterable<Uint8Array>) text += Buffer.from(chunk);
+      return text;
+    })();
+    await sleep(300);
+    const deleted = await call(`${a.url}/v1/feeds/doomed`, { method: "DELETE", headers: cluster.headers });
+    assert.equal(deleted.status, 204);
+    const timer = setTimeout(() => controller.abort(), 5000);
+    const text = await body.finally(() => clearTimeout(timer));
+    assert.match(text, /^id: 1$/m, "the event before the deletion");
+    assert.ok(!controller.signal.aborted, "node B ended the stream itself");
+  });
+
+  it("sends each ping from one node only", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    const receiver = await startReceiver();
+    receiver.respond = () => ({ status: 204, delayMs: 20 });
+    try {
+      await call(`${a.url}/v1/feeds/pinged`, { method: "PUT", headers: cluster.headers });
+      const created = await post(a, cluster, "/v1/subscriptions", { feed: "pinged", url: receiver.url });
+      assert.equal(created.status, 201, created.text);
+      for (let round = 0; round < 40; round += 1) {
+        const reply = await publishOn(round % 2 === 0 ? a : b, cluster, "pinged", [cloudEvent()]);
+        assert.equal(reply.status, 201);
+        await sleep(10);
+      }
+      const shown = await until(
+        async () => {
+          const reply = await call(`${b.url}/v1/subscriptions/${created.body.id}`, {
+            headers: cluster.headers,
+          });
+          return reply.body.acked === "40" ? reply.body : undefined;
+        },
+        15_000,
+        "acked = 40",
+      );
+      assert.equal(shown.status, "active");
+      const ids = receiver.pings.map((ping) => ping.headers["webhook-id"]);
+      assert.equal(new Set(ids).size, ids.length, `a webhook-id was sent twice: ${ids.join(" ")}`);
+      const heads = receiver.pings.map((ping) => Number(ping.event.data.head));
+      assert.deepEqual(
+        heads,
+        [...heads].sort((x, y) => x - y),
+        "each ping announces at least what the one before did",
+      );
+      assert.equal(heads.at(-1), 40);
+    } finally {
+      await receiver.close();
+    }
+  });
+});
+
+describe("a node that dies mid-delivery", onPostgres, () => {
+  it("has its pings sent by another node after their leases lapse", async () => {
+    const cluster = await startCluster(1);
+    const receiver = await startReceiver();
+    try {
+      const [a] = cluster.nodes as [ServerProcess];
+      await call(`${a.url}/v1/feeds/handover`, { method: "PUT", headers: cluster.headers });
+      const ids: string[] = [];
+      for (let index = 0; index < 5; index += 1) {
+        const created = await post(a, cluster, "/v1/subscriptions", { feed: "handover", url: receiver.url });
+        assert.equal(created.status, 201, created.text);
+        ids.push(created.body.id);
+      }
+      // Node A claims every ping and the receiver holds them; then node B joins and node A dies.
+      receiver.respond = () => ({ status: 204, delayMs: 60_000 });
+      assert.equal((await publishOn(a, cluster, "handover", [cloudEvent(), cloudEvent()])).status, 201);
+      const held = await receiver.waitForPings(5, 10_000);
+      const b = await cluster.add();
+      a.child.kill("SIGKILL");
+      assert.equal(await a.exited, "SIGKILL");
+      receiver.respond = () => ({ status: 204 });
+      // The leases lapse 2 s (SEINTJE_PING_TIMEOUT) + 5 s after the claim.
+      const resent = await receiver.waitForPings(10, 20_000);
+      const first = new Map(held.map((ping) => [ping.event.data.subscription, ping.headers["webhook-id"]]));
+      for (const ping of resent.slice(5)) {
+        assert.equal(ping.headers["webhook-id"], first.get(ping.event.data.subscription), "the same ping");
+      }
+      for (const id of ids) {
+        await until(
+          async () => {
+            const reply = await call(`${b.url}/v1/subscriptions/${id}`, { headers: cluster.headers });
+            return reply.body.acked === "2" ? true : undefined;
+          },
+          5000,
+          `subscription ${id} acked by node B`,
+        );
+      }
+    } finally {
+      await receiver.close();
+      await cluster.stop();
+    }
+  });
+});
+
+describe("the connection that listens for other nodes", onPostgres, () => {
+  it("reconnects after it is cut, and then wakes what waits for appends made meanwhile", async () => {
+    const cluster = await startCluster(2);
+    try {
+      const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+      await call(`${a.url}/v1/feeds/cut`, { method: "PUT", headers: cluster.headers });
+      const waiting = call(`${b.url}/v1/feeds/cut/events?after=0&wait=30`, { headers: cluster.headers });
+      await sleep(300);
+      const database = new URL(cluster.env.DATABASE_URL!).pathname.slice(1);
+      const admin = new pg.Client({ connectionString: cluster.env.DATABASE_URL });
+      await admin.connect();
+      try {
+        // Cut both nodes' listening connections, and append while they are down.
+        const cut = await admin.query(
+          "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name = 'seintje-listen'",
+          [database],
+        );
+        assert.equal(cut.rowCount, 2);
+      } finally {
+        await admin.end();
+      }
+      const started = performance.now();
+      assert.equal((await publishOn(a, cluster, "cut", [cloudEvent()])).status, 201);
+      const reply = await waiting;
+      assert.equal(reply.status, 200);
+      assert.equal(reply.body.events.length, 1);
+      assert.ok(performance.now() - started < 10_000, "woken after the reconnect, before the wait ended");
+      await until(
+        async () =>
+          b.lines.some((line) => line.includes("lost the connection that listens")) ? true : undefined,
+        2000,
+        "node B to log the lost connection",
+      );
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+describe("a reader following `after` under concurrent publishing", onPostgres, () => {
+  it("never skips an event", async () => {
+    const cluster = await startCluster(2, { SEINTJE_DB_POOL_MAX: "20" });
+    try {
+      const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+      await call(`${a.url}/v1/feeds/race`, { method: "PUT", headers: cluster.headers });
+      const publishers = 16;
+      const rounds = 40;
+      const total = publishers * rounds * 2;
+      // Set when publishing ends, well or badly: the readers then stop once they have everything (or at once).
+      let published: boolean | undefined;
+      const readers = [a, b].map(async (node) => {
+        const seen: number[] = [];
+        let cursor = 0;
+        const deadline = Date.now() + 60_000;
+        while (published !== false && !(published && cursor >= total) && Date.now() < deadline) {
+          const reply = await call(`${node.url}/v1/feeds/race/events?after=${cursor}&limit=1000&wait=1`, {
+            headers: cluster.headers,
+          });
+          assert.equal(reply.status, 200, reply.text);
+          for (const event of reply.body.events) {
+            const sequence = Number(event.sequence);
+            // A skip shows here: each page must go on exactly where the cursor stood.
+            assert.equal(sequence, cursor + 1, `after ${cursor} came ${sequence}`);
+            cursor = sequence;
+            seen.push(sequence);
+          }
+        }
+        return seen;
+      });
+      const publishing = Promise.all(
+        Array.from({ length: publishers }, async (_, publisher) => {
+          const node = publisher % 2 === 0 ? a : b;
+          for (let round = 0; round < rounds; round += 1) {
+            const reply = await publishOn(node, cluster, "race", [cloudEvent(), cloudEvent()]);
+            assert.equal(reply.status, 201, reply.text);
+          }
+        }),
+      ).then(
+        () => {
+          published = true;
+        },
+        (error: unknown) => {
+          published = false;
+          throw error;
+        },
+      );
+      const [outcome, ...read] = await Promise.allSettled([publishing, ...readers]);
+      if (outcome.status === "rejected") throw outcome.reason;
+      for (const result of read) {
+        if (result.status === "rejected") throw result.reason;
+        assert.deepEqual(
+          result.value,
+          Array.from({ length: total }, (_, index) => index + 1),
+        );
+      }
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
