@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import type { Queryable } from "./database.js";
+import { onPostgres, type Queryable } from "./database.js";
 
 /** Event rows: append, look up by identity, read after a cursor, prune from the bottom. */
 
@@ -55,6 +55,39 @@ export async function insertEvents(db: Queryable, rows: EventRow[]): Promise<voi
   }
 }
 
+interface StoredIdentityRow {
+  source: string;
+  event_id: string;
+  sequence: number | string;
+  digest: string;
+}
+
+/**
+ * The rows with these pairs, one index lookup per pair. PostgreSQL needs the pairs as a joined list: given
+ * `(source, event_id) IN (...)` where every pair has the same source (the usual batch), its planner seeks on
+ * (feed_id, source) and filters every event of that source, a cost that grows with the feed.
+ */
+function identityRows(
+  db: Queryable,
+  feedId: number,
+  pairs: Array<[source: string, eventId: string]>,
+): Promise<StoredIdentityRow[]> {
+  if (onPostgres(db)) {
+    return db
+      .raw(
+        `select e.source, e.event_id, e.sequence, e.digest
+           from unnest(?::text[], ?::text[]) as wanted(source, event_id)
+           join events e on e.feed_id = ? and e.source = wanted.source and e.event_id = wanted.event_id`,
+        [pairs.map((pair) => pair[0]), pairs.map((pair) => pair[1]), feedId],
+      )
+      .then((result: { rows: StoredIdentityRow[] }) => result.rows);
+  }
+  return db("events")
+    .select("source", "event_id", "sequence", "digest")
+    .where({ feed_id: feedId })
+    .whereIn(["source", "event_id"], pairs);
+}
+
 /** The stored events of a feed with any of these (source, id) pairs. */
 export async function findByIdentity(
   db: Queryable,
@@ -63,11 +96,7 @@ export async function findByIdentity(
 ): Promise<StoredIdentity[]> {
   const found: StoredIdentity[] = [];
   for (let start = 0; start < pairs.length; start += PAIRS_PER_LOOKUP) {
-    const rows = await db("events")
-      .select("source", "event_id", "sequence", "digest")
-      .where({ feed_id: feedId })
-      .whereIn(["source", "event_id"], pairs.slice(start, start + PAIRS_PER_LOOKUP));
-    for (const row of rows) {
+    for (const row of await identityRows(db, feedId, pairs.slice(start, start + PAIRS_PER_LOOKUP))) {
       found.push({
         source: row.source,
         eventId: row.event_id,

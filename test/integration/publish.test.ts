@@ -305,3 +305,34 @@ describe("publishing with SEINTJE_AUTO_CREATE_FEEDS", () => {
     }
   });
 });
+
+describe("group commit", () => {
+  it("commits requests that arrive together in one transaction, each still answered with its own sequence", async () => {
+    const svc = await startTestService({ SEINTJE_LOG_LEVEL: "debug" });
+    try {
+      assert.equal((await putFeed(svc.url, "grouped")).status, 201);
+      const replies = await Promise.all(
+        Array.from({ length: 40 }, () => publish(svc.url, "grouped", cloudEvent())),
+      );
+      assert.deepEqual(
+        replies.map((reply) => reply.status),
+        replies.map(() => 201),
+      );
+      const sequences = replies.map((reply) => Number((reply.body as any).events[0].sequence));
+      assert.deepEqual(
+        [...sequences].sort((x, y) => x - y),
+        Array.from({ length: 40 }, (_, index) => index + 1),
+      );
+      const groups = svc.logs.filter((line) => line.msg === "group committed");
+      const requests = groups.map((line) => line.requests as number);
+      assert.equal(
+        requests.reduce((sum, count) => sum + count, 0),
+        40,
+      );
+      assert.ok(groups.length < 40, `40 requests took ${groups.length} commits`);
+      assert.ok(Math.max(...requests) > 1);
+    } finally {
+      await svc.stop();
+    }
+  });
+});
