@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { CloudEvent, HTTP } from "cloudevents";
+import { dropDatabaseOf } from "../support/database.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll } from "../support/http.js";
-import { startTestService, type TestService } from "../support/service.js";
+import { startServerProcess } from "../support/process.js";
+import { startTestService, type TestService, tempDir } from "../support/service.js";
 
 function pointersOf(body: { errors?: Array<{ pointer: string }> }): string[] {
   return (body.errors ?? []).map((error) => error.pointer);
@@ -306,33 +310,85 @@ describe("publishing with SEINTJE_AUTO_CREATE_FEEDS", () => {
   });
 });
 
+/** Sends `bodies` as publish requests over as many connections, written in one go once all are connected. */
+async function publishAtOnce(
+  base: string,
+  feed: string,
+  bodies: string[],
+): Promise<Array<{ status: number; body: any }>> {
+  const { hostname, port } = new URL(base);
+  const sockets = await Promise.all(
+    bodies.map(
+      () =>
+        new Promise<Socket>((resolve, reject) => {
+          const socket = connect(Number(port), hostname, () => resolve(socket));
+          socket.once("error", reject);
+        }),
+    ),
+  );
+  const replies = sockets.map(
+    (socket) =>
+      new Promise<{ status: number; body: any }>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+        socket.once("error", reject);
+        socket.once("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          const [head, body] = text.split("\r\n\r\n");
+          resolve({ status: Number(head!.split(" ")[1]), body: JSON.parse(body!) });
+        });
+      }),
+  );
+  bodies.forEach((body, index) => {
+    sockets[index]!.write(
+      `POST /v1/feeds/${feed}/events HTTP/1.1\r\nHost: ${hostname}\r\nConnection: close\r\n` +
+        `Content-Type: application/cloudevents+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  });
+  return Promise.all(replies);
+}
+
 describe("group commit", () => {
   it("commits requests that arrive together in one transaction, each still answered with its own sequence", async () => {
-    const svc = await startTestService({ SEINTJE_LOG_LEVEL: "debug" });
+    // A process of its own, as in production: in this process the test's client would share the event loop
+    // with the server and could not send while a commit blocks it.
+    const dir = tempDir();
+    const server = await startServerProcess({
+      SEINTJE_DATA_DIR: dir,
+      SEINTJE_LOG_LEVEL: "debug",
+      SEINTJE_AUTH: "off",
+    });
     try {
-      assert.equal((await putFeed(svc.url, "grouped")).status, 201);
-      const replies = await Promise.all(
-        Array.from({ length: 40 }, () => publish(svc.url, "grouped", cloudEvent())),
-      );
+      assert.equal((await putFeed(server.url, "grouped")).status, 201);
+      const bodies = Array.from({ length: 40 }, () => JSON.stringify(cloudEvent()));
+      const replies = await publishAtOnce(server.url, "grouped", bodies);
       assert.deepEqual(
         replies.map((reply) => reply.status),
         replies.map(() => 201),
       );
-      const sequences = replies.map((reply) => Number((reply.body as any).events[0].sequence));
+      const sequences = replies.map((reply) => Number(reply.body.events[0].sequence));
       assert.deepEqual(
         [...sequences].sort((x, y) => x - y),
         Array.from({ length: 40 }, (_, index) => index + 1),
       );
-      const groups = svc.logs.filter((line) => line.msg === "group committed");
-      const requests = groups.map((line) => line.requests as number);
+      const groups = server.lines
+        .filter((line) => line.includes('"group committed"'))
+        .map((line) => JSON.parse(line) as { requests: number });
+      const requests = groups.map((line) => line.requests);
       assert.equal(
         requests.reduce((sum, count) => sum + count, 0),
         40,
       );
-      assert.ok(groups.length < 40, `40 requests took ${groups.length} commits`);
+      // At least some requests shared a commit. (Measured: on PostgreSQL a few commits; on SQLite, whose commit
+      // blocks the event loop while it syncs, 24 to 29 in a freshly started process.)
+      console.log(`40 requests sent at once took ${groups.length} commits`);
+      assert.ok(groups.length < 40, `40 requests sent at once took ${groups.length} commits`);
       assert.ok(Math.max(...requests) > 1);
     } finally {
-      await svc.stop();
+      server.child.kill("SIGTERM");
+      await server.exited;
+      rmSync(dir, { recursive: true, force: true });
+      await dropDatabaseOf(dir);
     }
   });
 });
