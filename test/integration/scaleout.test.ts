@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { EventSource } from "eventsource";
 import pg from "pg";
 import { DIALECT, databaseEnv } from "../support/database.js";
-import { call, cloudEvent } from "../support/http.js";
+import { call, cloudEvent, publishBatch, readAll, useToken } from "../support/http.js";
 import { type ServerProcess, startServerProcess } from "../support/process.js";
 import { startReceiver } from "../support/receiver.js";
 import { tempDir, tokenFor } from "../support/service.js";
@@ -37,6 +37,7 @@ async function startCluster(size: number, extra: Record<string, string> = {}): P
   // The nodes share the data dir, as they would share a volume: one signing key, one key for webhook secrets.
   const env = { SEINTJE_DATA_DIR: dir, ...(await databaseEnv(dir)), ...HOOKS, ...extra };
   const nodes: ServerProcess[] = [];
+  let token: string | undefined;
   const cluster: Cluster = {
     dir,
     env,
@@ -45,9 +46,11 @@ async function startCluster(size: number, extra: Record<string, string> = {}): P
     async add() {
       const node = await startServerProcess(env);
       nodes.push(node);
+      if (token) useToken(node.url, token);
       return node;
     },
     async stop() {
+      for (const node of nodes) useToken(node.url, undefined);
       for (const node of nodes) if (node.child.exitCode === null) node.child.kill("SIGTERM");
       await Promise.all(nodes.map((node) => node.exited));
       rmSync(dir, { recursive: true, force: true });
@@ -55,7 +58,9 @@ async function startCluster(size: number, extra: Record<string, string> = {}): P
   };
   // One after the other: the first creates the keys and migrates.
   for (let index = 0; index < size; index += 1) await cluster.add();
-  cluster.headers = { authorization: `Bearer ${await tokenFor(dir, "admin")}` };
+  token = await tokenFor(dir, "admin");
+  cluster.headers = { authorization: `Bearer ${token}` };
+  for (const node of nodes) useToken(node.url, token);
   return cluster;
 }
 
@@ -65,25 +70,6 @@ function post(node: ServerProcess, cluster: Cluster, path: string, body: unknown
     headers: { ...cluster.headers, "content-type": type },
     body: JSON.stringify(body),
   });
-}
-
-function publishOn(node: ServerProcess, cluster: Cluster, feed: string, events: unknown[]) {
-  return post(node, cluster, `/v1/feeds/${feed}/events`, events, "application/cloudevents-batch+json");
-}
-
-async function readAllOn(node: ServerProcess, cluster: Cluster, feed: string) {
-  const events: Array<Record<string, any>> = [];
-  let after = "0";
-  for (let page = 0; page < 100; page += 1) {
-    const reply = await call(`${node.url}/v1/feeds/${feed}/events?after=${after}&limit=1000`, {
-      headers: cluster.headers,
-    });
-    assert.equal(reply.status, 200, reply.text);
-    events.push(...reply.body.events);
-    if (reply.body.next === reply.body.head) return events;
-    after = reply.body.next;
-  }
-  throw new Error("too many pages");
 }
 
 async function until<T>(check: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
@@ -117,14 +103,14 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
         const node = publisher % 2 === 0 ? a : b;
         for (let round = 0; round < 15; round += 1) {
           const events = Array.from({ length: 1 + (round % 3) }, () => cloudEvent());
-          const reply = await publishOn(node, cluster, "shared", events);
+          const reply = await publishBatch(node.url, "shared", events);
           assert.equal(reply.status, 201, reply.text);
           published.push(...events.map((event) => event.id as string));
         }
       }),
     );
     for (const node of [a, b]) {
-      const events = await readAllOn(node, cluster, "shared");
+      const events = await readAll(node.url, "shared");
       assert.deepEqual(
         events.map((event) => Number(event.sequence)),
         Array.from({ length: published.length }, (_, index) => index + 1),
@@ -152,7 +138,7 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
       for (let index = 0; index < 200; index += 1) {
         const event = cloudEvent();
         sent.set(event.id as string, performance.now());
-        const reply = await publishOn(a, cluster, "latency", [event]);
+        const reply = await publishBatch(a.url, "latency", [event]);
         assert.equal(reply.status, 201);
         await sleep(5);
       }
@@ -175,7 +161,7 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
     const started = performance.now();
     const waiting = call(`${b.url}/v1/feeds/waiting/events?after=0&wait=20`, { headers: cluster.headers });
     await sleep(300);
-    assert.equal((await publishOn(a, cluster, "waiting", [cloudEvent()])).status, 201);
+    assert.equal((await publishBatch(a.url, "waiting", [cloudEvent()])).status, 201);
     const reply = await waiting;
     assert.equal(reply.status, 200);
     assert.equal(reply.body.events.length, 1);
@@ -185,7 +171,7 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
   it("ends node B's streams of a feed that node A deletes", async () => {
     const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
     await call(`${a.url}/v1/feeds/doomed`, { method: "PUT", headers: cluster.headers });
-    assert.equal((await publishOn(a, cluster, "doomed", [cloudEvent()])).status, 201);
+    assert.equal((await publishBatch(a.url, "doomed", [cloudEvent()])).status, 201);
     const controller = new AbortController();
     const response = await fetch(`${b.url}/v1/feeds/doomed/events`, {
       headers: { ...cluster.headers, accept: "text/event-stream" },
@@ -215,7 +201,7 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
       const created = await post(a, cluster, "/v1/subscriptions", { feed: "pinged", url: receiver.url });
       assert.equal(created.status, 201, created.text);
       for (let round = 0; round < 40; round += 1) {
-        const reply = await publishOn(round % 2 === 0 ? a : b, cluster, "pinged", [cloudEvent()]);
+        const reply = await publishBatch((round % 2 === 0 ? a : b).url, "pinged", [cloudEvent()]);
         assert.equal(reply.status, 201);
         await sleep(10);
       }
@@ -260,7 +246,7 @@ describe("a node that dies mid-delivery", onPostgres, () => {
       }
       // Node A claims every ping and the receiver holds them; then node B joins and node A dies.
       receiver.respond = () => ({ status: 204, delayMs: 60_000 });
-      assert.equal((await publishOn(a, cluster, "handover", [cloudEvent(), cloudEvent()])).status, 201);
+      assert.equal((await publishBatch(a.url, "handover", [cloudEvent(), cloudEvent()])).status, 201);
       const held = await receiver.waitForPings(5, 10_000);
       const b = await cluster.add();
       a.child.kill("SIGKILL");
@@ -311,7 +297,7 @@ describe("the connection that listens for other nodes", onPostgres, () => {
         await admin.end();
       }
       const started = performance.now();
-      assert.equal((await publishOn(a, cluster, "cut", [cloudEvent()])).status, 201);
+      assert.equal((await publishBatch(a.url, "cut", [cloudEvent()])).status, 201);
       const reply = await waiting;
       assert.equal(reply.status, 200);
       assert.equal(reply.body.events.length, 1);
@@ -362,7 +348,7 @@ describe("a reader following `after` under concurrent publishing", onPostgres, (
         Array.from({ length: publishers }, async (_, publisher) => {
           const node = publisher % 2 === 0 ? a : b;
           for (let round = 0; round < rounds; round += 1) {
-            const reply = await publishOn(node, cluster, "race", [cloudEvent(), cloudEvent()]);
+            const reply = await publishBatch(node.url, "race", [cloudEvent(), cloudEvent()]);
             assert.equal(reply.status, 201, reply.text);
           }
         }),
