@@ -16,6 +16,16 @@ import type { WakeupBus } from "./wakeup.js";
  * each group the flusher yields to the event loop once (setImmediate), so the requests that arrived together are
  * parsed and joined; there is no timer and no added latency when the service is idle.
  *
+ * Ordering with several nodes (PostgreSQL). A group locks its feeds' rows (SELECT ... FOR UPDATE, in name order so
+ * two nodes cannot deadlock) before it reads their heads, numbers its events from head + 1 and writes the new head
+ * in the same transaction. Another append to the same feed, on any node, waits for that lock and then reads the
+ * committed head (READ COMMITTED re-reads a row locked FOR UPDATE). So per feed, sequences are gap-free and commit
+ * in sequence order: a transaction holding a lower sequence can never commit after one holding a higher one. That
+ * is what would let a reader following `after` skip an event (the outbox visibility problem of sequences or
+ * identity columns, which are handed out before commit and commit in any order). PostgreSQL makes a commit
+ * visible before it releases the transaction's locks, so the next holder and every later read see it. The cost:
+ * appends to one feed take turns, each turn carrying a whole group; appends to different feeds do not wait.
+ *
  * Each request is still all-or-nothing: a request that conflicts (409) or names a missing feed (404) is answered
  * with its problem and contributes no rows, while the rest of its group commits. If the group's transaction fails
  * for a storage reason, each request is retried alone, so one bad request cannot fail its neighbours.
