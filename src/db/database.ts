@@ -83,6 +83,16 @@ function postgres(config: Extract<DatabaseConfig, { dialect: "postgres" }>): Kne
   });
 }
 
+/**
+ * `items` in consecutive slices of at most `size`: statements with many rows or pairs are split so that their
+ * bound parameters stay far below SQLite's limit of 32,766.
+ */
+export function chunks<T>(items: readonly T[], size: number): T[][] {
+  const slices: T[][] = [];
+  for (let start = 0; start < items.length; start += size) slices.push(items.slice(start, start + size));
+  return slices;
+}
+
 /** Whether queries on `db` run on PostgreSQL (several nodes: rows that decide an order must be locked). */
 export function onPostgres(db: Queryable): boolean {
   return db.client.config.client === "pg";

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { onPostgres, type Queryable } from "./database.js";
+import { chunks, onPostgres, type Queryable } from "./database.js";
 
 /** Event rows: append, look up by identity, read after a cursor, prune from the bottom. */
 
@@ -33,14 +33,14 @@ export interface Filters {
   subject: string | undefined;
 }
 
-// Rows per INSERT and pairs per lookup: 9 columns x 500 rows stays far below SQLite's 32,766 bound parameters.
+// Rows per INSERT and pairs per lookup: 9 columns x 500 rows stays far below SQLite's bound-parameter limit.
 const ROWS_PER_INSERT = 500;
 const PAIRS_PER_LOOKUP = 400;
 
 export async function insertEvents(db: Queryable, rows: EventRow[]): Promise<void> {
-  for (let start = 0; start < rows.length; start += ROWS_PER_INSERT) {
+  for (const slice of chunks(rows, ROWS_PER_INSERT)) {
     await db("events").insert(
-      rows.slice(start, start + ROWS_PER_INSERT).map((row) => ({
+      slice.map((row) => ({
         feed_id: row.feedId,
         sequence: row.sequence,
         source: row.source,
@@ -95,8 +95,8 @@ export async function findByIdentity(
   pairs: Array<[source: string, eventId: string]>,
 ): Promise<StoredIdentity[]> {
   const found: StoredIdentity[] = [];
-  for (let start = 0; start < pairs.length; start += PAIRS_PER_LOOKUP) {
-    for (const row of await identityRows(db, feedId, pairs.slice(start, start + PAIRS_PER_LOOKUP))) {
+  for (const slice of chunks(pairs, PAIRS_PER_LOOKUP)) {
+    for (const row of await identityRows(db, feedId, slice)) {
       found.push({
         source: row.source,
         eventId: row.event_id,

@@ -41,7 +41,7 @@ const COLUMNS = [
   "created_at",
 ];
 
-// PostgreSQL returns bigint as a string; every sequence here stays below 2^53.
+// Numbers are converted anyway: a row may come from a driver that returns bigint as a string.
 function toFeed(row: StoredFeed): FeedRow {
   return {
     id: Number(row.id),
@@ -108,9 +108,10 @@ export async function insertFeed(
     })
     .onConflict("name")
     .ignore()
-    .returning("id");
-  if (inserted.length === 0) return undefined;
-  return lockFeed(trx, name);
+    .returning(COLUMNS);
+  // The new row stays locked by this transaction until it commits: no other transaction can see it before.
+  const [row] = inserted as StoredFeed[];
+  return row ? toFeed(row) : undefined;
 }
 
 export async function updateFeedSettings(

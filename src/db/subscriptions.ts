@@ -1,4 +1,4 @@
-import { onPostgres, type Queryable } from "./database.js";
+import { chunks, onPostgres, type Queryable } from "./database.js";
 
 /** Subscription and attempt rows. Every function takes the pool or a transaction. */
 
@@ -205,9 +205,9 @@ export type NewAttempt = Omit<AttemptRow, "id">;
 const ATTEMPTS_PER_INSERT = 400;
 
 export async function insertAttempts(db: Queryable, attempts: NewAttempt[]): Promise<void> {
-  for (let start = 0; start < attempts.length; start += ATTEMPTS_PER_INSERT) {
+  for (const slice of chunks(attempts, ATTEMPTS_PER_INSERT)) {
     await db("ping_attempts").insert(
-      attempts.slice(start, start + ATTEMPTS_PER_INSERT).map((attempt) => ({
+      slice.map((attempt) => ({
         subscription_id: attempt.subscriptionId,
         ping_id: attempt.pingId,
         at: attempt.at,
