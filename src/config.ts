@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { resolve } from "node:path";
+import { MAX_REQUEST_BYTES } from "./events/encoding.js";
 import { type Duration, parseDuration } from "./log/duration.js";
 import { parseAllowEntry } from "./webhooks/guard.js";
 
@@ -35,6 +36,24 @@ export interface Config {
   /** Longest `wait` a long-poll may ask for, in seconds (the contract says 60). */
   maxWaitSeconds: number;
   webhooks: WebhookConfig;
+  limits: Limits;
+  /** Who may read /metrics: anyone, only tokens with the unrestricted admin grant, or nobody (404). */
+  metrics: "open" | "token" | "off";
+  /** How long in-flight requests and pings get to finish at shutdown. */
+  shutdownTimeoutMs: number;
+}
+
+export interface Limits {
+  /** Largest publish request body in bytes. */
+  maxRequestBytes: number;
+  /** Milliseconds a client may take to send a request's headers, and the whole request. */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** Open streams and held long-polls per process; beyond them, 503. */
+  maxStreams: number;
+  maxLongPolls: number;
+  /** Publish requests per second per token subject; 0 for no limit. */
+  publishRate: number;
 }
 
 export interface WebhookConfig {
@@ -188,6 +207,49 @@ export const OPTIONS: readonly Option[] = [
     default: "empty",
     meaning: "comma-separated origins whose pages may open streams, or *",
   },
+  {
+    variable: "SEINTJE_MAX_STREAMS",
+    default: "10000",
+    meaning: "open streams per process; one more is answered 503 with `Retry-After`",
+  },
+  {
+    variable: "SEINTJE_MAX_LONGPOLLS",
+    default: "10000",
+    meaning: "long-polls (`wait` > 0) held at once per process; one more is answered 503 with `Retry-After`",
+  },
+  {
+    variable: "SEINTJE_PUBLISH_RATE",
+    default: "0",
+    meaning:
+      "publish requests per second per token `sub` (per client address without one), per process; over it, 429 with `Retry-After`; 0: no limit",
+  },
+  {
+    variable: "SEINTJE_MAX_REQUEST_BYTES",
+    default: "1048576",
+    meaning: "largest publish request body (413 beyond it); an event stays at most 64 KiB",
+  },
+  {
+    variable: "SEINTJE_HEADERS_TIMEOUT",
+    default: "20",
+    meaning: "seconds a client may take to send a request's headers",
+  },
+  {
+    variable: "SEINTJE_REQUEST_TIMEOUT",
+    default: "60",
+    meaning: "seconds a client may take to send a whole request (a long-poll's wait does not count)",
+  },
+  {
+    variable: "SEINTJE_SHUTDOWN_TIMEOUT",
+    default: "10",
+    meaning:
+      "seconds that requests and pings in flight get to finish after SIGTERM; the process exits at most 5 s later",
+  },
+  {
+    variable: "SEINTJE_METRICS",
+    default: "open",
+    meaning:
+      "`/metrics` for anyone (`open`), only for tokens with the `admin` grant on every feed (`token`), or `off`",
+  },
 ];
 
 /** Asymmetric JWS algorithms; `none` and the HMAC family are never accepted. */
@@ -337,6 +399,47 @@ function duration(env: Env, variable: string, fallback: string): Duration {
   return parsed;
 }
 
+function limits(env: Env): Limits {
+  const headersTimeoutMs = seconds(
+    "SEINTJE_HEADERS_TIMEOUT",
+    text(env, "SEINTJE_HEADERS_TIMEOUT") ?? "20",
+    0.1,
+    3600,
+  );
+  const requestTimeoutMs = seconds(
+    "SEINTJE_REQUEST_TIMEOUT",
+    text(env, "SEINTJE_REQUEST_TIMEOUT") ?? "60",
+    0.1,
+    3600,
+  );
+  // Node refuses a headers timeout longer than the request timeout.
+  if (requestTimeoutMs < headersTimeoutMs) {
+    throw new ConfigError("SEINTJE_REQUEST_TIMEOUT", "must not be shorter than SEINTJE_HEADERS_TIMEOUT");
+  }
+  return {
+    maxRequestBytes: integer(
+      env,
+      "SEINTJE_MAX_REQUEST_BYTES",
+      MAX_REQUEST_BYTES,
+      64 * 1024,
+      64 * 1024 * 1024,
+    ),
+    headersTimeoutMs,
+    requestTimeoutMs,
+    maxStreams: integer(env, "SEINTJE_MAX_STREAMS", 10_000, 0, 1_000_000),
+    maxLongPolls: integer(env, "SEINTJE_MAX_LONGPOLLS", 10_000, 0, 1_000_000),
+    publishRate: integer(env, "SEINTJE_PUBLISH_RATE", 0, 0, 1_000_000),
+  };
+}
+
+function metrics(env: Env): Config["metrics"] {
+  const raw = text(env, "SEINTJE_METRICS")?.toLowerCase() ?? "open";
+  if (raw !== "open" && raw !== "token" && raw !== "off") {
+    throw new ConfigError("SEINTJE_METRICS", `expected open, token or off, got "${raw}"`);
+  }
+  return raw;
+}
+
 function webhooks(env: Env): WebhookConfig {
   const schedule = (text(env, "SEINTJE_PING_RETRY") ?? "5,30,120,600,1800,3600,10800,21600,43200")
     .split(",")
@@ -388,6 +491,14 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins: corsOrigins(env),
     maxWaitSeconds: 60,
     webhooks: webhooks(env),
+    limits: limits(env),
+    metrics: metrics(env),
+    shutdownTimeoutMs: seconds(
+      "SEINTJE_SHUTDOWN_TIMEOUT",
+      text(env, "SEINTJE_SHUTDOWN_TIMEOUT") ?? "10",
+      0.1,
+      3600,
+    ),
   };
 }
 

@@ -23,6 +23,7 @@ export const PROBLEM_TYPES = {
   unsupportedMediaType: "unsupported-media-type",
   conflict: "idempotency-conflict",
   tooLarge: "payload-too-large",
+  rateLimited: "rate-limited",
   unavailable: "service-unavailable",
   internal: "internal",
 } as const;
@@ -69,6 +70,7 @@ const TITLES: Record<ProblemKind, string> = {
   unsupportedMediaType: "Unsupported media type",
   conflict: "Conflicts with an event already stored",
   tooLarge: "Payload too large",
+  rateLimited: "Too many requests",
   unavailable: "Service unavailable",
   internal: "Internal server error",
 };

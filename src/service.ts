@@ -5,12 +5,15 @@ import { TokenVerifier } from "./auth/verifier.js";
 import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, type Storage } from "./db/database.js";
 import { PgWakeups } from "./db/notify.js";
+import { countByStatus } from "./db/subscriptions.js";
 import { createApp } from "./http/app.js";
 import type { Services } from "./http/context.js";
+import { Admission, PublishRateLimit } from "./http/limits.js";
 import { Appender } from "./log/appender.js";
 import { RetentionScheduler } from "./log/retention.js";
 import { WakeupBus } from "./log/wakeup.js";
 import type { Logger } from "./logger.js";
+import { Metrics } from "./metrics.js";
 import type { StreamStats } from "./stream/connection.js";
 import { StreamHub } from "./stream/hub.js";
 import { VERSION } from "./version.js";
@@ -34,7 +37,11 @@ export interface Service {
   readonly streams: ReadonlySet<StreamStats>;
   readonly retention: RetentionScheduler;
   readonly dispatcher: Dispatcher;
-  /** Stops accepting, answers held requests, lets in-flight ones finish (up to `graceMs`), closes the database. */
+  readonly metrics: Metrics;
+  /**
+   * Stops accepting, answers held requests, lets in-flight ones finish (up to `graceMs`, by default
+   * SEINTJE_SHUTDOWN_TIMEOUT), closes the database.
+   */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -75,12 +82,21 @@ export async function startService(
 ): Promise<Service> {
   const verifier = await createVerifier(config, logger);
   const storage = await openStorage(config.database);
-  const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger);
+  const { limits } = config;
+  const streams = new Set<StreamStats>();
   const bus = new WakeupBus();
-  const appender = new Appender(storage, bus, { autoCreateFeeds: config.autoCreateFeeds, logger });
+  const metrics: Metrics = new Metrics({
+    openStreams: () => admission.count("streams"),
+    waitingLongPolls: () => admission.count("longpolls"),
+    subscriptionsByStatus: () => countByStatus(storage.reader),
+  });
+  const admission = new Admission({ streams: limits.maxStreams, longpolls: limits.maxLongPolls }, metrics);
+  metrics.watchQueries(storage.writer, storage.reader === storage.writer ? "pool" : "writer");
+  if (storage.reader !== storage.writer) metrics.watchQueries(storage.reader, "reader");
+  const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger, metrics);
+  const appender = new Appender(storage, bus, metrics, { autoCreateFeeds: config.autoCreateFeeds, logger });
   const stopping = new AbortController();
   const hub = new StreamHub(storage, bus, logger);
-  const streams = new Set<StreamStats>();
   const hooks = config.webhooks;
   const box = await SecretBox.open(config.dataDir);
   const guard = new AddressGuard(hooks.allow);
@@ -88,7 +104,7 @@ export async function startService(
   const client = new CallbackClient(guard, { timeoutMs: hooks.timeoutMs, userAgent });
   let publicUrl = config.publicUrl ?? "";
   const origin = () => new URL(publicUrl).hostname;
-  const dispatcher = new Dispatcher(storage, bus, client, box, logger, {
+  const dispatcher = new Dispatcher(storage, bus, client, box, logger, metrics, {
     policy: { scheduleMs: hooks.retryScheduleMs, disableAfter: hooks.disableAfter },
     concurrency: hooks.concurrency,
     timeoutMs: hooks.timeoutMs,
@@ -129,12 +145,23 @@ export async function startService(
         box,
         callbacks: new CallbackChecker(guard, client, hooks.allowHttp, origin),
       },
+      metrics,
+      metricsAccess: config.metrics,
+      admission,
+      publishRate: new PublishRateLimit(limits.publishRate, metrics),
+      maxRequestBytes: limits.maxRequestBytes,
     };
     const app = createApp(services);
-    server = createServer(app.callback());
-    // Long-polls hold a request for up to 60 s; Node's defaults would cut them or their keep-alive short.
-    server.requestTimeout = (config.maxWaitSeconds + 30) * 1000;
-    server.headersTimeout = 20_000;
+    // Node looks for requests over their header and request timeouts every so often (30 s by default); look
+    // often enough that a timeout of a few seconds is kept to within half of it.
+    server = createServer(
+      { connectionsCheckingInterval: Math.min(5000, limits.headersTimeoutMs / 2) },
+      app.callback(),
+    );
+    // Both bound only the receiving of a request: a long-poll's wait or a stream comes after and is not cut.
+    server.requestTimeout = limits.requestTimeoutMs;
+    server.headersTimeout = limits.headersTimeoutMs;
+    // Longer than the 60 s idle timeout of common load balancers, so that they close idle connections first.
     server.keepAliveTimeout = 65_000;
     const listening = server;
     await new Promise<void>((resolve, reject) => {
@@ -160,7 +187,8 @@ export async function startService(
       streams,
       retention,
       dispatcher,
-      stop(graceMs = 10_000) {
+      metrics,
+      stop(graceMs = config.shutdownTimeoutMs) {
         stopped ??= (async () => {
           const closed = new Promise<void>((resolve) => listening.close(() => resolve()));
           await wakeups?.stop();

@@ -31,7 +31,8 @@ export function parseScope(scope: unknown): Grant[] {
     const glob = match[2];
     grants.push({
       action: match[1] as Action,
-      feeds: glob === undefined ? undefined : globToRegExp(glob),
+      // `*` alone covers every feed, as no glob does.
+      feeds: glob === undefined || glob === "*" ? undefined : globToRegExp(glob),
       text,
     });
   }
@@ -44,5 +45,12 @@ export function allows(grants: readonly Grant[], action: Action, feed?: string):
     (grant) =>
       (grant.action === action || grant.action === "admin") &&
       (feed === undefined || grant.feeds === undefined || grant.feeds.test(feed)),
+  );
+}
+
+/** Whether the grants allow `action` on every feed, those not yet created included. */
+export function allowsEveryFeed(grants: readonly Grant[], action: Action): boolean {
+  return grants.some(
+    (grant) => (grant.action === action || grant.action === "admin") && grant.feeds === undefined,
   );
 }

@@ -31,6 +31,9 @@ Configuration comes from the environment:
 ${OPTIONS.map((option) => `  ${option.variable.padEnd(28)} ${option.meaning} (default ${option.default})`).join("\n")}
 `;
 
+/** How long after the shutdown timeout a stopping process exits regardless. */
+const FORCED_EXIT_MARGIN_MS = 5000;
+
 function usageError(message: string): never {
   process.stderr.write(`seintje: ${message}\n\n${USAGE}`);
   process.exit(2);
@@ -63,6 +66,12 @@ async function serve(args: string[]): Promise<void> {
       process.exit(1);
     }
     logger.info({ signal }, "stopping");
+    // stop() is bounded by the grace period plus closing the database; should anything hang past that margin,
+    // the process still ends.
+    setTimeout(() => {
+      logger.error({ timeoutMs: config.shutdownTimeoutMs }, "stopping took too long: exiting now");
+      process.exit(1);
+    }, config.shutdownTimeoutMs + FORCED_EXIT_MARGIN_MS).unref();
     service.stop().then(
       () => process.exit(0),
       (error: unknown) => {

@@ -10,6 +10,8 @@ export interface SubscriptionRow {
   /** Joined from feeds. */
   feedName: string;
   feedHead: number;
+  /** Joined from feeds: retention removed every event up to here. */
+  feedPrunedThrough: number;
   owner: string | null;
   url: string;
   types: string[];
@@ -55,6 +57,7 @@ function toSubscription(row: Stored): SubscriptionRow {
     feedId: Number(row.feed_id),
     feedName: row.feed_name as string,
     feedHead: Number(row.feed_head),
+    feedPrunedThrough: Number(row.feed_pruned_through),
     owner: row.owner as string | null,
     url: row.url as string,
     types: JSON.parse(row.types as string) as string[],
@@ -96,7 +99,7 @@ function toAttempt(row: Stored): AttemptRow {
 function selectSubscriptions(db: Queryable) {
   return db("subscriptions as s")
     .join("feeds as f", "f.id", "s.feed_id")
-    .select("s.*", "f.name as feed_name", "f.head as feed_head");
+    .select("s.*", "f.name as feed_name", "f.head as feed_head", "f.pruned_through as feed_pruned_through");
 }
 
 export interface NewSubscription {
@@ -189,6 +192,15 @@ export async function findDue(
   if (claim && onPostgres(db)) query.forUpdate("s").skipLocked();
   const rows: Stored[] = await query;
   return rows.map(toSubscription);
+}
+
+/** How many subscriptions there are in each status. */
+export async function countByStatus(db: Queryable): Promise<Record<string, number>> {
+  const rows: Array<{ status: string; count: number | string }> = await db("subscriptions")
+    .select("status")
+    .count({ count: "*" })
+    .groupBy("status");
+  return Object.fromEntries(rows.map((row) => [row.status, Number(row.count)]));
 }
 
 /** The earliest retry time among subscriptions waiting to retry, or undefined. */

@@ -10,6 +10,7 @@ import { isJsonMediaType, validateEvent } from "./validate.js";
 
 export const MAX_EVENT_BYTES = 64 * 1024;
 export const MAX_EVENTS_PER_REQUEST = 1000;
+/** The contract's limit on a publish request's body; SEINTJE_MAX_REQUEST_BYTES may change it. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 export const STRUCTURED = "application/cloudevents+json";

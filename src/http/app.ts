@@ -5,6 +5,7 @@ import type { Services } from "./context.js";
 import { eventRouter } from "./events.js";
 import { feedRouter } from "./feeds.js";
 import { healthRouter } from "./health.js";
+import { metricsRouter } from "./metrics.js";
 import { subscriptionRouter } from "./subscriptions.js";
 
 /** The semantic version of the HTTP API, sent on every response (NL API Design Rules). */
@@ -44,24 +45,33 @@ function problems(services: Services): Koa.Middleware {
   };
 }
 
-/** One log line per request: method, route template (not the raw URL), status, duration. */
+/**
+ * One log line per request: method, route template (not the raw URL), path without the query (which may hold an
+ * access_token), status, duration; and the same in the request metrics.
+ */
 function requestLog(services: Services): Koa.Middleware {
+  const { metrics } = services;
   return async (ctx, next) => {
     const started = process.hrtime.bigint();
     try {
       await next();
     } finally {
       const route = (ctx as { _matchedRoute?: string })._matchedRoute;
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       services.logger.info(
         {
           method: ctx.method,
           route: route ?? null,
           path: ctx.path,
           status: ctx.status,
-          durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+          durationMs: seconds * 1000,
         },
         "request",
       );
+      const labels = { method: ctx.method, route: route ?? "" };
+      metrics.httpRequests.inc({ ...labels, status: String(ctx.status) });
+      // A stream answers itself (respond = false) and lasts as long as its client: no latency to speak of.
+      if (ctx.respond !== false) metrics.httpDuration.observe(labels, seconds);
     }
   };
 }
@@ -72,13 +82,18 @@ export function createApp(services: Services): Koa {
   app.silent = true;
   app.use(async (ctx, next) => {
     ctx.set("API-Version", API_VERSION);
+    // While the service drains, clients are told not to send more on this connection.
+    if (services.stopping.aborted) ctx.set("Connection", "close");
     await next();
   });
   app.use(requestLog(services));
   app.use(problems(services));
-  app.use(authentication(services.verifier, services.logger));
+  app.use(
+    authentication(services.verifier, services.logger, { openMetrics: services.metricsAccess === "open" }),
+  );
   for (const router of [
     healthRouter(services),
+    metricsRouter(services),
     feedRouter(services),
     eventRouter(services),
     subscriptionRouter(services),

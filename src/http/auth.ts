@@ -1,5 +1,5 @@
 import type { Context, Middleware } from "koa";
-import { type Action, allows } from "../auth/grants.js";
+import { type Action, allows, allowsEveryFeed } from "../auth/grants.js";
 import { InvalidToken, KeysUnavailable, type Principal, type TokenVerifier } from "../auth/verifier.js";
 import { HttpProblem } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -9,8 +9,8 @@ import type { Logger } from "../logger.js";
  * the feed's name, before any storage is touched, so a refusal never tells whether a feed exists.
  */
 
-/** Paths that need no token. */
-const OPEN_PATHS = new Set(["/healthz", "/readyz", "/v1/openapi.json", "/metrics"]);
+/** Paths that need no token; `/metrics` too unless SEINTJE_METRICS says otherwise. */
+const OPEN_PATHS = ["/healthz", "/readyz", "/v1/openapi.json"];
 
 const REALM = 'Bearer realm="seintje"';
 
@@ -61,9 +61,14 @@ function bearerToken(ctx: Context): string | null | undefined {
   return /^Bearer(\s|$)/i.test(header) ? null : undefined;
 }
 
-export function authentication(verifier: TokenVerifier | undefined, logger: Logger): Middleware {
+export function authentication(
+  verifier: TokenVerifier | undefined,
+  logger: Logger,
+  options: { openMetrics: boolean },
+): Middleware {
+  const open = new Set(options.openMetrics ? [...OPEN_PATHS, "/metrics"] : OPEN_PATHS);
   return async (ctx, next) => {
-    if (OPEN_PATHS.has(ctx.path)) return next();
+    if (open.has(ctx.path)) return next();
     if (!verifier) {
       ctx.state.principal = UNAUTHENTICATED;
       return next();
@@ -91,18 +96,27 @@ export function principalOf(ctx: Context): Principal {
   return principal;
 }
 
+function forbidden(scope: string): HttpProblem {
+  return new HttpProblem(
+    403,
+    "forbidden",
+    `This token does not grant "${scope}".`,
+    {},
+    { "WWW-Authenticate": `${REALM}, error="insufficient_scope", scope="${scope}"` },
+  );
+}
+
 /** Throws 403 unless the request's token grants `action` on `feed` (or, without a feed, on some feed). */
 export function authorize(ctx: Context, action: Action, feed?: string): Principal {
   const principal = principalOf(ctx);
-  if (!allows(principal.grants, action, feed)) {
-    const scope = feed === undefined ? action : `${action}:${feed}`;
-    throw new HttpProblem(
-      403,
-      "forbidden",
-      `This token does not grant "${scope}".`,
-      {},
-      { "WWW-Authenticate": `${REALM}, error="insufficient_scope", scope="${scope}"` },
-    );
-  }
+  if (!allows(principal.grants, action, feed))
+    throw forbidden(feed === undefined ? action : `${action}:${feed}`);
+  return principal;
+}
+
+/** Throws 403 unless the token grants `action` on every feed: the grant without a feed glob. */
+export function authorizeEveryFeed(ctx: Context, action: Action): Principal {
+  const principal = principalOf(ctx);
+  if (!allowsEveryFeed(principal.grants, action)) throw forbidden(action);
   return principal;
 }

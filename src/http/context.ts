@@ -3,11 +3,13 @@ import type { Storage } from "../db/database.js";
 import type { Appender } from "../log/appender.js";
 import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import type { StreamStats } from "../stream/connection.js";
 import type { StreamHub } from "../stream/hub.js";
 import type { Dispatcher } from "../webhooks/dispatcher.js";
 import type { CallbackChecker } from "../webhooks/registration.js";
 import type { SecretBox } from "../webhooks/secrets.js";
+import type { Admission, PublishRateLimit } from "./limits.js";
 
 /** What the subscription endpoints use. */
 export interface WebhookServices {
@@ -36,4 +38,10 @@ export interface Services {
   /** Aborted when the service begins to stop, so that held requests answer at once. */
   stopping: AbortSignal;
   webhooks: WebhookServices;
+  metrics: Metrics;
+  /** Who may read /metrics (SEINTJE_METRICS). */
+  metricsAccess: "open" | "token" | "off";
+  admission: Admission;
+  publishRate: PublishRateLimit;
+  maxRequestBytes: number;
 }

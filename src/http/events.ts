@@ -1,9 +1,11 @@
 import Router from "@koa/router";
 import type { Context } from "koa";
-import { HttpProblem } from "../errors.js";
-import { MAX_REQUEST_BYTES, parsePublishRequest } from "../events/encoding.js";
+import { findFeed } from "../db/feeds.js";
+import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
+import { parsePublishRequest } from "../events/encoding.js";
 import { checkFeedName } from "../log/feeds.js";
 import { type FeedPage, pollPage, type ReadQuery, readEvent } from "../log/reader.js";
+import type { RejectReason } from "../metrics.js";
 import { authorize } from "./auth.js";
 import { readBody } from "./body.js";
 import type { Services } from "./context.js";
@@ -51,34 +53,66 @@ function clientGone(ctx: Context, stopping: AbortSignal): AbortSignal {
   return controller.signal;
 }
 
+const REJECT_REASONS: Partial<Record<ProblemKind, RejectReason>> = {
+  validation: "validation",
+  badRequest: "validation",
+  conflict: "conflict",
+  tooLarge: "too-large",
+  feedNotFound: "feed-not-found",
+  unsupportedMediaType: "unsupported-media-type",
+  rateLimited: "rate-limited",
+  unavailable: "unavailable",
+};
+
+/**
+ * Counts a refused publish request's events (1 when they could not be told apart) under the feed's name, or
+ * under "" when no such feed exists: the label's values stay the feeds an admin created.
+ */
+async function countRejected(services: Services, feed: string, error: unknown, events: number) {
+  const kind = coerceError(error)?.kind;
+  const exists = kind !== "feedNotFound" && (await findFeed(services.storage.reader, feed)) !== undefined;
+  const reason = (kind && REJECT_REASONS[kind]) ?? "other";
+  services.metrics.eventsRejected.inc({ feed: exists ? feed : "", reason }, events);
+}
+
 export function eventRouter(services: Services): Router {
   const router = new Router({ prefix: "/v1/feeds/:feed/events" });
 
   router.post("/", async (ctx) => {
     const feed = ctx.params.feed!;
     checkFeedName(feed);
-    authorize(ctx, "publish", feed);
-    const body = await readBody(ctx, MAX_REQUEST_BYTES);
-    const contentType = ctx.get("Content-Type");
-    const parsed = parsePublishRequest({
-      contentType: contentType === "" ? undefined : contentType,
-      headers: ctx.headers,
-      body,
-    });
-    const appended = await services.appender.append({
-      feed,
-      events: parsed.events,
-      batch: parsed.mode === "batch",
-    });
-    ctx.status = appended.every((event) => event.repeat) ? 200 : 201;
-    ctx.body = {
-      events: appended.map((event) => ({
-        id: event.id,
-        source: event.source,
-        sequence: String(event.sequence),
-      })),
-      ...(parsed.warnings.length > 0 ? { warnings: parsed.warnings } : {}),
-    };
+    const principal = authorize(ctx, "publish", feed);
+    const started = process.hrtime.bigint();
+    let events = 1;
+    try {
+      await services.publishRate.take(principal.subject ?? `address:${ctx.ip}`);
+      const body = await readBody(ctx, services.maxRequestBytes);
+      const contentType = ctx.get("Content-Type");
+      const parsed = parsePublishRequest({
+        contentType: contentType === "" ? undefined : contentType,
+        headers: ctx.headers,
+        body,
+      });
+      events = parsed.events.length;
+      const appended = await services.appender.append({
+        feed,
+        events: parsed.events,
+        batch: parsed.mode === "batch",
+      });
+      ctx.status = appended.every((event) => event.repeat) ? 200 : 201;
+      ctx.body = {
+        events: appended.map((event) => ({
+          id: event.id,
+          source: event.source,
+          sequence: String(event.sequence),
+        })),
+        ...(parsed.warnings.length > 0 ? { warnings: parsed.warnings } : {}),
+      };
+      services.metrics.publishDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    } catch (error) {
+      await countRejected(services, feed, error, events).catch(() => undefined);
+      throw error;
+    }
   });
 
   router.get("/", async (ctx) => {
@@ -95,8 +129,16 @@ export function eventRouter(services: Services): Router {
       return;
     }
     const waitMs = secondsParameter(ctx.query, "wait", services.maxWaitSeconds) * 1000;
-    const signal = waitMs > 0 ? clientGone(ctx, services.stopping) : undefined;
-    const page = await pollPage(services.storage, services.bus, feed, query, waitMs, signal);
+    const leave = waitMs > 0 ? services.admission.enter("longpolls") : undefined;
+    let page: FeedPage;
+    try {
+      const signal = waitMs > 0 ? clientGone(ctx, services.stopping) : undefined;
+      page = await pollPage(services.storage, services.bus, feed, query, waitMs, signal);
+    } finally {
+      leave?.();
+    }
+    services.metrics.pagesServed.inc({ waited: String(waitMs > 0) });
+    services.metrics.eventsServed.inc({ channel: "pull" }, page.sequences.length);
     ctx.set("Link", nextLink(services, feed, ctx, query, page.next));
     ctx.set("Cache-Control", "no-store");
     ctx.type = "application/json";

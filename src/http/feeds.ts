@@ -115,6 +115,7 @@ export function feedRouter(services: Services): Router {
     checkFeedName(ctx.params.feed!);
     authorize(ctx, "admin", ctx.params.feed!);
     await deleteFeed(services.storage, services.bus, ctx.params.feed!);
+    services.metrics.feedRemoved(ctx.params.feed!);
     ctx.status = 204;
   });
 

@@ -56,7 +56,22 @@ export async function serveStream(
   // ahead of the head (400). A cursor retention has passed is answered in the stream, as `event: reset`.
   // One look at the feed row, no event read: the stream's own first page follows at once.
   checkCursor(await getFeed(services.storage, feed), cursor, false);
+  const leave = services.admission.enter("streams");
+  try {
+    await streamAdmitted(ctx, services, feed, cursor, filters);
+  } finally {
+    leave();
+  }
+}
 
+/** The stream itself, once it has its place among the process's streams. */
+async function streamAdmitted(
+  ctx: Context,
+  services: Services,
+  feed: string,
+  cursor: number,
+  filters: Filters,
+): Promise<void> {
   const end = new AbortController();
   const finish = (reason: EndReason) => {
     if (!end.signal.aborted) end.abort(reason);
@@ -96,6 +111,7 @@ export async function serveStream(
         retryMs: services.streamRetryMs,
         keepaliveMs: services.keepaliveSeconds * 1000,
         end: end.signal,
+        served: (events) => services.metrics.eventsServed.inc({ channel: "stream" }, events),
       },
       (live) => {
         stats = live;

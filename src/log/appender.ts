@@ -5,6 +5,7 @@ import { type FeedRow, insertFeed, lockFeed, setHead } from "../db/feeds.js";
 import { announceAppends } from "../db/notify.js";
 import { HttpProblem, type Pointed } from "../errors.js";
 import type { PreparedEvent } from "../events/encoding.js";
+import type { Metrics } from "../metrics.js";
 import { feedNotFound } from "./feeds.js";
 import type { WakeupBus } from "./wakeup.js";
 
@@ -79,6 +80,7 @@ export class Appender {
   constructor(
     private readonly storage: Storage,
     private readonly bus: WakeupBus,
+    private readonly metrics: Metrics,
     private readonly options: { autoCreateFeeds: boolean; logger: Logger; now?: () => number },
   ) {}
 
@@ -127,6 +129,7 @@ export class Appender {
 
   private async commit(group: Pending[]): Promise<void> {
     let result: GroupResult;
+    const started = process.hrtime.bigint();
     try {
       result = await this.storage.writer.transaction((trx) => this.apply(trx, group));
     } catch (error) {
@@ -141,12 +144,19 @@ export class Appender {
       }
       return;
     }
+    this.metrics.groupCommitDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    this.metrics.groupCommits.observe(group.length);
     this.options.logger.debug({ requests: group.length, feeds: result.heads.size }, "group committed");
     for (const [feedId, head] of result.heads) this.bus.appended(feedId, head);
     group.forEach((pending, index) => {
       const outcome = result.outcomes[index]!;
-      if (outcome instanceof HttpProblem) pending.reject(outcome);
-      else pending.resolve(outcome);
+      if (outcome instanceof HttpProblem) {
+        pending.reject(outcome);
+        return;
+      }
+      const fresh = outcome.filter((event) => !event.repeat).length;
+      if (fresh > 0) this.metrics.eventsAppended.inc({ feed: pending.feed }, fresh);
+      pending.resolve(outcome);
     });
   }
 

@@ -2,25 +2,32 @@ import type { Logger } from "pino";
 import type { Storage } from "../db/database.js";
 import { deleteThrough, lastAppendedBefore } from "../db/events.js";
 import { type FeedRow, listFeedsWithRetention, setPrunedThrough } from "../db/feeds.js";
+import type { Metrics } from "../metrics.js";
 import { parseDuration, subtractDuration } from "./duration.js";
 
 /**
  * Retention: removes a feed's oldest events beyond `maxEvents` or older than `maxAge` (by append time), always a
  * prefix of the log, and records how far it removed in `pruned_through`, which is what makes `oldest` and the
  * 410 for old cursors. It deletes in batches of BATCH events, each its own short transaction, so publishing
- * (which shares the one SQLite writer) waits at most one batch.
+ * (which shares the one SQLite writer) waits at most one batch. A pass stops between batches when the service
+ * stops, so shutdown never waits for a long backlog of deletions; the next start carries on.
  */
 
 const BATCH = 1_000;
 
-/** Prunes one feed; returns how many events it removed. */
-export async function pruneFeed(storage: Storage, feed: FeedRow, now = Date.now()): Promise<number> {
+/** Prunes one feed; returns how many events it removed. Stops between batches once `signal` aborts. */
+export async function pruneFeed(
+  storage: Storage,
+  feed: FeedRow,
+  now = Date.now(),
+  signal?: AbortSignal,
+): Promise<number> {
   let target = feed.prunedThrough;
   if (feed.retentionMaxEvents !== null) target = Math.max(target, feed.head - feed.retentionMaxEvents);
   const maxAge = feed.retentionMaxAge === null ? undefined : parseDuration(feed.retentionMaxAge);
   let removed = 0;
   let pruned = feed.prunedThrough;
-  for (;;) {
+  while (!signal?.aborted) {
     let end = Math.min(target, pruned + BATCH);
     if (maxAge !== undefined && end < pruned + BATCH) {
       const aged = await lastAppendedBefore(
@@ -41,17 +48,20 @@ export async function pruneFeed(storage: Storage, feed: FeedRow, now = Date.now(
     });
     pruned = through;
   }
+  return removed;
 }
 
 /** Runs a retention pass over every feed that has a limit, every `intervalSeconds`. */
 export class RetentionScheduler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<number> | undefined;
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly storage: Storage,
     private readonly intervalSeconds: number,
     private readonly logger: Logger,
+    private readonly metrics: Metrics,
   ) {}
 
   start(): void {
@@ -67,9 +77,13 @@ export class RetentionScheduler {
   async pass(now = Date.now()): Promise<number> {
     let removed = 0;
     for (const feed of await listFeedsWithRetention(this.storage.reader)) {
+      if (this.stopping.signal.aborted) break;
       try {
-        const count = await pruneFeed(this.storage, feed, now);
-        if (count > 0) this.logger.info({ feed: feed.name, removed: count }, "retention removed events");
+        const count = await pruneFeed(this.storage, feed, now, this.stopping.signal);
+        if (count > 0) {
+          this.metrics.retentionDeleted.inc({ feed: feed.name }, count);
+          this.logger.info({ feed: feed.name, removed: count }, "retention removed events");
+        }
         removed += count;
       } catch (error) {
         this.logger.error({ err: error, feed: feed.name }, "retention pass failed for feed");
@@ -80,6 +94,7 @@ export class RetentionScheduler {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.stopping.abort();
     await this.running;
   }
 }

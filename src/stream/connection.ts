@@ -33,6 +33,8 @@ export interface StreamOptions {
   keepaliveMs: number;
   /** Ends the stream with this reason's closing message. */
   end: AbortSignal;
+  /** Told how many events each write carried. */
+  served?: (events: number) => void;
 }
 
 /** What a stream reports about itself, for tests and metrics. */
@@ -137,6 +139,7 @@ export async function runStream(
         lastId = sequence;
       });
       out.stats.events += page.sequences.length;
+      options.served?.(page.sequences.length);
       cursor = page.next;
       if (chunk) await out.write(chunk);
       if (page.next < page.head) continue;
@@ -151,15 +154,18 @@ export async function runStream(
           continue;
         }
         let live = "";
+        let count = 0;
         for (const entry of fresh) {
           if (!filtered || matches(filters, entry.type, entry.subject)) {
             live += eventMessage(entry.sequence, entry.body);
             lastId = entry.sequence;
-            out.stats.events += 1;
+            count += 1;
           }
           cursor = entry.sequence;
           if (live.length >= CHUNK_BYTES) break;
         }
+        out.stats.events += count;
+        if (count > 0) options.served?.(count);
         if (live) await out.write(live);
       }
     }

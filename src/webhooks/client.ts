@@ -22,6 +22,8 @@ export interface Exchange {
   durationMs: number;
   /** What went wrong, cut short; null for a 2xx. */
   error: string | null;
+  /** No response came within the timeout. */
+  timedOut: boolean;
   headers: Record<string, string>;
 }
 
@@ -34,11 +36,13 @@ export function cutShort(text: string, limit = ERROR_TEXT_LIMIT): string {
 
 const TIMEOUT_CODES = new Set(["UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT"]);
 
-function describe(error: unknown, timedOut: boolean, timeoutMs: number): string {
+function isTimeout(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
-  if (timedOut || (typeof code === "string" && TIMEOUT_CODES.has(code))) {
-    return `timed out after ${timeoutMs / 1000} s`;
-  }
+  return typeof code === "string" && TIMEOUT_CODES.has(code);
+}
+
+function describe(error: unknown, timedOut: boolean, timeoutMs: number): string {
+  if (timedOut) return `timed out after ${timeoutMs / 1000} s`;
   const cause = (error as { cause?: unknown }).cause;
   const root = cause instanceof AddressRefused ? cause : error;
   if (!(root instanceof Error)) return cutShort(String(root));
@@ -115,12 +119,20 @@ export class CallbackClient {
       let error: string | null = null;
       if (statusCode >= 300 && statusCode < 400) error = `HTTP ${statusCode}: redirects are not followed`;
       else if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}`;
-      return { statusCode, durationMs: elapsed(), error, headers: flatHeaders(response.headers) };
+      return {
+        statusCode,
+        durationMs: elapsed(),
+        error,
+        timedOut: false,
+        headers: flatHeaders(response.headers),
+      };
     } catch (error) {
+      const timedOut = timeout.aborted || isTimeout(error);
       return {
         statusCode: null,
         durationMs: elapsed(),
-        error: describe(error, timeout.aborted, timeoutMs),
+        error: describe(error, timedOut, timeoutMs),
+        timedOut,
         headers: {},
       };
     }

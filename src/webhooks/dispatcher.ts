@@ -14,6 +14,7 @@ import {
 import { type Duration, subtractDuration } from "../log/duration.js";
 import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
+import type { Metrics, PingOutcome } from "../metrics.js";
 import type { CallbackClient, Exchange } from "./client.js";
 import { PING_EVENTS, pingBody, pingHeaders } from "./ping.js";
 import { type Decision, decide, type RetryPolicy } from "./policy.js";
@@ -102,6 +103,7 @@ export class Dispatcher {
     private readonly client: CallbackClient,
     private readonly box: SecretBox,
     private readonly logger: Logger,
+    private readonly metrics: Metrics,
     private readonly options: DispatcherOptions,
   ) {}
 
@@ -262,6 +264,9 @@ export class Dispatcher {
       subject: subscription.subject,
       events: events.slice(0, PING_EVENTS),
       truncated: events.length > PING_EVENTS,
+      ...(subscription.acked < subscription.feedPrunedThrough
+        ? { oldest: subscription.feedPrunedThrough + 1 }
+        : {}),
       ...(test ? { test: true } : {}),
     });
   }
@@ -307,9 +312,11 @@ export class Dispatcher {
     const at = Date.now();
     const exchange = await this.send(subscription, claimed.pingId, claimed.body, this.abort.signal);
     if (exchange.statusCode === null && this.abort.signal.aborted) {
+      this.metrics.pings.inc({ outcome: "handed-back" });
       this.record({ claimed, attempt: undefined, decision: undefined });
       return;
     }
+    this.count(exchange);
     const decision = decide(
       this.options.policy,
       { statusCode: exchange.statusCode, retryAfter: exchange.headers["retry-after"] },
@@ -322,6 +329,11 @@ export class Dispatcher {
       attempt: attemptOf(subscription.id, claimed.pingId, claimed.head, at, exchange, false),
       decision,
     });
+  }
+
+  private count(exchange: Exchange): void {
+    this.metrics.pings.inc({ outcome: outcomeOf(exchange) });
+    this.metrics.pingDuration.observe(exchange.durationMs / 1000);
   }
 
   private log(subscription: SubscriptionRow, claimed: Claimed, exchange: Exchange, decision: Decision): void {
@@ -446,6 +458,7 @@ export class Dispatcher {
     const at = Date.now();
     const body = await this.buildBody(lookups, subscription, pingId, head, new Date(at), true);
     const exchange = await this.send(subscription, pingId, body, this.abort.signal);
+    this.count(exchange);
     const attempt = attemptOf(subscription.id, pingId, head, at, exchange, true);
     await insertAttempts(this.storage.writer, [attempt]);
     const [row] = await listAttempts(this.storage.reader, subscription.id, { before: undefined, limit: 1 });
@@ -506,6 +519,12 @@ class Lookups {
     }
     return found;
   }
+}
+
+function outcomeOf(exchange: Exchange): PingOutcome {
+  const status = exchange.statusCode;
+  if (status !== null) return status >= 200 && status < 300 ? "delivered" : "failed";
+  return exchange.timedOut ? "timeout" : "network-error";
 }
 
 function attemptOf(

@@ -20,6 +20,11 @@ export interface PingData {
   subject: string | null;
   events: Identity[];
   truncated: boolean;
+  /**
+   * Set when retention removed events after `after` (the subscriber's cursor) before it was told of them: the
+   * oldest sequence still kept. The subscriber must resynchronise from there; reading `url` answers 410 Gone.
+   */
+  oldest?: number;
   /** Only on test pings: they acknowledge nothing. */
   test?: boolean;
 }
@@ -61,6 +66,7 @@ export function pingBody(id: string, source: string, time: Date, publicUrl: stri
         subject: event.subject,
       })),
       truncated: data.truncated,
+      ...(data.oldest !== undefined ? { cursorGone: true, oldest: String(data.oldest) } : {}),
       ...(data.test ? { test: true } : {}),
     },
   });

@@ -26,6 +26,40 @@ describe("configuration", () => {
     assert.equal(loadConfig({ SEINTJE_AUTH: "off" }).auth.enabled, false);
   });
 
+  it("has operational limits that a production service needs, each configurable", () => {
+    const defaults = loadConfig({});
+    assert.deepEqual(defaults.limits, {
+      maxRequestBytes: 1024 * 1024,
+      headersTimeoutMs: 20_000,
+      requestTimeoutMs: 60_000,
+      maxStreams: 10_000,
+      maxLongPolls: 10_000,
+      publishRate: 0,
+    });
+    assert.equal(defaults.metrics, "open");
+    assert.equal(defaults.shutdownTimeoutMs, 10_000);
+    const set = loadConfig({
+      SEINTJE_MAX_REQUEST_BYTES: "65536",
+      SEINTJE_HEADERS_TIMEOUT: "2.5",
+      SEINTJE_REQUEST_TIMEOUT: "5",
+      SEINTJE_MAX_STREAMS: "0",
+      SEINTJE_MAX_LONGPOLLS: "20",
+      SEINTJE_PUBLISH_RATE: "100",
+      SEINTJE_METRICS: "token",
+      SEINTJE_SHUTDOWN_TIMEOUT: "30",
+    });
+    assert.deepEqual(set.limits, {
+      maxRequestBytes: 65536,
+      headersTimeoutMs: 2500,
+      requestTimeoutMs: 5000,
+      maxStreams: 0,
+      maxLongPolls: 20,
+      publishRate: 100,
+    });
+    assert.equal(set.metrics, "token");
+    assert.equal(set.shutdownTimeoutMs, 30_000);
+  });
+
   it("puts the SQLite file in the data directory unless DATABASE_URL says otherwise", () => {
     assert.equal(loadConfig({ SEINTJE_DATA_DIR: "/srv/seintje" }).database.dialect, "sqlite");
     assert.deepEqual(loadConfig({ SEINTJE_DATA_DIR: "/srv/seintje" }).database, {
@@ -70,6 +104,14 @@ describe("configuration", () => {
       [{ SEINTJE_JWKS_URL: "file:///etc/keys" }, "SEINTJE_JWKS_URL"],
       [{ SEINTJE_JWT_ALGORITHMS: "ES256 HS256" }, "SEINTJE_JWT_ALGORITHMS"],
       [{ SEINTJE_JWT_ALGORITHMS: "none" }, "SEINTJE_JWT_ALGORITHMS"],
+      [{ SEINTJE_MAX_REQUEST_BYTES: "1000" }, "SEINTJE_MAX_REQUEST_BYTES"],
+      [{ SEINTJE_MAX_STREAMS: "-1" }, "SEINTJE_MAX_STREAMS"],
+      [{ SEINTJE_MAX_LONGPOLLS: "many" }, "SEINTJE_MAX_LONGPOLLS"],
+      [{ SEINTJE_PUBLISH_RATE: "1.5" }, "SEINTJE_PUBLISH_RATE"],
+      [{ SEINTJE_HEADERS_TIMEOUT: "0" }, "SEINTJE_HEADERS_TIMEOUT"],
+      [{ SEINTJE_HEADERS_TIMEOUT: "30", SEINTJE_REQUEST_TIMEOUT: "10" }, "SEINTJE_REQUEST_TIMEOUT"],
+      [{ SEINTJE_SHUTDOWN_TIMEOUT: "never" }, "SEINTJE_SHUTDOWN_TIMEOUT"],
+      [{ SEINTJE_METRICS: "public" }, "SEINTJE_METRICS"],
     ];
     for (const [env, variable] of cases) {
       assert.throws(
