@@ -1,9 +1,11 @@
 #!/usr/bin/env node
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseScope } from "../auth/grants.js";
 import { loadSigningKey } from "../auth/keys.js";
 import { mintToken, parseTtl } from "../auth/tokens.js";
 import { ConfigError, loadConfig, OPTIONS, unknownVariables } from "../config.js";
+import { backupSqlite } from "../db/backup.js";
 import { migrate, openStorage } from "../db/database.js";
 import { createLogger } from "../logger.js";
 import { startService } from "../service.js";
@@ -18,6 +20,8 @@ const USAGE = `Usage: seintje <command> [options]
 Commands:
   serve [--no-migrate]   run the service (migrates the database first unless --no-migrate)
   migrate                bring the database schema up to date and exit
+  backup <file>          copy the SQLite database to a new file while the service runs
+                         (on PostgreSQL use pg_dump; see docs/OPERATIONS.md)
   token --scope "<grants>" [--ttl 1h] [--sub NAME]
                          print a token signed with the service's generated key; grants are
                          read, publish, subscribe, admin, each optionally :FEEDGLOB (read:brk-*)
@@ -96,6 +100,30 @@ async function migrateCommand(args: string[]): Promise<void> {
   }
 }
 
+async function backupCommand(args: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args, options: {}, allowPositionals: true, strict: true });
+  if (positionals.length !== 1)
+    usageError("backup takes one argument: the file to write, e.g. backup ./seintje-backup.db");
+  const config = configOrExit();
+  if (config.database.dialect !== "sqlite") {
+    process.stderr.write(
+      "seintje: backup copies SQLite databases; for PostgreSQL use pg_dump (see docs/OPERATIONS.md)\n",
+    );
+    process.exit(2);
+  }
+  let result: ReturnType<typeof backupSqlite>;
+  try {
+    result = backupSqlite(config.database.filename, resolve(positionals[0]!));
+  } catch (error) {
+    process.stderr.write(`seintje: backup failed: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
+  process.stdout.write(
+    `backed up ${result.feeds} feed(s) and ${result.events} event(s) to ${result.path} (${result.bytes} bytes)\n` +
+      `keep ${config.dataDir}/signing-key.jwk and webhook-secrets.key with it: the backup holds neither\n`,
+  );
+}
+
 async function tokenCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -130,6 +158,8 @@ async function main(argv: string[]): Promise<void> {
       return migrateCommand(rest);
     case "token":
       return tokenCommand(rest);
+    case "backup":
+      return backupCommand(rest);
     case undefined:
     case "help":
     case "-h":
