@@ -82,9 +82,9 @@ export function createApp(services: Services): Koa {
   app.silent = true;
   app.use(async (ctx, next) => {
     ctx.set("API-Version", API_VERSION);
-    // While the service drains, clients are told not to send more on this connection.
-    if (services.stopping.aborted) ctx.set("Connection", "close");
     await next();
+    // A request answered while the service drains tells its client not to send more on this connection.
+    if (services.stopping.aborted) ctx.set("Connection", "close");
   });
   app.use(requestLog(services));
   app.use(problems(services));

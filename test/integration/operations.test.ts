@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync, rmSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { EventSource } from "eventsource";
@@ -17,6 +18,21 @@ const HOOKS = {
   SEINTJE_CALLBACK_ALLOW: "127.0.0.1",
   SEINTJE_PING_RETRY: "0.2",
 };
+
+/** Writes `head` on a raw connection (the caller may write more) and collects the whole response. */
+function rawRequest(base: string, head: string) {
+  const { port } = new URL(base);
+  const socket = connect(Number(port), "127.0.0.1");
+  socket.write(head);
+  let received = "";
+  socket.on("data", (chunk) => {
+    received += chunk;
+  });
+  const response = new Promise<string>((resolve) => {
+    socket.once("close", () => resolve(received));
+  });
+  return { socket, response };
+}
 
 function json(token: string) {
   return { authorization: `Bearer ${token}`, "content-type": "application/json" };
@@ -178,7 +194,7 @@ describe("retention in the background", () => {
 });
 
 describe("graceful shutdown", () => {
-  it("on SIGTERM ends streams with a retry hint, answers long-polls, hands back a ping, and exits in time", async () => {
+  it("on SIGTERM finishes a publish in flight, ends streams with a retry hint, answers long-polls, hands back a ping, exits in time", async () => {
     const dir = tempDir();
     const receiver = await startReceiver();
     const env = {
@@ -194,6 +210,7 @@ describe("graceful shutdown", () => {
       const admin = await tokenFor(dir, "admin");
       const headers = json(admin);
       assert.equal((await call(`${first.url}/v1/feeds/drain`, { method: "PUT", headers })).status, 201);
+      assert.equal((await call(`${first.url}/v1/feeds/other`, { method: "PUT", headers })).status, 201);
       const created = await call(`${first.url}/v1/subscriptions`, {
         method: "POST",
         headers,
@@ -209,10 +226,27 @@ describe("graceful shutdown", () => {
       });
       await stream.waitFor((text) => text.includes("id: 1\n"));
       const longPoll = call(`${first.url}/v1/feeds/drain/events?after=1&wait=30`, { headers });
+      // A publish in flight (to another feed, so the held ping stays current): its headers and half its body
+      // are sent before the signal, the rest after.
+      const body = JSON.stringify(cloudEvent({ id: "in-flight" }));
+      const publishing = rawRequest(
+        first.url,
+        [
+          "POST /v1/feeds/other/events HTTP/1.1",
+          "Host: 127.0.0.1",
+          `Authorization: Bearer ${admin}`,
+          "Content-Type: application/cloudevents+json",
+          `Content-Length: ${Buffer.byteLength(body)}`,
+          "",
+          body.slice(0, 20),
+        ].join("\r\n"),
+      );
       await new Promise((resolve) => setTimeout(resolve, 200));
 
       const signalled = Date.now();
       first.child.kill("SIGTERM");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      publishing.socket.end(body.slice(20));
       const code = await first.exited;
       const took = Date.now() - signalled;
       assert.equal(code, 0);
@@ -222,6 +256,9 @@ describe("graceful shutdown", () => {
       const answered = await longPoll;
       assert.equal(answered.status, 200);
       assert.deepEqual(answered.body.events, []);
+      const response = await publishing.response;
+      assert.match(response, /^HTTP\/1\.1 201 /, "the publish in flight was acknowledged");
+      assert.match(response, /\r\nConnection: close\r\n/i, "and told not to send more on that connection");
 
       receiver.respond = () => ({ status: 204 });
       second = await startServerProcess(env);
@@ -232,6 +269,12 @@ describe("graceful shutdown", () => {
       );
       assert.equal(again.headers["webhook-id"], held!.headers["webhook-id"]);
       const url = second.url;
+      const stored = await call(`${url}/v1/feeds/other/events?after=0`, { headers });
+      assert.deepEqual(
+        stored.body.events.map((event: { id: string }) => event.id),
+        ["in-flight"],
+        "the acknowledged event is there after the restart",
+      );
       await eventually(
         async () =>
           (await call(`${url}/v1/subscriptions/${created.body.id}`, { headers })).body.acked === "1",
