@@ -246,7 +246,7 @@ describe("graceful shutdown", () => {
       const signalled = Date.now();
       first.child.kill("SIGTERM");
       await new Promise((resolve) => setTimeout(resolve, 100));
-      publishing.socket.end(body.slice(20));
+      publishing.socket.write(body.slice(20));
       const code = await first.exited;
       const took = Date.now() - signalled;
       assert.equal(code, 0);
