@@ -1,0 +1,163 @@
+/** What the seintje HTTP API (version 1) sends and takes, as the SDK sees it. */
+
+/** A CloudEvent to publish, in structured form. `specversion` and `id` are filled in when absent. */
+export interface CloudEventInput {
+  specversion?: "1.0";
+  id?: string;
+  source: string;
+  type: string;
+  subject?: string;
+  time?: string;
+  datacontenttype?: string;
+  dataschema?: string;
+  data?: unknown;
+  data_base64?: string;
+  /** Extension attributes. */
+  [attribute: string]: unknown;
+}
+
+/** A stored event as a feed serves it: the published CloudEvent with the feed's `sequence`. */
+export interface FeedEvent {
+  specversion: "1.0";
+  id: string;
+  source: string;
+  type: string;
+  subject?: string;
+  time?: string;
+  datacontenttype?: string;
+  data?: unknown;
+  data_base64?: string;
+  /** The feed's position of this event: the cursor to resume after it. */
+  sequence: string;
+  sequencetype: "Integer";
+  [attribute: string]: unknown;
+}
+
+export interface Pointed {
+  pointer: string;
+  detail: string;
+}
+
+export interface PublishResult {
+  /** True when every event had been stored before (the server answered 200): nothing new was stored. */
+  repeat: boolean;
+  events: Array<{ id: string; source: string; sequence: string }>;
+  warnings: Pointed[];
+}
+
+export interface FeedPage {
+  events: FeedEvent[];
+  /** Pass as `after` to read on. */
+  next: string;
+  head: string;
+}
+
+export interface Retention {
+  /** An ISO 8601 duration, e.g. P30D. */
+  maxAge: string | null;
+  maxEvents: number | null;
+}
+
+export interface Feed {
+  name: string;
+  description: string | null;
+  head: string;
+  oldest: string | null;
+  retention: Retention;
+  createdAt: string;
+}
+
+export interface FeedSettings {
+  description?: string | null;
+  retention?: Partial<Retention> | null;
+}
+
+export type SubscriptionStatus = "active" | "failing" | "disabled";
+
+export interface Attempt {
+  id: string;
+  pingId: string;
+  at: string;
+  head: string;
+  statusCode: number | null;
+  durationMs: number;
+  error: string | null;
+  test: boolean;
+}
+
+export interface Subscription {
+  id: string;
+  feed: string;
+  url: string;
+  types: string[];
+  subject: string | null;
+  description: string | null;
+  status: SubscriptionStatus;
+  disabledReason: string | null;
+  acked: string;
+  head: string;
+  lastAttempt: Attempt | null;
+  failingSince: string | null;
+  createdAt: string;
+  /** Only in the answer to a create: the signing secret, shown this once. */
+  secret?: string;
+}
+
+export interface NewSubscription {
+  feed: string;
+  url: string;
+  /** Prefixes of event types. */
+  types?: string[];
+  subject?: string;
+  description?: string;
+  /** The sequence to start after; the feed's head when absent. */
+  after?: string;
+}
+
+export interface SubscriptionChanges {
+  url?: string;
+  types?: string[];
+  subject?: string | null;
+  description?: string | null;
+  status?: "active" | "disabled";
+}
+
+/** The `data` of a wake-up ping. */
+export interface PingData {
+  feed: string;
+  subscription: string;
+  /** The subscription's cursor: read the feed after it. */
+  after: string;
+  /** The newest matching sequence. */
+  head: string;
+  /** The feed URL to read next, with `after` and the subscription's filters. */
+  url: string;
+  events: Array<{ sequence: string; id: string; type: string; subject: string | null }>;
+  truncated: boolean;
+  /** Retention removed events after `after` before the subscriber was told of them; `oldest` is kept. */
+  cursorGone?: true;
+  oldest?: string;
+  test?: true;
+}
+
+/** A wake-up ping: a CloudEvent of type `nl.seintje.feed.updated`. */
+export interface Ping {
+  specversion: "1.0";
+  id: string;
+  source: string;
+  type: "nl.seintje.feed.updated";
+  time: string;
+  subject: string;
+  datacontenttype: "application/json";
+  data: PingData;
+}
+
+/** An RFC 9457 problem document. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  errors?: Pointed[];
+  [extension: string]: unknown;
+}
