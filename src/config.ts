@@ -502,8 +502,11 @@ export function loadConfig(env: Env = process.env): Config {
   };
 }
 
+/** Variables of the commands that talk to a service (publish, tail, ...): not the service's, but not typing errors. */
+export const CLIENT_VARIABLES = ["SEINTJE_URL", "SEINTJE_TOKEN"];
+
 /** Names of SEINTJE_ variables that no option knows: most likely typing errors, worth a warning at start. */
 export function unknownVariables(env: Env = process.env): string[] {
-  const known = new Set(OPTIONS.map((option) => option.variable));
+  const known = new Set([...OPTIONS.map((option) => option.variable), ...CLIENT_VARIABLES]);
   return Object.keys(env).filter((name) => name.startsWith("SEINTJE_") && !known.has(name));
 }

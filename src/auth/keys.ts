@@ -14,7 +14,7 @@ import { loadPrivateFile } from "../files.js";
  */
 
 export const SIGNING_ALGORITHM = "EdDSA";
-const FILE = "signing-key.jwk";
+export const SIGNING_KEY_FILE = "signing-key.jwk";
 
 export interface SigningKey {
   kid: string;
@@ -34,7 +34,7 @@ async function generate(): Promise<string> {
 
 /** Loads the signing key from `dataDir`, creating it first when there is none. */
 export async function loadSigningKey(dataDir: string): Promise<SigningKey> {
-  const { path, text } = await loadPrivateFile(dataDir, FILE, generate);
+  const { path, text } = await loadPrivateFile(dataDir, SIGNING_KEY_FILE, generate);
   const jwk = JSON.parse(text) as JWK;
   if (
     jwk.kty !== "OKP" ||

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { decodeJwt } from "jose";
 import { call } from "../support/http.js";
-import { runToEnd, startServerProcess } from "../support/process.js";
-import { tempDir } from "../support/service.js";
+import { runCli, runToEnd, type ServerProcess, startServerProcess } from "../support/process.js";
+import { eventually } from "../support/receiver.js";
+import { tempDir, tokenFor } from "../support/service.js";
 
 describe("the seintje command", () => {
   const dir = tempDir("seintje-cli-");
@@ -116,5 +117,150 @@ describe("the seintje command", () => {
     const exited = await server.exited;
     clearTimeout(timer);
     assert.equal(exited, 0, "exited by itself, not killed after 10 s");
+  });
+});
+
+describe("the seintje commands that talk to a service", () => {
+  const dir = tempDir("seintje-cli-client-");
+  let server: ServerProcess;
+  let env: Record<string, string>;
+  before(async () => {
+    server = await startServerProcess({ SEINTJE_DATA_DIR: dir, SEINTJE_RETENTION_INTERVAL: "1" });
+    // Beside the service: the commands mint their own short-lived token with the key in the data dir.
+    env = { SEINTJE_DATA_DIR: dir, SEINTJE_URL: server.url };
+    const admin = { authorization: `Bearer ${await tokenFor(dir, "admin")}` };
+    assert.equal((await call(`${server.url}/v1/feeds/cli`, { method: "PUT", headers: admin })).status, 201);
+    const pruned = await call(`${server.url}/v1/feeds/cli-pruned`, {
+      method: "PUT",
+      headers: { ...admin, "content-type": "application/json" },
+      body: JSON.stringify({ retention: { maxEvents: 1 } }),
+    });
+    assert.equal(pruned.status, 201);
+  });
+  after(async () => {
+    server.child.kill("SIGTERM");
+    await server.exited;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("publishes an event that tail then prints as a JSON line", async () => {
+    const published = await runToEnd(
+      ["publish", "cli", "--type", "nl.example.cli.published", "--subject", "s-1", "--data", '{"n": 1}'],
+      env,
+    );
+    assert.equal(published.code, 0, published.stderr);
+    const stored = JSON.parse(published.stdout);
+    assert.equal(stored.sequence, "1");
+    assert.match(published.stderr, /warning: \/source/, "the NL GOV profile's warning about the source");
+
+    const tailed = await runToEnd(["tail", "cli", "--count", "1"], env);
+    assert.equal(tailed.code, 0, tailed.stderr);
+    const lines = tailed.stdout.trim().split("\n");
+    assert.equal(lines.length, 1);
+    const event = JSON.parse(lines[0]!);
+    assert.equal(event.id, stored.id);
+    assert.equal(event.type, "nl.example.cli.published");
+    assert.deepEqual(event.data, { n: 1 });
+    assert.equal(event.sequence, "1");
+  });
+
+  it("tails live events until it is interrupted, then exits 0", async () => {
+    for (const mode of ["poll", "stream"]) {
+      const child = runCli(["tail", "cli", "--after", "1", "--mode", mode], env);
+      let stdout = "";
+      child.stdout!.on("data", (chunk: Buffer) => {
+        stdout += chunk;
+      });
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      const published = await runToEnd(["publish", "cli", "--type", `nl.example.cli.${mode}`], env);
+      assert.equal(published.code, 0, published.stderr);
+      await eventually(() => stdout.includes(`nl.example.cli.${mode}`), 10_000, `tail (${mode}) printed it`);
+      child.kill("SIGINT");
+      assert.equal(await exited, 0, mode);
+    }
+  });
+
+  it("exits 3 when retention passed the cursor, saying where to resume", async () => {
+    for (let i = 0; i < 3; i += 1) {
+      assert.equal((await runToEnd(["publish", "cli-pruned", "--type", "nl.example.cli.p"], env)).code, 0);
+    }
+    await eventually(
+      async () =>
+        (
+          await call(`${server.url}/v1/feeds/cli-pruned`, {
+            headers: { authorization: `Bearer ${await tokenFor(dir, "read")}` },
+          })
+        ).body.oldest === "3",
+      5000,
+      "retention kept one event",
+    );
+    const tailed = await runToEnd(["tail", "cli-pruned", "--after", "1"], env);
+    assert.equal(tailed.code, 3, tailed.stderr);
+    assert.match(tailed.stderr, /oldest kept: 3/);
+    assert.match(tailed.stderr, /--after 2/);
+  });
+
+  it("lists feeds and subscriptions", async () => {
+    const feeds = await runToEnd(["feeds"], env);
+    assert.equal(feeds.code, 0, feeds.stderr);
+    assert.match(feeds.stdout, /^NAME\s+HEAD\s+OLDEST\s+RETENTION\s+DESCRIPTION$/m);
+    assert.match(feeds.stdout, /^cli\s+\d+\s+1\s+-/m);
+    assert.match(feeds.stdout, /^cli-pruned\s+\d+\s+\d+\s+1 events/m);
+    const json = await runToEnd(["feeds", "--json"], env);
+    assert.deepEqual(
+      JSON.parse(json.stdout).map((feed: { name: string }) => feed.name),
+      ["cli", "cli-pruned"],
+    );
+    const subscriptions = await runToEnd(["subscriptions"], env);
+    assert.equal(subscriptions.code, 0, subscriptions.stderr);
+    assert.match(subscriptions.stdout, /^ID\s+FEED\s+STATUS\s+ACKED\s+HEAD\s+URL$/m);
+  });
+
+  it("explains bad arguments with exit code 2 and refusals with exit code 1", async () => {
+    for (const args of [
+      ["publish", "cli"],
+      ["publish", "--type", "nl.example.x"],
+      ["publish", "cli", "--type", "nl.example.x", "--data", "{not json"],
+      ["tail", "cli", "--mode", "push"],
+      ["tail", "cli", "--after", "-1"],
+      ["tail", "cli", "--after=x"],
+      ["tail", "cli", "--count", "0"],
+      ["feeds", "--colour"],
+    ]) {
+      const result = await runToEnd(args, env);
+      assert.equal(result.code, 2, args.join(" "));
+      assert.match(result.stderr, /^seintje: [\s\S]+\n\nUsage: seintje /, args.join(" "));
+    }
+    const missing = await runToEnd(["publish", "no-such-feed", "--type", "nl.example.x"], env);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /404 There is no feed named "no-such-feed"/);
+    const badToken = await runToEnd(["feeds", "--token", "not-a-token"], env);
+    assert.equal(badToken.code, 1);
+    assert.match(badToken.stderr, /401 .*--token/);
+    const unreachable = await runToEnd(["feeds", "--url", "http://127.0.0.1:9"], env);
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, /cannot reach http:\/\/127\.0\.0\.1:9/);
+  });
+
+  it("has help for every command", async () => {
+    for (const command of [
+      "serve",
+      "migrate",
+      "backup",
+      "token",
+      "publish",
+      "tail",
+      "feeds",
+      "subscriptions",
+    ]) {
+      const help = await runToEnd(["help", command], {});
+      assert.equal(help.code, 0, command);
+      assert.match(help.stdout, new RegExp(`^Usage: seintje ${command}`), command);
+      const flag = await runToEnd([command, "--help"], {});
+      assert.equal(flag.stdout, help.stdout, command);
+    }
+    const list = await runToEnd(["help"], {});
+    assert.match(list.stdout, /Exit codes: 0 done, 1 failed/);
   });
 });

@@ -133,5 +133,6 @@ describe("configuration", () => {
 
   it("spots unknown SEINTJE_ variables", () => {
     assert.deepEqual(unknownVariables({ SEINTJE_PROT: "1", SEINTJE_PORT: "1", HOME: "/" }), ["SEINTJE_PROT"]);
+    assert.deepEqual(unknownVariables({ SEINTJE_URL: "http://x", SEINTJE_TOKEN: "t" }), [], "the CLI's own");
   });
 });
