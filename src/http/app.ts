@@ -1,3 +1,4 @@
+import type Router from "@koa/router";
 import Koa from "koa";
 import { coerceError, HttpProblem } from "../errors.js";
 import { authentication } from "./auth.js";
@@ -6,10 +7,8 @@ import { eventRouter } from "./events.js";
 import { feedRouter } from "./feeds.js";
 import { healthRouter } from "./health.js";
 import { metricsRouter } from "./metrics.js";
+import { API_VERSION, openApiRouter } from "./openapi.js";
 import { subscriptionRouter } from "./subscriptions.js";
-
-/** The semantic version of the HTTP API, sent on every response (NL API Design Rules). */
-export const API_VERSION = "1.0.0";
 
 /** Turns every failure into an RFC 9457 problem document; logs what is not the client's fault. */
 function problems(services: Services): Koa.Middleware {
@@ -91,15 +90,21 @@ export function createApp(services: Services): Koa {
   app.use(
     authentication(services.verifier, services.logger, { openMetrics: services.metricsAccess === "open" }),
   );
-  for (const router of [
-    healthRouter(services),
-    metricsRouter(services),
-    feedRouter(services),
-    eventRouter(services),
-    subscriptionRouter(services),
-  ]) {
+  for (const router of createRouters(services)) {
     app.use(router.routes());
     app.use(router.allowedMethods());
   }
   return app;
+}
+
+/** Every router of the API, in the order they are tried. The OpenAPI test lists their routes. */
+export function createRouters(services: Services): Router[] {
+  return [
+    healthRouter(services),
+    metricsRouter(services),
+    openApiRouter(services),
+    feedRouter(services),
+    eventRouter(services),
+    subscriptionRouter(services),
+  ];
 }
