@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { cloudEvent, publish, putFeed } from "../support/http.js";
+import { eventually } from "../support/receiver.js";
+import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
+
+/** The examples in examples/ run as their README says, against a real service. */
+
+const EXAMPLES = new URL("../../examples/", import.meta.url).pathname;
+
+interface Running {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+function runExample(file: string, args: string[], env: Record<string, string>): Running {
+  const child = spawn(process.execPath, ["--import", "tsx", join(EXAMPLES, file), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    stdout += chunk;
+  });
+  child.stderr!.on("data", (chunk: Buffer) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+async function stopped(running: Running): Promise<number | null> {
+  running.child.kill("SIGTERM");
+  const timer = setTimeout(() => running.child.kill("SIGKILL"), 10_000);
+  const code = await running.exited;
+  clearTimeout(timer);
+  return code;
+}
+
+const lines = (text: string) =>
+  text
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
+
+describe("the examples", () => {
+  let svc: TestService;
+  let dir: string;
+  before(async () => {
+    svc = await startTestService({ SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1" });
+    dir = tempDir("seintje-examples-");
+  });
+  after(async () => {
+    await svc.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("consumer.ts follows a feed and resumes from its saved cursor after a restart", async () => {
+    await putFeed(svc.url, "followed");
+    const env = {
+      SEINTJE_URL: svc.url,
+      SEINTJE_TOKEN: await tokenFor(svc.dir, "read:followed"),
+      CURSOR_FILE: join(dir, "followed.cursor"),
+    };
+    for (let i = 0; i < 3; i += 1) await publish(svc.url, "followed", cloudEvent());
+    const first = runExample("consumer.ts", ["followed"], env);
+    await eventually(() => lines(first.stdout()).length === 3, 15_000, `3 events: ${first.stderr()}`);
+    assert.equal(await stopped(first), 0, first.stderr());
+    assert.equal(readFileSync(env.CURSOR_FILE, "utf8"), "3\n");
+
+    await publish(svc.url, "followed", cloudEvent({ type: "nl.example.after-restart" }));
+    const second = runExample("consumer.ts", ["followed"], env);
+    await eventually(() => lines(second.stdout()).length === 1, 15_000, `1 event: ${second.stderr()}`);
+    assert.deepEqual(lines(second.stdout())[0], { sequence: "4", type: "nl.example.after-restart" });
+    assert.equal(await stopped(second), 0);
+  });
+
+  it("receiver.ts subscribes, verifies pings, and pulls what they announce", async () => {
+    await putFeed(svc.url, "received");
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => {
+        const { port: free } = probe.address() as { port: number };
+        probe.close(() => resolve(free));
+      });
+    });
+    const receiver = runExample("receiver.ts", ["received"], {
+      SEINTJE_URL: svc.url,
+      SEINTJE_TOKEN: await tokenFor(svc.dir, "read:received subscribe:received", { subject: "example" }),
+      PORT: String(port),
+      STATE_FILE: join(dir, "received.json"),
+    });
+    try {
+      await eventually(
+        () => receiver.stderr().includes("receiving pings"),
+        15_000,
+        `started: ${receiver.stderr()}`,
+      );
+      const events = [cloudEvent(), cloudEvent(), cloudEvent()];
+      for (const event of events) await publish(svc.url, "received", event);
+      await eventually(() => lines(receiver.stdout()).length === 3, 15_000, `3 events: ${receiver.stderr()}`);
+      assert.deepEqual(
+        lines(receiver.stdout()).map((line) => line.id),
+        events.map((event) => event.id),
+      );
+      const state = JSON.parse(readFileSync(join(dir, "received.json"), "utf8"));
+      assert.equal(state.cursor, "3");
+
+      // A ping that is not signed with the subscription's secret is refused.
+      const forged = await fetch(`http://127.0.0.1:${port}/seintje`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/cloudevents+json",
+          "webhook-id": "forged",
+          "webhook-timestamp": String(Math.floor(Date.now() / 1000)),
+          "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")}`,
+        },
+        body: "{}",
+      });
+      assert.equal(forged.status, 401);
+      assert.match(receiver.stderr(), /refused a ping: bad-signature/);
+    } finally {
+      await stopped(receiver);
+    }
+  });
+});
