@@ -68,7 +68,39 @@ export function checkCursor(feed: FeedRow, after: number, gone = true): void {
   }
 }
 
-export async function readPage(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
+/**
+ * Reads in flight per storage, by what they read. Requests that ask for the same page at the same time share one
+ * read: when an append wakes thousands of long-polls (or streams open together) at one cursor, the database is
+ * read once, not once per request. A request that joins a read begun just before it arrived gets the page as it
+ * was a moment earlier: still a consistent page of the log, and a long-poll that finds it empty asks the wake-up
+ * bus again, which knows of every append since, and reads anew.
+ */
+const inFlight = new WeakMap<Storage, Map<string, Promise<FeedPage>>>();
+
+/** A page of the feed after `query.after`: one read transaction, bounded by the head it reads. */
+export function readPage(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
+  let reads = inFlight.get(storage);
+  if (!reads) {
+    reads = new Map();
+    inFlight.set(storage, reads);
+  }
+  const key = JSON.stringify([
+    name,
+    query.after ?? 0,
+    query.limit,
+    query.filters.types,
+    query.filters.subject ?? null,
+  ]);
+  let read = reads.get(key);
+  if (!read) {
+    const shared = reads;
+    read = readPageAlone(storage, name, query).finally(() => shared.delete(key));
+    reads.set(key, read);
+  }
+  return read;
+}
+
+async function readPageAlone(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
   return storage.reader.transaction(async (trx) => {
     const feed = await findFeed(trx, name);
     if (!feed) throw feedNotFound(name);

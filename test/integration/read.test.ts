@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
+import { scrape } from "../support/metrics.js";
 import { startTestService, type TestService } from "../support/service.js";
 
 const sequences = (events: any[]) => events.map((event) => Number(event.sequence));
@@ -188,6 +189,36 @@ describe("long-polling", () => {
       ["matching"],
     );
     assert.equal(reply.body.next, "4");
+  });
+
+  it("wakes many long-polls at one cursor with one shared read, each answered with the new event", async () => {
+    const selects = async () => {
+      const samples = await scrape(svc.url);
+      return samples
+        .filter(
+          (sample) =>
+            sample.name === "seintje_db_query_duration_seconds_count" && sample.labels.operation === "select",
+        )
+        .reduce((sum, sample) => sum + sample.value, 0);
+    };
+    const head = (await readPage(svc.url, "live", "after=0&limit=1")).body.head as string;
+    const polls = Array.from({ length: 50 }, () => readPage(svc.url, "live", `after=${head}&wait=30`));
+    for (let i = 0; i < 100 && svc.service.bus.waiting < 50; i += 1)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.equal(svc.service.bus.waiting, 50);
+    const before = await selects();
+    await publish(svc.url, "live", cloudEvent({ id: "wakes-fifty" }));
+    const replies = await Promise.all(polls);
+    for (const reply of replies) {
+      assert.deepEqual(
+        reply.body.events.map((e: { id: string }) => e.id),
+        ["wakes-fifty"],
+      );
+    }
+    // A read is two selects (the feed, its events); fifty reads of their own would be a hundred. The scrape itself
+    // and the append's own lookups add a few.
+    const used = (await selects()) - before;
+    assert.ok(used < 20, `${used} selects for 50 woken long-polls`);
   });
 
   it("stops waiting when the client goes away", async () => {

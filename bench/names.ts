@@ -1,0 +1,15 @@
+/** The benchmark scenarios by name, in the order they run; bench/run.ts holds them, the test checks them. */
+export const SCENARIO_NAMES = [
+  "publish-single",
+  "publish-batch",
+  "read-sequential",
+  "read-depth",
+  "sse-fanout",
+  "sse-memory",
+  "longpoll-fanout",
+  "ping-fanout",
+  "ping-throughput",
+  "ping-coalescing",
+  "pg-publish",
+  "pg-cross-node",
+] as const;

@@ -1,0 +1,242 @@
+import { createInterface } from "node:readline";
+import {
+  api,
+  benchEvent,
+  type Figure,
+  freePort,
+  median,
+  now,
+  type Proc,
+  type Scenario,
+  type Seintje,
+  sleep,
+  startScript,
+  startSeintje,
+} from "../harness.js";
+
+/**
+ * Wake-up pings to a receiver process of its own on loopback, which prints a line per ping it gets (the key in its
+ * path says which subscription it is for, the delay in its path how long it takes to answer).
+ */
+
+const HOOKS = { SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1" };
+
+interface Receiver {
+  proc: Proc;
+  url: string;
+  /** Arrivals per key since the receiver started: epoch ms of each ping. */
+  pings: Map<string, number[]>;
+}
+
+async function startReceiver(): Promise<Receiver> {
+  const port = await freePort();
+  const proc = startScript("servers.ts", ["receiver", String(port)]);
+  const pings = new Map<string, number[]>();
+  await proc.waitForLine(/^listening$/);
+  // Count from the lines as they come (the Proc keeps only the newest lines).
+  createInterface({ input: proc.child.stdout! }).on("line", (line) => {
+    const [word, key, at] = line.split(" ");
+    if (word !== "ping") return;
+    let arrivals = pings.get(key!);
+    if (!arrivals) {
+      arrivals = [];
+      pings.set(key!, arrivals);
+    }
+    arrivals.push(Number(at));
+  });
+  return { proc, url: `http://127.0.0.1:${port}`, pings };
+}
+
+/** Creates `count` subscriptions to the receiver (keys `<prefix><i>`), 20 at a time. */
+async function subscribe(
+  seintje: Seintje,
+  receiver: Receiver,
+  feed: string,
+  count: number,
+  prefix: string,
+  delayMs = 0,
+) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 20 }, async () => {
+      while (next < count) {
+        const index = next;
+        next += 1;
+        await api(seintje, "POST", "/v1/subscriptions", {
+          feed,
+          url: `${receiver.url}/${delayMs}/${prefix}${index}`,
+        });
+      }
+    }),
+  );
+}
+
+/** Publishes one event and answers how long until every key with `prefix` had a ping after it, in ms. */
+async function pingRound(seintje: Seintje, receiver: Receiver, feed: string, prefix: string, count: number) {
+  const published = now();
+  await api(seintje, "POST", `/v1/feeds/${feed}/events`, benchEvent(), "application/cloudevents+json");
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    let reached = 0;
+    let last = 0;
+    for (const [key, arrivals] of receiver.pings) {
+      if (!key.startsWith(prefix)) continue;
+      const after = arrivals.filter((at) => at >= published);
+      if (after.length > 0) {
+        reached += 1;
+        last = Math.max(last, after[0]!);
+      }
+    }
+    if (reached >= count) return last - published;
+    if (Date.now() > deadline) throw new Error(`${reached} of ${count} subscriptions pinged within 60 s`);
+    await sleep(5);
+  }
+}
+
+/** What sending the same number of POSTs to the receiver costs without seintje: posts per second. */
+async function barePosts(receiver: Receiver, count: number): Promise<number> {
+  const proc = startScript("baselines.ts", ["posts", receiver.url, String(count), "256"]);
+  const line = await proc.waitForLine(/^\{"postsPerSecond"/, 120_000);
+  await proc.stop();
+  return JSON.parse(line).postsPerSecond as number;
+}
+
+export const pingFanout: Scenario = {
+  name: "ping-fanout",
+  description: "one publish until every one of 1,000 subscriptions is pinged",
+  async run(size) {
+    const count = size.quick ? 300 : 1000;
+    const seintje = await startSeintje(HOOKS);
+    const receiver = await startReceiver();
+    try {
+      await api(seintje, "PUT", "/v1/feeds/pf");
+      await subscribe(seintje, receiver, "pf", count, "f");
+      const times: number[] = [];
+      const bare: number[] = [];
+      for (let round = 0; round < Math.max(3, size.rounds * 2); round += 1) {
+        times.push(await pingRound(seintje, receiver, "pf", "f", count));
+        bare.push((count / (await barePosts(receiver, count))) * 1000);
+        await sleep(500);
+      }
+      return [
+        {
+          name: `one publish until all of ${count.toLocaleString("en")} subscriptions are pinged`,
+          unit: "ms",
+          ours: median(times),
+          baseline: {
+            name: `${count.toLocaleString("en")} bare undici POSTs, 256 at a time`,
+            value: median(bare),
+          },
+          target: { text: "≤ 1 s", met: median(times) <= 1000 },
+          notes: [`rounds (ms): ${times.map((value) => Math.round(value)).join(", ")}`],
+        },
+      ];
+    } finally {
+      await Promise.all([seintje.stop(), receiver.proc.stop()]);
+    }
+  },
+};
+
+export const pingThroughput: Scenario = {
+  name: "ping-throughput",
+  description: "pings per second to a fast local receiver, one ping per subscription of a large feed",
+  async run(size) {
+    const count = size.quick ? 1000 : 3000;
+    const seintje = await startSeintje(HOOKS);
+    const receiver = await startReceiver();
+    try {
+      await api(seintje, "PUT", "/v1/feeds/pt");
+      await subscribe(seintje, receiver, "pt", count, "t");
+      const rates: number[] = [];
+      const bare: number[] = [];
+      for (let round = 0; round < Math.max(2, size.rounds); round += 1) {
+        rates.push((count / (await pingRound(seintje, receiver, "pt", "t", count))) * 1000);
+        bare.push(await barePosts(receiver, count));
+        await sleep(500);
+      }
+      return [
+        {
+          name: `pings to ${count.toLocaleString("en")} subscriptions`,
+          unit: "pings/s",
+          ours: median(rates),
+          baseline: { name: "bare undici POSTs, 256 at a time", value: median(bare) },
+          target: { text: "≥ 3,000/s", met: median(rates) >= 3000 },
+        },
+      ];
+    } finally {
+      await Promise.all([seintje.stop(), receiver.proc.stop()]);
+    }
+  },
+};
+
+export const pingCoalescing: Scenario = {
+  name: "ping-coalescing",
+  description:
+    "2,000 events/s into a feed whose 100 subscribers take 50 ms per ping: pings coalesce, nothing is left out",
+  async run(size) {
+    const subscriptions = size.quick ? 20 : 100;
+    const seconds = size.quick ? 3 : 10;
+    const seintje = await startSeintje(HOOKS);
+    const receiver = await startReceiver();
+    try {
+      await api(seintje, "PUT", "/v1/feeds/pc");
+      await subscribe(seintje, receiver, "pc", subscriptions, "c", 50);
+      // 2,000 events/s: every 10 ms a batch of what the rate asks for by then (20, more after a slow request).
+      const started = now();
+      let published = 0;
+      while (now() - started < seconds * 1000) {
+        const due = Math.min(1000, Math.floor((now() - started) * 2) + 20 - published);
+        if (due > 0) {
+          await api(
+            seintje,
+            "POST",
+            "/v1/feeds/pc/events",
+            Array.from({ length: due }, () => benchEvent()),
+            "application/cloudevents-batch+json",
+          );
+          published += due;
+        }
+        await sleep(10);
+      }
+      const stopped = now();
+      const head = String((await api(seintje, "GET", "/v1/feeds/pc")).head);
+      // Every subscription must end acknowledged at the head: no event left unannounced.
+      const deadline = Date.now() + 30_000;
+      let caughtUp = false;
+      while (!caughtUp && Date.now() < deadline) {
+        const listed = (await api(seintje, "GET", "/v1/subscriptions?limit=1000")).subscriptions as Array<{
+          acked: string;
+        }>;
+        caughtUp =
+          listed.length === subscriptions && listed.every((subscription) => subscription.acked === head);
+        if (!caughtUp) await sleep(100);
+      }
+      let last = 0;
+      let most = 0;
+      for (const [key, arrivals] of receiver.pings) {
+        if (!key.startsWith("c")) continue;
+        most = Math.max(most, arrivals.length);
+        last = Math.max(last, ...arrivals);
+      }
+      const runMs = last - started;
+      const bound = 1.2 * (runMs / 50);
+      const figure: Figure = {
+        name: `most pings to one of ${subscriptions} slow subscriptions (50 ms each)`,
+        unit: "pings",
+        ours: most,
+        baseline: { name: "1.2 × run time ÷ 50 ms", value: bound },
+        target: {
+          text: "≤ 1.2 × (run time ÷ 50 ms), and every subscription acked at the head",
+          met: most <= bound && caughtUp,
+        },
+        notes: [
+          `${published} events in ${((stopped - started) / 1000).toFixed(1)} s (${Math.round(published / ((stopped - started) / 1000))}/s); run until the last ping ${(runMs / 1000).toFixed(1)} s`,
+          caughtUp ? `all acked at head ${head}` : `NOT all acked at head ${head} within 30 s`,
+        ],
+      };
+      return [figure];
+    } finally {
+      await Promise.all([seintje.stop(), receiver.proc.stop()]);
+    }
+  },
+};

@@ -1,0 +1,96 @@
+import { readFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import Koa from "koa";
+
+/**
+ * The baselines' servers, each run in a process of its own by the harness:
+ *   node-http <port> [page-file]  bare Node http: GET / answers a hello, GET /page the bytes of page-file
+ *   koa <port>                    a bare Koa app answering the same hello
+ *   node-sse <port>               bare Node SSE: GET /sub holds a stream, POST /pub writes the body to all of them
+ *   receiver <port>               a webhook receiver: answers the handshake; POST /<delay>/<key> answers 204 after
+ *                                 <delay> ms and prints "ping <key> <epoch ms> <webhook-id>"
+ * Each prints "listening" when it is.
+ */
+
+const [mode, portText, extra] = process.argv.slice(2);
+const port = Number(portText);
+const now = () => performance.timeOrigin + performance.now();
+const HELLO = JSON.stringify({ hello: "world" });
+
+function body(request: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+function listen(handler: (request: IncomingMessage, response: ServerResponse) => void): void {
+  const server = createServer(handler);
+  server.keepAliveTimeout = 65_000;
+  server.listen(port, "127.0.0.1", () => console.log("listening"));
+}
+
+switch (mode) {
+  case "node-http": {
+    const page = extra ? readFileSync(extra) : Buffer.from("[]");
+    listen((request, response) => {
+      void body(request).then(() => {
+        const payload = request.url?.startsWith("/page") ? page : HELLO;
+        response.writeHead(200, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(payload),
+        });
+        response.end(payload);
+      });
+    });
+    break;
+  }
+  case "koa": {
+    const app = new Koa();
+    app.use((ctx) => {
+      ctx.body = { hello: "world" };
+    });
+    const server = app.listen(port, "127.0.0.1", () => console.log("listening"));
+    server.keepAliveTimeout = 65_000;
+    break;
+  }
+  case "node-sse": {
+    const streams = new Set<ServerResponse>();
+    let id = 0;
+    listen((request, response) => {
+      if (request.method === "GET") {
+        request.socket.setNoDelay(true);
+        response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
+        response.write("retry: 2000\n\n");
+        streams.add(response);
+        response.once("close", () => streams.delete(response));
+        return;
+      }
+      void body(request).then((data) => {
+        id += 1;
+        const message = `id: ${id}\ndata: ${data.toString("utf8")}\n\n`;
+        for (const stream of streams) stream.write(message);
+        response.writeHead(201).end();
+      });
+    });
+    break;
+  }
+  case "receiver": {
+    listen((request, response) => {
+      void body(request).then(() => {
+        if (request.method === "OPTIONS") {
+          response.writeHead(200, { "webhook-allowed-origin": "*" }).end();
+          return;
+        }
+        const [, delay, key] = (request.url ?? "").split("/");
+        console.log(`ping ${key} ${now()} ${request.headers["webhook-id"]}`);
+        setTimeout(() => response.writeHead(204).end(), Number(delay) || 0);
+      });
+    });
+    break;
+  }
+  default:
+    console.error(`unknown mode ${mode}`);
+    process.exit(2);
+}
