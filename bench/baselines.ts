@@ -50,6 +50,7 @@ if (mode === "sqlite") {
     feed_id bigint NOT NULL, sequence bigint NOT NULL, source text NOT NULL, event_id text NOT NULL,
     type text NOT NULL, subject text, digest text NOT NULL, body text NOT NULL, appended_at bigint NOT NULL,
     PRIMARY KEY (feed_id, sequence), UNIQUE (feed_id, source, event_id))`);
+  await setup.query("TRUNCATE baseline_events");
   await setup.end();
   let rows = 0;
   const started = performance.now();

@@ -56,21 +56,28 @@ function open(index: number, payload: string, onOpen: () => void): Socket {
     saw(index, carry + chunk);
     carry = chunk.slice(-40);
   });
-  socket.on("error", (error) => console.error(`connection ${index}: ${error.message}`));
+  socket.on("error", (error) => {
+    // A connection the server (or the kernel, under a burst of connects) reset is opened again, so that every
+    // round still reaches `count` connections.
+    console.error(`connection ${index}: ${error.message}; opening it again`);
+    sockets[index] = open(index, payload, () => undefined);
+  });
   socket.write(payload);
   return socket;
 }
 
+let sockets: Socket[] = [];
+
 /** Opens `count` connections, at most 200 connecting at once. */
 async function openAll(payload: (index: number) => string, waitForData: boolean): Promise<Socket[]> {
-  const sockets: Socket[] = [];
+  sockets = [];
   for (let start = 0; start < count; start += 200) {
     const batch = [];
     for (let index = start; index < Math.min(count, start + 200); index += 1) {
       batch.push(
         new Promise<void>((resolve) => {
           const socket = open(index, payload(index), () => resolve());
-          sockets.push(socket);
+          sockets[index] = socket;
           if (!waitForData) socket.once("connect", () => resolve());
         }),
       );
@@ -85,14 +92,16 @@ if (mode === "sse") {
   const sockets = await openAll(() => request(path, "text/event-stream"), true);
   console.log(`ready ${sockets.length}`);
 } else if (mode === "longpoll") {
-  let sockets: Socket[] = [];
   const pollAll = async (after: string) => {
-    for (const socket of sockets) socket.destroy();
+    for (const socket of sockets) {
+      socket.removeAllListeners("error");
+      socket.destroy();
+    }
     const target = new URL(url);
     target.searchParams.set("after", after);
     const path = `${target.pathname}${target.search}`;
-    sockets = await openAll(() => request(path, "application/json"), false);
-    console.log(`ready ${sockets.length}`);
+    const opened = await openAll(() => request(path, "application/json"), false);
+    console.log(`ready ${opened.length}`);
   };
   createInterface({ input: process.stdin }).on("line", (line) => {
     const [command, after] = line.split(" ");
