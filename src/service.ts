@@ -96,7 +96,7 @@ export async function startService(
   const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger, metrics);
   const appender = new Appender(storage, bus, metrics, { autoCreateFeeds: config.autoCreateFeeds, logger });
   const stopping = new AbortController();
-  const hub = new StreamHub(storage, bus, logger);
+  const hub = new StreamHub(storage, bus, logger, { keepaliveMs: config.keepaliveSeconds * 1000 });
   const hooks = config.webhooks;
   const box = await SecretBox.open(config.dataDir);
   const guard = new AddressGuard(hooks.allow);
@@ -193,13 +193,14 @@ export async function startService(
           const closed = new Promise<void>((resolve) => listening.close(() => resolve()));
           await wakeups?.stop();
           stopping.abort();
+          // Every stream ends now with a retry hint: its client comes back to another node or after the restart.
+          hub.close();
           bus.close();
           listening.closeIdleConnections();
           const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
           await Promise.all([Promise.race([closed, grace]), dispatcher.stop(graceMs)]);
           listening.closeAllConnections();
           await closed;
-          hub.close();
           await retention.stop();
           await appender.close();
           await storage.close();

@@ -3,39 +3,31 @@ import type { Storage } from "../db/database.js";
 import { type Filters, matches } from "../db/events.js";
 import { HttpProblem } from "../errors.js";
 import { readPage } from "../log/reader.js";
+import type { Logger } from "../logger.js";
 import { comment, eventMessage, namedMessage, progressMessage, retryMessage } from "./framing.js";
-import type { FeedTail, StreamHub } from "./hub.js";
+import type { FeedTail, StreamHub, TailEntry } from "./hub.js";
 
 /**
- * One SSE connection: the events after its cursor from storage, then live events from the hub's tail, with no gap
- * and no duplicate at the seam (both sides are cut by sequence, and the tail reports when it no longer holds
- * what the connection needs next, which sends it back to storage).
+ * One SSE connection, as small as it can be: a cursor, a socket, and whether it is live.
  *
- * Memory per connection is bounded: the connection writes one chunk (at most CHUNK_BYTES plus one event) and
- * waits for the socket to drain before it takes more, so a reader that stops reading holds at most the socket's
- * buffer plus one chunk here. Its cursor stays in the log, not in memory.
+ * It starts by catching up: the events after its cursor from storage (pages shared with any other reader at the same
+ * cursor), then from the hub's tail. Once it has everything the tail holds it is live, and the hub pushes each new
+ * event's bytes to it as they are appended. When its socket pushes back (the reader is slower than the feed), it
+ * stops being live, waits for the socket to drain, and catches up again from the tail, or from storage if the tail
+ * moved on. So it never loses or repeats an event at a seam (everything is cut by sequence), and never holds more
+ * than one chunk (CHUNK_BYTES plus one event) beyond what the socket buffers.
+ *
+ * No promise, timer or listener per stream waits for events: a live stream is only an entry in its tail's set.
  */
 
 /** Catch-up page size from storage. */
 const PAGE = 500;
 /** A chunk grows to about this many bytes before it is written. */
 const CHUNK_BYTES = 64 * 1024;
+/** A stream ends this long before its token expires, so the client reconnects with a fresh one in time. */
+export const TOKEN_MARGIN_MS = 5000;
 
-export type EndReason = "client-gone" | "stopping" | "token-expiring" | "feed-removed" | "reset";
-
-export interface StreamOptions {
-  storage: Storage;
-  hub: StreamHub;
-  feed: string;
-  cursor: number;
-  filters: Filters;
-  retryMs: number;
-  keepaliveMs: number;
-  /** Ends the stream with this reason's closing message. */
-  end: AbortSignal;
-  /** Told how many events each write carried. */
-  served?: (events: number) => void;
-}
+export type EndReason = "client-gone" | "stopping" | "token-expiring" | "feed-removed" | "reset" | "failed";
 
 /** What a stream reports about itself, for tests and metrics. */
 export interface StreamStats {
@@ -44,134 +36,224 @@ export interface StreamStats {
   events: number;
 }
 
-class SseWriter {
-  private readonly timer: NodeJS.Timeout;
-  readonly stats: StreamStats = { maxBuffered: 0, events: 0 };
+export interface StreamOptions {
+  storage: Storage;
+  hub: StreamHub;
+  logger: Logger;
+  feed: string;
+  feedId: number;
+  /** The feed's head as the request read it. */
+  head: number;
+  cursor: number;
+  filters: Filters;
+  retryMs: number;
+  keepaliveMs: number;
+  /** When the stream's token expires (epoch ms), if it does. */
+  expiresAt: number | undefined;
+  /** Told how many events each write carried. */
+  served(events: number): void;
+  /** Told once, when the stream has ended. */
+  ended(reason: EndReason): void;
+}
+
+export class StreamConnection implements StreamStats {
+  maxBuffered = 0;
+  events = 0;
+  private cursor: number;
+  /** The client's Last-Event-ID: the last id it was sent. */
+  private lastId: number;
+  private lastWrite = Date.now();
+  private live = false;
+  private catching = false;
+  private done = false;
+  private tail: FeedTail | undefined;
+  private readonly filtered: boolean;
 
   constructor(
     private readonly res: ServerResponse,
-    keepaliveMs: number,
-    private readonly end: AbortSignal,
-    idle: () => string,
+    private readonly options: StreamOptions,
   ) {
-    this.timer = setInterval(() => {
-      if (!this.res.writableEnded) this.res.write(idle());
-    }, keepaliveMs);
+    this.cursor = options.cursor;
+    this.lastId = options.cursor;
+    this.filtered = options.filters.types.length > 0 || options.filters.subject !== undefined;
   }
 
-  get open(): boolean {
-    return !this.end.aborted && !this.res.destroyed && !this.res.writableEnded;
+  /** Starts the stream: the retry hint, then catching up. The response's head is written already. */
+  start(): void {
+    this.res.once("close", () => this.end("client-gone"));
+    this.write(`${retryMessage(this.options.retryMs)}\n`);
+    this.tail = this.options.hub.attach(this, this.options.feedId, this.options.head);
+    if (!this.tail) {
+      this.end("stopping");
+      return;
+    }
+    void this.catchUp();
   }
 
-  /** Writes a chunk and resolves when the socket can take more (or the stream ends). */
-  async write(chunk: string): Promise<void> {
-    if (!this.open) return;
-    this.timer.refresh();
-    const ready = this.res.write(chunk);
-    this.stats.maxBuffered = Math.max(this.stats.maxBuffered, this.res.writableLength);
-    if (ready) return;
-    await new Promise<void>((resolve) => {
+  /** New events of the feed, in order (the hub calls this for every append while the stream is attached). */
+  offer(entries: TailEntry[]): void {
+    if (!this.live || this.done) return;
+    const first = entries.findIndex((entry) => entry.sequence > this.cursor);
+    if (first === -1) return;
+    if (entries[first]!.sequence !== this.cursor + 1) {
+      // A gap (the tail started again after retention): storage knows what lies in it.
+      void this.catchUp();
+      return;
+    }
+    const written = this.writeEntries(entries, first);
+    if (written < entries.length || this.res.writableNeedDrain) void this.catchUp();
+  }
+
+  /**
+   * Writes entries[from...] as one chunk of at most about CHUNK_BYTES, moving the cursor past them; answers the
+   * index after the last one written.
+   */
+  private writeEntries(entries: TailEntry[], from: number): number {
+    const frames: Buffer[] = [];
+    let bytes = 0;
+    let count = 0;
+    let index = from;
+    for (; index < entries.length && bytes < CHUNK_BYTES; index += 1) {
+      const entry = entries[index]!;
+      if (!this.filtered || matches(this.options.filters, entry.type, entry.subject)) {
+        frames.push(entry.frame);
+        bytes += entry.frame.length;
+        this.lastId = entry.sequence;
+        count += 1;
+      }
+      this.cursor = entry.sequence;
+    }
+    if (frames.length > 0) {
+      this.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes));
+      this.events += count;
+      this.options.served(count);
+    }
+    return index;
+  }
+
+  /** Catches up from the tail or storage until the stream can be live again. One catch-up runs at a time. */
+  private async catchUp(): Promise<void> {
+    this.live = false;
+    if (this.catching) return;
+    this.catching = true;
+    try {
+      while (!this.done) {
+        if (this.res.writableNeedDrain) {
+          await this.drained();
+          continue;
+        }
+        const fresh = this.tail!.after(this.cursor);
+        if (fresh !== "behind") {
+          if (this.writeEntries(fresh, 0) === fresh.length && !this.res.writableNeedDrain) {
+            this.live = true;
+            return;
+          }
+          continue;
+        }
+        if (!(await this.readStorage())) {
+          // Storage holds nothing newer than the cursor, though the tail began later (it cannot, but should it):
+          // be live, and let the next append's gap bring the stream back here.
+          this.live = !this.done;
+          return;
+        }
+      }
+    } catch (error) {
+      this.options.logger.error({ err: error, feed: this.options.feed }, "stream failed; the client resumes");
+      this.end("failed");
+    } finally {
+      this.catching = false;
+    }
+  }
+
+  /**
+   * One page from storage after the cursor; ends the stream when retention passed it or the feed is gone. Answers
+   * whether the cursor moved.
+   */
+  private async readStorage(): Promise<boolean> {
+    const { storage, feed, filters } = this.options;
+    let page: Awaited<ReturnType<typeof readPage>>;
+    try {
+      page = await readPage(storage, feed, { after: this.cursor, limit: PAGE, filters });
+    } catch (error) {
+      if (error instanceof HttpProblem && error.status === 410) {
+        this.write(namedMessage("reset", JSON.stringify(error.toJSON())));
+        this.end("reset");
+        return true;
+      }
+      if (error instanceof HttpProblem && error.status === 404) {
+        this.end("feed-removed");
+        return true;
+      }
+      throw error;
+    }
+    if (this.done) return true;
+    if (page.next <= this.cursor) return false;
+    let chunk = "";
+    page.sequences.forEach((sequence, index) => {
+      chunk += eventMessage(sequence, page.bodies[index]!);
+      this.lastId = sequence;
+    });
+    this.cursor = page.next;
+    if (chunk) {
+      this.write(chunk);
+      this.events += page.sequences.length;
+      this.options.served(page.sequences.length);
+    }
+    return true;
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
       const done = () => {
         this.res.off("drain", done);
         this.res.off("close", done);
-        this.end.removeEventListener("abort", done);
         resolve();
       };
       this.res.on("drain", done);
       this.res.on("close", done);
-      this.end.addEventListener("abort", done);
     });
   }
 
-  dispose(): void {
-    clearInterval(this.timer);
+  private write(chunk: string | Buffer): void {
+    if (this.res.writableEnded || this.res.destroyed) return;
+    this.res.write(chunk);
+    this.lastWrite = Date.now();
+    if (this.res.writableLength > this.maxBuffered) this.maxBuffered = this.res.writableLength;
   }
-}
 
-function ended(signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
-}
-
-/**
- * Runs the stream until it ends; resolves with why. The caller has written the response head and writes the
- * closing message for the reason.
- */
-export async function runStream(
-  res: ServerResponse,
-  options: StreamOptions,
-  onStats?: (stats: StreamStats) => void,
-): Promise<EndReason> {
-  const { storage, hub, filters } = options;
-  const filtered = filters.types.length > 0 || filters.subject !== undefined;
-  let cursor = options.cursor;
-  /** The client's Last-Event-ID: the last id it was sent. */
-  let lastId = cursor;
-  const out = new SseWriter(res, options.keepaliveMs, options.end, () => {
-    if (filtered && cursor > lastId) {
-      lastId = cursor;
-      return progressMessage(cursor);
+  /**
+   * The hub's sweep, every `sweepMs`: ends a stream whose token is about to expire, and breaks a silence that
+   * would last longer than the keep-alive with a comment, or (when filters skipped events) a bare id.
+   */
+  tick(now: number, sweepMs: number): void {
+    if (this.done) return;
+    const { expiresAt, keepaliveMs } = this.options;
+    if (expiresAt !== undefined && now >= expiresAt - TOKEN_MARGIN_MS) {
+      this.write(
+        namedMessage("token-expiring", JSON.stringify({ expiresAt: new Date(expiresAt).toISOString() })),
+      );
+      this.end("token-expiring");
+      return;
     }
-    return comment("keep-alive");
-  });
-  onStats?.(out.stats);
-  const whenEnded = ended(options.end);
-  let tail: FeedTail | undefined;
-  try {
-    await out.write(`${retryMessage(options.retryMs)}\n`);
-    while (out.open) {
-      // From storage, until the cursor reaches the head as it was at the read.
-      let page: Awaited<ReturnType<typeof readPage>>;
-      try {
-        page = await readPage(storage, options.feed, { after: cursor, limit: PAGE, filters });
-      } catch (error) {
-        if (error instanceof HttpProblem && error.status === 410) {
-          await out.write(namedMessage("reset", JSON.stringify(error.toJSON())));
-          return "reset";
-        }
-        if (error instanceof HttpProblem && error.status === 404) return "feed-removed";
-        throw error;
-      }
-      tail ??= hub.attach(page.feed.id, page.head);
-      let chunk = "";
-      page.sequences.forEach((sequence, index) => {
-        chunk += eventMessage(sequence, page.bodies[index]!);
-        lastId = sequence;
-      });
-      out.stats.events += page.sequences.length;
-      options.served?.(page.sequences.length);
-      cursor = page.next;
-      if (chunk) await out.write(chunk);
-      if (page.next < page.head) continue;
-
-      // Live, from the hub's tail, until the tail no longer holds what comes next.
-      while (out.open) {
-        if (tail.closed) return "feed-removed";
-        const fresh = tail.after(cursor);
-        if (fresh === "behind") break;
-        if (fresh.length === 0) {
-          await Promise.race([tail.changed(), whenEnded]);
-          continue;
-        }
-        let live = "";
-        let count = 0;
-        for (const entry of fresh) {
-          if (!filtered || matches(filters, entry.type, entry.subject)) {
-            live += eventMessage(entry.sequence, entry.body);
-            lastId = entry.sequence;
-            count += 1;
-          }
-          cursor = entry.sequence;
-          if (live.length >= CHUNK_BYTES) break;
-        }
-        out.stats.events += count;
-        if (count > 0) options.served?.(count);
-        if (live) await out.write(live);
-      }
+    if (now - this.lastWrite < keepaliveMs - sweepMs || this.res.writableNeedDrain) return;
+    if (this.filtered && this.cursor > this.lastId) {
+      this.lastId = this.cursor;
+      this.write(progressMessage(this.cursor));
+    } else {
+      this.write(comment("keep-alive"));
     }
-    return (options.end.reason as EndReason | undefined) ?? "client-gone";
-  } finally {
-    if (tail) hub.detach(tail);
-    out.dispose();
+  }
+
+  /** Ends the stream (once): a retry hint when the service stops, then the end of the response. */
+  end(reason: EndReason): void {
+    if (this.done) return;
+    this.done = true;
+    this.live = false;
+    this.options.hub.detach(this, this.tail);
+    if (!this.res.writableEnded && !this.res.destroyed) {
+      if (reason === "stopping") this.write(`${retryMessage(this.options.retryMs)}\n`);
+      this.res.end();
+    }
+    this.options.ended(reason);
   }
 }

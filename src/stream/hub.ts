@@ -2,37 +2,47 @@ import type { Storage } from "../db/database.js";
 import { type Entry, readEntries } from "../db/events.js";
 import type { WakeupBus, WakeupListener } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
+import type { StreamConnection } from "./connection.js";
+import { eventMessage } from "./framing.js";
 
 /**
- * The hub: per feed with open streams, an in-memory tail of the newest events. An append is read from storage
- * once, into the tail, and every stream of the feed takes it from there: one database read per append, not one
- * per stream.
+ * The hub: every open stream, and per feed with open streams an in-memory tail of the newest events. An append is
+ * read from storage once, into the tail, framed once as the bytes of its SSE message, and pushed to every stream
+ * of the feed that is live (caught up, its socket not pushing back): one database read and one framing per append,
+ * then one write per stream of bytes they all share, as a bare SSE server does.
  *
- * Streams pull from the tail at their own pace; the hub never pushes into per-connection queues. A stream whose
- * cursor has fallen out of the tail (it is slower than the tail is long) is told so and catches up from storage
- * with its own cursor. Memory is the tail (bounded in events and bytes) plus what each socket has buffered.
+ * A stream that is not live (it is catching up, or its reader is slow) takes what it needs from the tail, or from
+ * storage with its own cursor once the tail no longer holds it; nothing is queued for it. Memory is the tails
+ * (bounded in events and bytes) plus what each socket buffers (bounded by the connection).
+ *
+ * One timer for all streams sends keep-alives and ends streams whose token is about to expire, so an idle stream
+ * costs no timer of its own.
  */
 
 export interface TailOptions {
   /** Most events kept per feed. */
   maxEvents: number;
-  /** Most bytes of event JSON kept per feed. */
+  /** Most bytes of framed events kept per feed. */
   maxBytes: number;
 }
 
 export const DEFAULT_TAIL: TailOptions = { maxEvents: 10_000, maxBytes: 8 * 1024 * 1024 };
+
+/** An event in a tail, with its SSE message (`id:` and `data:` lines) as the bytes every stream writes. */
+export interface TailEntry extends Entry {
+  frame: Buffer;
+}
 
 /** Rows per storage read when the tail takes in new events. */
 const FETCH_BATCH = 1000;
 
 export class FeedTail {
   /** Contiguous: entries[i].sequence === base + 1 + i. */
-  private entries: Entry[] = [];
+  private entries: TailEntry[] = [];
   private bytes = 0;
   /** Every event in (base, last] is in `entries`. */
   private base: number;
-  private waiters: Array<() => void> = [];
-  streams = 0;
+  readonly streams = new Set<StreamConnection>();
   pendingHead: number;
   fetching: Promise<void> | undefined;
   closed = false;
@@ -51,31 +61,27 @@ export class FeedTail {
   }
 
   /**
-   * The events after `cursor` that the tail holds, or "behind" when some of them are no longer (or not yet
-   * ever) in it, so the caller must read storage. An empty array means: nothing newer yet.
+   * The events after `cursor` that the tail holds, or "behind" when some of them are no longer (or never were) in
+   * it, so the caller must read storage. An empty array means: nothing newer yet.
    */
-  after(cursor: number): Entry[] | "behind" {
+  after(cursor: number): TailEntry[] | "behind" {
     if (cursor < this.base) return "behind";
     return this.entries.slice(cursor - this.base);
   }
 
-  /** Resolves at the next change: new events, or the tail closing. */
-  changed(): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  take(rows: Entry[]): void {
-    if (rows.length === 0) return;
+  /** Takes in rows read from storage; answers them as tail entries, framed. */
+  take(rows: Entry[]): TailEntry[] {
+    if (rows.length === 0) return [];
     if (rows[0]!.sequence !== this.last + 1) {
       // Retention removed events the tail never saw: start again from what storage holds.
       this.entries = [];
       this.bytes = 0;
       this.base = rows[0]!.sequence - 1;
     }
-    for (const row of rows) {
-      this.entries.push(row);
-      this.bytes += row.body.length;
+    const taken = rows.map((row) => ({ ...row, frame: Buffer.from(eventMessage(row.sequence, row.body)) }));
+    for (const entry of taken) {
+      this.entries.push(entry);
+      this.bytes += entry.frame.length;
     }
     let drop = 0;
     let bytes = this.bytes;
@@ -83,7 +89,7 @@ export class FeedTail {
       this.entries.length - drop > this.options.maxEvents ||
       (bytes > this.options.maxBytes && drop < this.entries.length - 1)
     ) {
-      bytes -= this.entries[drop]!.body.length;
+      bytes -= this.entries[drop]!.frame.length;
       drop += 1;
     }
     if (drop > 0) {
@@ -91,50 +97,64 @@ export class FeedTail {
       this.base += drop;
       this.bytes = bytes;
     }
-    this.wake();
+    return taken;
   }
+}
 
-  close(): void {
-    this.closed = true;
-    this.wake();
-  }
-
-  private wake(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const wake of waiters) wake();
-  }
+export interface HubOptions {
+  keepaliveMs: number;
+  tail?: TailOptions;
 }
 
 export class StreamHub implements WakeupListener {
   private readonly tails = new Map<number, FeedTail>();
+  private readonly open = new Set<StreamConnection>();
   private readonly unlisten: () => void;
+  private readonly sweeper: NodeJS.Timeout;
+  /** How often the sweep runs: often enough that no stream stays silent longer than the keep-alive. */
+  readonly sweepMs: number;
+  private closed = false;
 
   constructor(
     private readonly storage: Storage,
     private readonly bus: WakeupBus,
     private readonly logger: Logger,
-    private readonly options: TailOptions = DEFAULT_TAIL,
+    private readonly options: HubOptions,
   ) {
     this.unlisten = bus.listen(this);
+    this.sweepMs = Math.min(1000, Math.max(50, options.keepaliveMs / 2));
+    this.sweeper = setInterval(() => this.sweep(), this.sweepMs);
+    this.sweeper.unref();
   }
 
-  /** The feed's tail, created when the first stream attaches; `head` is the feed's head as that stream read it. */
-  attach(feedId: number, head: number): FeedTail {
+  /** How many streams are open. */
+  get size(): number {
+    return this.open.size;
+  }
+
+  /**
+   * Registers a stream of a feed and answers the feed's tail, created when the first stream attaches; `head` is the
+   * feed's head as that stream read it. Answers undefined when the hub is closed (the service is stopping).
+   */
+  attach(stream: StreamConnection, feedId: number, head: number): FeedTail | undefined {
+    if (this.closed) return undefined;
     let tail = this.tails.get(feedId);
     if (!tail) {
-      tail = new FeedTail(feedId, head, this.options);
+      tail = new FeedTail(feedId, head, this.options.tail ?? DEFAULT_TAIL);
       this.tails.set(feedId, tail);
-      // An append signalled between the caller's read and now would otherwise wait for the next append.
+      // An append signalled between the stream's read and now would otherwise wait for the next append.
       this.appended(feedId, this.bus.headOf(feedId));
     }
-    tail.streams += 1;
+    tail.streams.add(stream);
+    this.open.add(stream);
     return tail;
   }
 
-  detach(tail: FeedTail): void {
-    tail.streams -= 1;
-    if (tail.streams === 0 && this.tails.get(tail.feedId) === tail) this.tails.delete(tail.feedId);
+  detach(stream: StreamConnection, tail: FeedTail | undefined): void {
+    this.open.delete(stream);
+    if (!tail) return;
+    tail.streams.delete(stream);
+    if (tail.streams.size === 0 && this.tails.get(tail.feedId) === tail) this.tails.delete(tail.feedId);
   }
 
   appended(feedId: number, head: number): void {
@@ -150,7 +170,8 @@ export class StreamHub implements WakeupListener {
     const tail = this.tails.get(feedId);
     if (!tail) return;
     this.tails.delete(feedId);
-    tail.close();
+    tail.closed = true;
+    for (const stream of [...tail.streams]) stream.end("feed-removed");
   }
 
   private async fetch(tail: FeedTail): Promise<void> {
@@ -163,18 +184,29 @@ export class StreamHub implements WakeupListener {
           tail.pendingHead,
           FETCH_BATCH,
         );
-        if (rows.length === 0) return;
-        tail.take(rows);
+        if (rows.length === 0 || tail.closed) return;
+        const fresh = tail.take(rows);
+        for (const stream of tail.streams) stream.offer(fresh);
       }
     } catch (error) {
-      // Streams are not stuck: the next append fetches again, and a stream that waits long re-reads storage.
+      // Streams are not stuck: the next append fetches again, and a stream that falls behind re-reads storage.
       this.logger.error({ err: error, feedId: tail.feedId }, "stream hub could not read new events");
     }
   }
 
+  private sweep(): void {
+    const now = Date.now();
+    for (const stream of this.open) stream.tick(now, this.sweepMs);
+  }
+
+  /** Ends every stream with a retry hint (the service is stopping) and takes no more. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
     this.unlisten();
-    for (const tail of this.tails.values()) tail.close();
+    for (const stream of [...this.open]) stream.end("stopping");
+    for (const tail of this.tails.values()) tail.closed = true;
     this.tails.clear();
   }
 }
