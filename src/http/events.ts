@@ -39,17 +39,13 @@ function nextLink(services: Services, feed: string, ctx: Context, query: ReadQue
 }
 
 /**
- * Aborted when the client goes away (the response closes before it is sent) or the service stops, so a
- * long-poll stops waiting for nobody. (A request's own 'close' fires once its body is read, so it would not do.)
+ * Aborted when the client goes away (the response closes before it is sent), so a long-poll stops waiting for
+ * nobody. (A request's own 'close' fires once its body is read, so it would not do.) Shutdown needs no listener
+ * per request: closing the wake-up bus answers every waiting long-poll at once.
  */
-function clientGone(ctx: Context, stopping: AbortSignal): AbortSignal {
+function clientGone(ctx: Context): AbortSignal {
   const controller = new AbortController();
-  const abort = () => controller.abort();
-  stopping.addEventListener("abort", abort, { once: true });
-  ctx.res.once("close", () => {
-    stopping.removeEventListener("abort", abort);
-    abort();
-  });
+  ctx.res.once("close", () => controller.abort());
   return controller.signal;
 }
 
@@ -132,7 +128,7 @@ export function eventRouter(services: Services): Router {
     const leave = waitMs > 0 ? services.admission.enter("longpolls") : undefined;
     let page: FeedPage;
     try {
-      const signal = waitMs > 0 ? clientGone(ctx, services.stopping) : undefined;
+      const signal = waitMs > 0 ? clientGone(ctx) : undefined;
       page = await pollPage(services.storage, services.bus, feed, query, waitMs, signal);
     } finally {
       leave?.();
