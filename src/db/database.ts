@@ -38,6 +38,31 @@ function configureSqlite(connection: BetterSqlite3.Database): void {
   connection.pragma("busy_timeout = 5000");
 }
 
+/** Statements each SQLite connection keeps prepared, the least recently used forgotten first. */
+const PREPARED_STATEMENTS = 256;
+
+/**
+ * Makes the connection keep the statements it prepares. knex prepares every query anew, and for the append path
+ * (a lookup, a multi-row insert and an update per group commit) parsing the SQL took about as long as running it:
+ * 0.6 s of 7.7 s busy when publishing single events. A statement is only ever run to completion (knex calls all()
+ * or run(), never iterate()), so one prepared statement can serve every query with the same SQL.
+ */
+function cachePreparedStatements(connection: BetterSqlite3.Database): void {
+  const prepared = new Map<string, BetterSqlite3.Statement>();
+  const prepare = connection.prepare.bind(connection);
+  connection.prepare = ((sql: string) => {
+    let statement = prepared.get(sql);
+    if (statement) {
+      prepared.delete(sql);
+    } else {
+      statement = prepare(sql);
+      if (prepared.size >= PREPARED_STATEMENTS) prepared.delete(prepared.keys().next().value!);
+    }
+    prepared.set(sql, statement);
+    return statement;
+  }) as typeof connection.prepare;
+}
+
 function sqlite(filename: string, readonly: boolean): Knex {
   return knex({
     client: "better-sqlite3",
@@ -54,6 +79,7 @@ function sqlite(filename: string, readonly: boolean): Knex {
         try {
           if (!readonly) configureSqlite(connection);
           else connection.pragma("busy_timeout = 5000");
+          cachePreparedStatements(connection);
           done(null, connection);
         } catch (error) {
           done(error as Error, connection);
