@@ -6,7 +6,7 @@ import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, type Storage } from "./db/database.js";
 import { PgWakeups } from "./db/notify.js";
 import { countByStatus } from "./db/subscriptions.js";
-import { createApp } from "./http/app.js";
+import { createApp, requestListener } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Admission, PublishRateLimit } from "./http/limits.js";
 import { Appender } from "./log/appender.js";
@@ -156,7 +156,7 @@ export async function startService(
     // often enough that a timeout of a few seconds is kept to within half of it.
     server = createServer(
       { connectionsCheckingInterval: Math.min(5000, limits.headersTimeoutMs / 2) },
-      app.callback(),
+      requestListener(app, logger),
     );
     // Both bound only the receiving of a request: a long-poll's wait or a stream comes after and is not cut.
     server.requestTimeout = limits.requestTimeoutMs;

