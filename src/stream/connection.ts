@@ -93,6 +93,17 @@ export class StreamConnection implements StreamStats {
   /** New events of the feed, in order (the hub calls this for every append while the stream is attached). */
   offer(entries: TailEntry[]): void {
     if (!this.live || this.done) return;
+    const next = entries[0]!;
+    if (entries.length === 1 && next.sequence === this.cursor + 1 && !this.filtered) {
+      // The common case, kept lean: one new event for a stream that takes every event.
+      this.cursor = next.sequence;
+      this.lastId = next.sequence;
+      this.write(next.frame);
+      this.events += 1;
+      this.options.served(1);
+      if (this.res.writableNeedDrain) void this.catchUp();
+      return;
+    }
     const first = entries.findIndex((entry) => entry.sequence > this.cursor);
     if (first === -1) return;
     if (entries[first]!.sequence !== this.cursor + 1) {
