@@ -1,5 +1,6 @@
 import Router from "@koa/router";
 import { allows } from "../auth/grants.js";
+import type { Feed } from "../client/types.js";
 import type { FeedRow, FeedSettings } from "../db/feeds.js";
 import { type Pointed, validationProblem } from "../errors.js";
 import { parseDuration } from "../log/duration.js";
@@ -9,18 +10,9 @@ import { authorize } from "./auth.js";
 import { readJson } from "./body.js";
 import type { Services } from "./context.js";
 
-/** `/v1/feeds`: the Feed resource. */
+/** `/v1/feeds`: the Feed resource, typed by the SDK's wire type. */
 
-export interface FeedView {
-  name: string;
-  description: string | null;
-  head: string;
-  oldest: string | null;
-  retention: { maxAge: string | null; maxEvents: number | null };
-  createdAt: string;
-}
-
-export function feedView(feed: FeedRow): FeedView {
+export function feedView(feed: FeedRow): Feed {
   const oldest = oldestKept(feed);
   return {
     name: feed.name,

@@ -2,6 +2,7 @@ import Router from "@koa/router";
 import type { Context } from "koa";
 import { allows } from "../auth/grants.js";
 import type { Principal } from "../auth/verifier.js";
+import type { Attempt, Subscription } from "../client/types.js";
 import {
   type AttemptRow,
   deleteSubscription,
@@ -27,37 +28,12 @@ import { readJson } from "./body.js";
 import type { Services } from "./context.js";
 import { integerParameter, parseSequence, stringParameter } from "./query.js";
 
-/** `/v1/subscriptions`: webhook wake-up ping subscriptions and their attempts. */
+/**
+ * `/v1/subscriptions`: webhook wake-up ping subscriptions and their attempts. What they answer is typed by the
+ * SDK's wire types, so the SDK and the server cannot disagree on a field.
+ */
 
-export interface AttemptView {
-  id: string;
-  pingId: string;
-  at: string;
-  head: string;
-  statusCode: number | null;
-  durationMs: number;
-  error: string | null;
-  test: boolean;
-}
-
-export interface SubscriptionView {
-  id: string;
-  feed: string;
-  url: string;
-  types: string[];
-  subject: string | null;
-  description: string | null;
-  status: SubscriptionRow["status"];
-  disabledReason: string | null;
-  acked: string;
-  head: string;
-  lastAttempt: AttemptView | null;
-  failingSince: string | null;
-  createdAt: string;
-  secret?: string;
-}
-
-function attemptView(attempt: AttemptRow): AttemptView {
+function attemptView(attempt: AttemptRow): Attempt {
   return {
     id: String(attempt.id),
     pingId: attempt.pingId,
@@ -70,7 +46,7 @@ function attemptView(attempt: AttemptRow): AttemptView {
   };
 }
 
-function subscriptionView(row: SubscriptionRow, lastAttempt: AttemptRow | undefined): SubscriptionView {
+function subscriptionView(row: SubscriptionRow, lastAttempt: AttemptRow | undefined): Subscription {
   return {
     id: row.id,
     feed: row.feedName,
@@ -178,7 +154,7 @@ export function subscriptionRouter(services: Services): Router {
     return row;
   }
 
-  async function view(row: SubscriptionRow): Promise<SubscriptionView> {
+  async function view(row: SubscriptionRow): Promise<Subscription> {
     return subscriptionView(row, (await lastAttempts(storage.reader, [row.id])).get(row.id));
   }
 
