@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cloudEvent, publish, putFeed } from "../support/http.js";
+import { type Running, runScript } from "../support/process.js";
 import { eventually } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
 
@@ -12,28 +12,8 @@ import { startTestService, type TestService, tempDir, tokenFor } from "../suppor
 
 const EXAMPLES = new URL("../../examples/", import.meta.url).pathname;
 
-interface Running {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
 function runExample(file: string, args: string[], env: Record<string, string>): Running {
-  const child = spawn(process.execPath, ["--import", "tsx", join(EXAMPLES, file), ...args], {
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (chunk: Buffer) => {
-    stdout += chunk;
-  });
-  child.stderr!.on("data", (chunk: Buffer) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+  return runScript(join(EXAMPLES, file), args, env);
 }
 
 async function stopped(running: Running): Promise<number | null> {

@@ -14,11 +14,34 @@ export interface ServerProcess {
   exited: Promise<number | string>;
 }
 
-export function runCli(args: string[], env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", ENTRY, ...args], {
+/** A script of the project's, from its TypeScript source, in a child process with its output collected. */
+export interface Running {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the exit code (null when a signal ended it). */
+  exited: Promise<number | null>;
+}
+
+export function runScript(file: string, args: string[], env: Record<string, string>): Running {
+  const child = spawn(process.execPath, ["--import", "tsx", file, ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    stdout += chunk;
+  });
+  child.stderr!.on("data", (chunk: Buffer) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+export function runCli(args: string[], env: Record<string, string>): ChildProcess {
+  return runScript(ENTRY, args, env).child;
 }
 
 /** The environment plus, for a data dir without a DATABASE_URL, the suite's database for that dir. */
@@ -67,19 +90,10 @@ export async function runToEnd(
   env: Record<string, string>,
   timeoutMs = 20_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = runCli(args, await withDatabase(env));
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (chunk: Buffer) => {
-    stdout += chunk;
-  });
-  child.stderr!.on("data", (chunk: Buffer) => {
-    stderr += chunk;
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const code = await new Promise<number | null>((resolve) =>
-    child.once("exit", (exitCode) => resolve(exitCode)),
-  );
+  const running = runScript(ENTRY, args, await withDatabase(env));
+  const timer = setTimeout(() => running.child.kill("SIGKILL"), timeoutMs);
+  const code = await running.exited;
   clearTimeout(timer);
+  const [stdout, stderr] = [running.stdout(), running.stderr()];
   return { code, stdout, stderr };
 }
