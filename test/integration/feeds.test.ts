@@ -191,3 +191,21 @@ describe("readiness with an outdated schema", () => {
     }
   });
 });
+
+describe("readiness without a database", () => {
+  it("answers 503 when the database does not answer, while /healthz still answers", async () => {
+    const svc = await startTestService();
+    try {
+      assert.equal((await call(`${svc.url}/readyz`)).status, 200);
+      // The database goes away under the running service (as when its server stops).
+      await svc.service.storage.close();
+      const ready = await call(`${svc.url}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.equal(ready.headers.get("content-type"), "application/problem+json");
+      assert.match(ready.body.detail, /database does not answer/);
+      assert.equal((await call(`${svc.url}/healthz`)).status, 200);
+    } finally {
+      await svc.stop();
+    }
+  });
+});
