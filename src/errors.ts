@@ -3,6 +3,8 @@
  * stable `type`. Everything else is a bug or an outage: it is logged with its context and answered as a bare 500.
  */
 
+import type { Pointed, Problem as ProblemDocument } from "./client/types.js";
+
 /** The stable problem types. The URI names the kind of error; it does not change between releases. */
 export const PROBLEM_TYPES = {
   badRequest: "bad-request",
@@ -36,20 +38,11 @@ export function problemType(kind: ProblemKind): string {
   return PROBLEM_BASE + PROBLEM_TYPES[kind];
 }
 
-/** One entry of `errors[]` or `warnings[]`: a JSON Pointer into the request and what is wrong there. */
-export interface Pointed {
-  pointer: string;
-  detail: string;
-}
-
-export interface ProblemDocument {
-  type: string;
-  title: string;
-  status: number;
-  detail?: string;
-  errors?: Pointed[];
-  [extension: string]: unknown;
-}
+/**
+ * One entry of `errors[]` or `warnings[]` (a JSON Pointer into the request and what is wrong there), and the
+ * problem document: the SDK's wire types, so that server and SDK read the same shape.
+ */
+export type { Pointed, ProblemDocument };
 
 const TITLES: Record<ProblemKind, string> = {
   badRequest: "Bad request",
