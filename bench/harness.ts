@@ -40,6 +40,8 @@ export interface Proc {
   lines: string[];
   /** Resolves with the first line that matches, within `timeoutMs`. */
   waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Calls `listener` with every line written from now on (`lines` keeps only the newest). */
+  onLine(listener: (line: string) => void): void;
   /** Sends a line to the process's standard input. */
   send(line: string): void;
   /** Resident memory in bytes, from /proc. */
@@ -96,6 +98,9 @@ export function start(command: string, args: string[], env: Record<string, strin
         });
       });
     },
+    onLine(listener) {
+      listeners.add(listener);
+    },
     send(line) {
       child.stdin!.write(`${line}\n`);
     },
@@ -145,42 +150,42 @@ export interface Seintje {
   stop(): Promise<void>;
 }
 
-/** The real `seintje serve` from the build, on a free port and a fresh data dir (or the given database). */
-export async function startSeintje(
-  env: Record<string, string> = {},
-  shared?: { dir: string },
-): Promise<Seintje> {
-  const dir = shared ?? tempDir("seintje-bench-");
+/**
+ * The real `seintje serve` from the build, on a free port. Without `dataDir` it gets a fresh temp dir, removed when
+ * it stops; with one (several nodes sharing their keys) the caller owns the dir.
+ */
+export async function startSeintje(env: Record<string, string> = {}, dataDir?: string): Promise<Seintje> {
+  const temporary = dataDir === undefined ? tempDir("seintje-bench-") : undefined;
+  const dir = dataDir ?? temporary!.path;
   const port = await freePort();
   const main = join(ROOT, "dist/src/cli/main.js");
   const proc = start(process.execPath, [main, "serve"], {
-    SEINTJE_DATA_DIR: "path" in dir ? dir.path : dir.dir,
+    SEINTJE_DATA_DIR: dir,
     SEINTJE_PORT: String(port),
     SEINTJE_LOG_LEVEL: "warn",
     ...env,
   });
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/readyz`);
-  const dataDir = "path" in dir ? dir.path : dir.dir;
   const token = execFileSync(process.execPath, [main, "token", "--scope", "admin", "--ttl", "2h"], {
-    env: { ...process.env, SEINTJE_DATA_DIR: dataDir, ...env },
+    env: { ...process.env, SEINTJE_DATA_DIR: dir, ...env },
   })
     .toString()
     .trim();
   return {
     proc,
     url,
-    dir: dataDir,
+    dir,
     token,
     auth: { authorization: `Bearer ${token}` },
     async stop() {
       await proc.stop();
-      if ("remove" in dir) dir.remove();
+      temporary?.remove();
     },
   };
 }
 
-/** A JSON request to a seintje, failing loudly on anything but the expected status. */
+/** A JSON request to a seintje, failing loudly on any answer but a 2xx. */
 export async function api(
   base: Seintje,
   method: string,

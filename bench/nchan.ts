@@ -10,8 +10,6 @@ import { freePort, type Proc, start, tempDir, waitForHttp } from "./harness.js";
  */
 
 export const NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so";
-export const NCHAN_MISSING =
-  "nginx with nchan is not installed: apt-get install nginx-light libnginx-mod-nchan (the peer column is skipped)";
 
 export interface Nchan {
   url: string;
@@ -20,8 +18,11 @@ export interface Nchan {
   stop(): Promise<void>;
 }
 
-export function nchanAvailable(): boolean {
-  return existsSync(NCHAN_MODULE) && existsSync("/usr/sbin/nginx");
+/** Why the peer is left out of this run (the peer column then says skipped), or undefined when it runs. */
+export function whyNoNchan(module = NCHAN_MODULE): string | undefined {
+  if (process.env.SEINTJE_BENCH_NCHAN === "off") return "the peer is turned off (SEINTJE_BENCH_NCHAN=off)";
+  if (existsSync(module) && existsSync("/usr/sbin/nginx")) return undefined;
+  return "nginx with nchan is not installed: apt-get install nginx-light libnginx-mod-nchan (the peer column is skipped)";
 }
 
 export async function startNchan(): Promise<Nchan> {

@@ -10,7 +10,7 @@ import {
   type Size,
 } from "./harness.js";
 import { SCENARIO_NAMES } from "./names.js";
-import { NCHAN_MISSING, nchanAvailable } from "./nchan.js";
+import { whyNoNchan } from "./nchan.js";
 import { longpollFanout, sseFanout, sseMemory } from "./scenarios/fanout.js";
 import { pingCoalescing, pingFanout, pingThroughput } from "./scenarios/pings.js";
 import { pgCrossNode, pgPublish } from "./scenarios/postgres.js";
@@ -101,7 +101,7 @@ const started = new Date();
 process.stdout.write(
   `seintje benchmarks, ${values.quick ? "quick" : "full"} run, ${started.toISOString()}\n` +
     `machine: ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}\n` +
-    (nchanAvailable() ? "" : `peer: ${NCHAN_MISSING}\n`) +
+    (whyNoNchan() ? `peer: ${whyNoNchan()}\n` : "") +
     "\n",
 );
 

@@ -12,7 +12,7 @@ import {
   startScript,
   startSeintje,
 } from "../harness.js";
-import { NCHAN_MISSING, type Nchan, nchanAvailable, startNchan } from "../nchan.js";
+import { type Nchan, startNchan, whyNoNchan } from "../nchan.js";
 
 /**
  * Fan-out: many open streams (or waiting long-polls) in a client process of their own, one publish, and the time
@@ -115,7 +115,8 @@ export const sseFanout: Scenario = {
     const count = size.quick ? 500 : 5000;
     const seintje = await startSeintje();
     const bare = await startBareSse();
-    const nchan: Nchan | undefined = nchanAvailable() ? await startNchan() : undefined;
+    const noPeer = whyNoNchan();
+    const nchan: Nchan | undefined = noPeer ? undefined : await startNchan();
     const clients: Proc[] = [];
     try {
       await api(seintje, "PUT", "/v1/feeds/fan");
@@ -148,7 +149,7 @@ export const sseFanout: Scenario = {
         unit: "ms",
         ours,
         baseline: { name: "bare Node SSE server", value: bareTime },
-        peer: nchan ? { name: "nchan", value: nchanTime } : { name: "nchan", skipped: NCHAN_MISSING },
+        peer: nchan ? { name: "nchan", value: nchanTime } : { name: "nchan", skipped: noPeer! },
         target: {
           text: "≤ 1.2 × nchan, ≤ 1.5 × bare Node SSE",
           met: ours / bareTime <= 1.5 && (!nchan || ours / nchanTime <= 1.2),
@@ -175,7 +176,8 @@ export const sseMemory: Scenario = {
     const count = size.quick ? 1000 : 10_000;
     const seintje = await startSeintje({ SEINTJE_MAX_STREAMS: String(count + 10) });
     const bare = await startBareSse();
-    const nchan: Nchan | undefined = nchanAvailable() ? await startNchan() : undefined;
+    const noPeer = whyNoNchan();
+    const nchan: Nchan | undefined = noPeer ? undefined : await startNchan();
     const clients: Proc[] = [];
     try {
       await api(seintje, "PUT", "/v1/feeds/idle");
@@ -204,7 +206,7 @@ export const sseMemory: Scenario = {
         baseline: { name: "bare Node SSE server", value: perStream(bare.proc.rss(), before.bare) },
         peer: nchan
           ? { name: "nchan (worker)", value: perStream(nchan.workerRss(), before.nchan) }
-          : { name: "nchan", skipped: NCHAN_MISSING },
+          : { name: "nchan", skipped: noPeer! },
         target: {
           text: `≤ 16 KiB, and ${count.toLocaleString("en")} held`,
           met: ours <= 16 * 1024 && held === count,

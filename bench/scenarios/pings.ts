@@ -1,4 +1,3 @@
-import { createInterface } from "node:readline";
 import {
   api,
   benchEvent,
@@ -32,9 +31,7 @@ async function startReceiver(): Promise<Receiver> {
   const port = await freePort();
   const proc = startScript("servers.ts", ["receiver", String(port)]);
   const pings = new Map<string, number[]>();
-  await proc.waitForLine(/^listening$/);
-  // Count from the lines as they come (the Proc keeps only the newest lines).
-  createInterface({ input: proc.child.stdout! }).on("line", (line) => {
+  proc.onLine((line) => {
     const [word, key, at] = line.split(" ");
     if (word !== "ping") return;
     let arrivals = pings.get(key!);
@@ -44,6 +41,7 @@ async function startReceiver(): Promise<Receiver> {
     }
     arrivals.push(Number(at));
   });
+  await proc.waitForLine(/^listening$/);
   return { proc, url: `http://127.0.0.1:${port}`, pings };
 }
 

@@ -45,8 +45,8 @@ async function twoNodes(): Promise<Cluster> {
   url.pathname = `/${name}`;
   const dir = tempDir("seintje-bench-pg-");
   const env = { DATABASE_URL: url.href, SEINTJE_DB_POOL_MAX: "20" };
-  const first = await startSeintje(env, { dir: dir.path });
-  const second = await startSeintje(env, { dir: dir.path });
+  const first = await startSeintje(env, dir.path);
+  const second = await startSeintje(env, dir.path);
   return {
     url: url.href,
     nodes: [first, second],

@@ -14,7 +14,7 @@ import {
   tempDir,
   wrk,
 } from "../harness.js";
-import { NCHAN_MISSING, nchanAvailable, startNchan } from "../nchan.js";
+import { startNchan, whyNoNchan } from "../nchan.js";
 
 /** Publishing and reading: requests per second under wrk, each round interleaved with its baselines'. */
 
@@ -44,7 +44,8 @@ export const publishSingle: Scenario = {
     const seintje = await startSeintje();
     const koa = await startBaselineServer("koa");
     const node = await startBaselineServer("node-http");
-    const nchan = nchanAvailable() ? await startNchan() : undefined;
+    const noPeer = whyNoNchan();
+    const nchan = noPeer ? undefined : await startNchan();
     try {
       await api(seintje, "PUT", "/v1/feeds/bench");
       const ours: number[] = [];
@@ -83,7 +84,7 @@ export const publishSingle: Scenario = {
         baseline: { name: "bare Koa hello world", value: median(koaRates) },
         peer: nchan
           ? { name: "nchan publish", value: median(nchanRates) }
-          : { name: "nchan publish", skipped: NCHAN_MISSING },
+          : { name: "nchan publish", skipped: noPeer! },
         target: ratioTarget("≥ 0.5 × bare Koa", median(ours), median(koaRates), 0.5),
         notes: [`bare Node http: ${Math.round(median(nodeRates))} req/s`, ...errorNote(errors)],
       };

@@ -25,7 +25,7 @@ const PAGE = 500;
 /** A chunk grows to about this many bytes before it is written. */
 const CHUNK_BYTES = 64 * 1024;
 /** A stream ends this long before its token expires, so the client reconnects with a fresh one in time. */
-export const TOKEN_MARGIN_MS = 5000;
+const TOKEN_MARGIN_MS = 5000;
 
 export type EndReason = "client-gone" | "stopping" | "token-expiring" | "feed-removed" | "reset" | "failed";
 
