@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import { EventSource } from "eventsource";
 import { DIALECT, databaseEnv } from "../support/database.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
+import { scrape } from "../support/metrics.js";
 import { runToEnd, type ServerProcess, startServerProcess } from "../support/process.js";
 import { eventually, startReceiver } from "../support/receiver.js";
 import { startTestService, tempDir, tokenFor } from "../support/service.js";
@@ -139,6 +140,31 @@ describe("retention in the background", () => {
       });
       await stream.closed;
       assert.match(stream.text(), /event: reset\ndata: \{.*"oldest":"8"/);
+    } finally {
+      await svc.stop();
+    }
+  });
+
+  it("deletes in batches of at most 1,000 events, each a short transaction of its own", async () => {
+    const svc = await startTestService();
+    try {
+      await putFeed(svc.url, "batched", { retention: { maxEvents: 1 } });
+      for (let i = 0; i < 3; i += 1) {
+        await publishBatch(
+          svc.url,
+          "batched",
+          Array.from({ length: 1000 }, () => cloudEvent()),
+        );
+      }
+      const deletes = async () =>
+        (await scrape(svc.url))
+          .filter((sample) => sample.name === "seintje_db_query_duration_seconds_count")
+          .filter((sample) => sample.labels.operation === "delete")
+          .reduce((sum, sample) => sum + sample.value, 0);
+      const before = await deletes();
+      assert.equal(await svc.service.retention.pass(), 2999);
+      assert.equal((await deletes()) - before, 3, "2,999 events in three batches");
+      assert.equal((await call(`${svc.url}/v1/feeds/batched`)).body.oldest, "3000");
     } finally {
       await svc.stop();
     }
