@@ -96,7 +96,10 @@ export async function startService(
   const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger, metrics);
   const appender = new Appender(storage, bus, metrics, { autoCreateFeeds: config.autoCreateFeeds, logger });
   const stopping = new AbortController();
-  const hub = new StreamHub(storage, bus, logger, { keepaliveMs: config.keepaliveSeconds * 1000 });
+  const hub = new StreamHub(storage, bus, logger, {
+    keepaliveMs: config.keepaliveSeconds * 1000,
+    served: (events) => metrics.eventsServed.inc({ channel: "stream" }, events),
+  });
   const hooks = config.webhooks;
   const box = await SecretBox.open(config.dataDir);
   const guard = new AddressGuard(hooks.allow);

@@ -42,3 +42,19 @@ export function retryMessage(milliseconds: number): string {
 export function comment(text: string): string {
   return `: ${text.replace(NOT_IN_FIELD, " ")}\n\n`;
 }
+
+const CRLF = Buffer.from("\r\n");
+
+/**
+ * An SSE message as one HTTP/1.1 chunk (RFC 9112, section 7.1): its size in hex, CRLF, the bytes, CRLF. Chunks
+ * written one after another are a valid chunked body, so a run of framed events can be written as one buffer.
+ */
+export function httpChunk(message: string | Buffer): Buffer {
+  const bytes = typeof message === "string" ? Buffer.from(message) : message;
+  return Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`), bytes, CRLF]);
+}
+
+/** The SSE message inside an HTTP/1.1 chunk made by `httpChunk`. */
+export function chunkMessage(chunk: Buffer): Buffer {
+  return chunk.subarray(chunk.indexOf(CRLF) + 2, chunk.length - 2);
+}

@@ -3,13 +3,13 @@ import { type Entry, readEntries } from "../db/events.js";
 import type { WakeupBus, WakeupListener } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
 import type { StreamConnection } from "./connection.js";
-import { eventMessage } from "./framing.js";
+import { eventMessage, httpChunk } from "./framing.js";
 
 /**
  * The hub: every open stream, and per feed with open streams an in-memory tail of the newest events. An append is
- * read from storage once, into the tail, framed once as the bytes of its SSE message, and pushed to every stream
- * of the feed that is live (caught up, its socket not pushing back): one database read and one framing per append,
- * then one write per stream of bytes they all share, as a bare SSE server does.
+ * read from storage once, into the tail, framed once as the bytes of its SSE message in an HTTP/1.1 chunk, and
+ * pushed to every stream of the feed that is live (caught up, its socket not pushing back): one database read and
+ * one framing per append, then one socket write per stream of bytes they all share.
  *
  * A stream that is not live (it is catching up, or its reader is slow) takes what it needs from the tail, or from
  * storage with its own cursor once the tail no longer holds it; nothing is queued for it. Memory is the tails
@@ -28,7 +28,10 @@ export interface TailOptions {
 
 export const DEFAULT_TAIL: TailOptions = { maxEvents: 10_000, maxBytes: 8 * 1024 * 1024 };
 
-/** An event in a tail, with its SSE message (`id:` and `data:` lines) as the bytes every stream writes. */
+/**
+ * An event in a tail, with the bytes every stream writes: its SSE message (`id:` and `data:` lines) framed as an
+ * HTTP/1.1 chunk, so that a stream hands the very same buffer to its socket.
+ */
 export interface TailEntry extends Entry {
   frame: Buffer;
 }
@@ -78,7 +81,7 @@ export class FeedTail {
       this.bytes = 0;
       this.base = rows[0]!.sequence - 1;
     }
-    const taken = rows.map((row) => ({ ...row, frame: Buffer.from(eventMessage(row.sequence, row.body)) }));
+    const taken = rows.map((row) => ({ ...row, frame: httpChunk(eventMessage(row.sequence, row.body)) }));
     for (const entry of taken) {
       this.entries.push(entry);
       this.bytes += entry.frame.length;
@@ -104,6 +107,8 @@ export class FeedTail {
 export interface HubOptions {
   keepaliveMs: number;
   tail?: TailOptions;
+  /** Told how many events one append's fan-out wrote to live streams (once for all of them, not per stream). */
+  served?(events: number): void;
 }
 
 export class StreamHub implements WakeupListener {
@@ -186,7 +191,10 @@ export class StreamHub implements WakeupListener {
         );
         if (rows.length === 0 || tail.closed) return;
         const fresh = tail.take(rows);
-        for (const stream of tail.streams) stream.offer(fresh);
+        const now = Date.now();
+        let served = 0;
+        for (const stream of tail.streams) served += stream.offer(fresh, now);
+        if (served > 0) this.options.served?.(served);
       }
     } catch (error) {
       // Streams are not stuck: the next append fetches again, and a stream that falls behind re-reads storage.

@@ -129,6 +129,15 @@ describe("metrics", () => {
           sampleValue(before, "seintje_events_served_total", { channel: "stream" }),
         1,
       );
+      // Live events are pushed by the hub, which counts them for all its streams at once.
+      await publish(svc.url, "streamed", cloudEvent());
+      await publish(svc.url, "streamed", cloudEvent());
+      await stream.waitFor((text) => text.includes("id: 3\n"));
+      assert.equal(
+        sampleValue(await scrape(svc.url), "seintje_events_served_total", { channel: "stream" }) -
+          sampleValue(before, "seintje_events_served_total", { channel: "stream" }),
+        3,
+      );
     } finally {
       stream.close();
     }

@@ -261,6 +261,74 @@ describe("the SSE stream", () => {
     assert.ok(elapsed >= 1000 && elapsed < 6500, `ended after ${elapsed} ms`);
   });
 
+  it("writes its body as exact HTTP/1.1 chunks, and unchunked to an HTTP/1.0 client", async () => {
+    await putFeed(svc.url, "framed");
+    await publish(svc.url, "framed", cloudEvent({ id: "framed-1" }));
+    const port = Number(new URL(svc.url).port);
+    /** A raw connection: answers the bytes after the head once `done` holds for the body so far. */
+    const rawStream = async (version: string, done: (body: Buffer) => boolean) => {
+      const socket = connect(port, "127.0.0.1");
+      const chunks: Buffer[] = [];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      socket.write(
+        `GET /v1/feeds/framed/events HTTP/${version}\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n` +
+          `Authorization: Bearer ${token}\r\n\r\n`,
+      );
+      const split = () => {
+        const all = Buffer.concat(chunks);
+        const end = all.indexOf("\r\n\r\n");
+        return end === -1
+          ? undefined
+          : { head: all.subarray(0, end).toString(), body: all.subarray(end + 4) };
+      };
+      const deadline = Date.now() + 10_000;
+      let published = false;
+      for (;;) {
+        const answer = split();
+        if (answer && done(answer.body)) {
+          socket.destroy();
+          return answer;
+        }
+        assert.ok(Date.now() < deadline, `no complete answer: ${Buffer.concat(chunks).toString()}`);
+        // The live event follows once the stored one is through, so that both ways of writing are seen.
+        if (answer && !published && answer.body.includes("framed-1")) {
+          published = true;
+          await publish(svc.url, "framed", cloudEvent({ id: "framed-live" }));
+        }
+        await sleep(20);
+      }
+    };
+    /** Decodes a chunked body strictly (RFC 9112, 7.1): every size matches its bytes, every chunk ends in CRLF. */
+    const dechunk = (body: Buffer) => {
+      const messages: string[] = [];
+      let at = 0;
+      while (at < body.length) {
+        const line = body.indexOf("\r\n", at);
+        if (line === -1) break;
+        const size = Number.parseInt(body.subarray(at, line).toString(), 16);
+        assert.ok(Number.isInteger(size), `a chunk size at byte ${at}`);
+        if (line + 2 + size + 2 > body.length) break;
+        messages.push(body.subarray(line + 2, line + 2 + size).toString());
+        assert.equal(body.subarray(line + 2 + size, line + 4 + size).toString(), "\r\n");
+        at = line + 4 + size;
+      }
+      return messages.join("");
+    };
+    const ids = /^id: 1\ndata: .*"framed-1".*\n\nid: 2\ndata: .*"framed-live".*\n\n/m;
+
+    const http11 = await rawStream("1.1", (body) => /framed-live/.test(dechunk(body)));
+    assert.match(http11.head, /^transfer-encoding: chunked$/im);
+    assert.match(dechunk(http11.body), /^retry: 100\n\n/);
+    assert.match(dechunk(http11.body), ids);
+    assert.ok(!dechunk(http11.body).includes("\r"), "no chunk framing inside the messages");
+
+    const http10 = await rawStream("1.0", (body) => /framed-live.*\n\n/.test(body.toString()));
+    assert.doesNotMatch(http10.head, /transfer-encoding/i);
+    assert.match(http10.body.toString(), /^retry: 100\n\n/);
+    assert.match(http10.body.toString(), ids);
+    assert.ok(!http10.body.includes("\r"), "no chunk framing in an HTTP/1.0 body");
+  });
+
   it("keeps a reader that stops reading bounded, and delivers all 5,000 events once, in order", async (t) => {
     await putFeed(svc.url, "slow");
     const port = Number(new URL(svc.url).port);

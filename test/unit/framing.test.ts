@@ -1,14 +1,24 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  chunkMessage,
   comment,
   eventMessage,
+  httpChunk,
   namedMessage,
   progressMessage,
   retryMessage,
 } from "../../src/stream/framing.js";
 
 describe("SSE framing", () => {
+  it("frames a message as an HTTP/1.1 chunk, sized in bytes, and finds the message in it again", () => {
+    const message = 'id: 7\ndata: {"name":"Zoë"}\n\n';
+    const chunk = httpChunk(message);
+    assert.equal(chunk.toString(), `1d\r\n${message}\r\n`);
+    assert.equal(chunkMessage(chunk).toString(), message);
+    assert.equal(chunkMessage(httpChunk("")).length, 0);
+  });
+
   it("frames an event with its sequence as id and its JSON as one data line", () => {
     assert.equal(eventMessage(7, '{"a":1}'), 'id: 7\ndata: {"a":1}\n\n');
   });
