@@ -7,6 +7,8 @@ import Koa from "koa";
  *   node-http <port> [page-file]  bare Node http: GET / answers a hello, GET /page the bytes of page-file
  *   koa <port>                    a bare Koa app answering the same hello
  *   node-sse <port>               bare Node SSE: GET /sub holds a stream, POST /pub writes the body to all of them
+ *   node-longpoll <port>          bare Node long-poll: GET /poll is held, POST /pub answers every held one with the
+ *                                 body as a JSON page; GET /held answers how many are held
  *   receiver <port>               a webhook receiver: answers the handshake; POST /<delay>/<key> answers 204 after
  *                                 <delay> ms and prints "ping <key> <epoch ms> <webhook-id>"
  * Each prints "listening" when it is.
@@ -71,6 +73,36 @@ switch (mode) {
         id += 1;
         const message = `id: ${id}\ndata: ${data.toString("utf8")}\n\n`;
         for (const stream of streams) stream.write(message);
+        response.writeHead(201).end();
+      });
+    });
+    break;
+  }
+  case "node-longpoll": {
+    const held = new Set<ServerResponse>();
+    let id = 0;
+    listen((request, response) => {
+      if (request.method === "GET" && request.url === "/held") {
+        response.end(String(held.size));
+        return;
+      }
+      if (request.method === "GET") {
+        held.add(response);
+        response.once("close", () => held.delete(response));
+        return;
+      }
+      void body(request).then((data) => {
+        id += 1;
+        const page = `{"events":[${data.toString("utf8")}],"next":"${id}","head":"${id}"}`;
+        for (const waiting of held) {
+          waiting.writeHead(200, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(page),
+            "cache-control": "no-store",
+          });
+          waiting.end(page);
+        }
+        held.clear();
         response.writeHead(201).end();
       });
     });
