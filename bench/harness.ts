@@ -159,7 +159,11 @@ export async function startSeintje(env: Record<string, string> = {}, dataDir?: s
   const dir = dataDir ?? temporary!.path;
   const port = await freePort();
   const main = join(ROOT, "dist/src/cli/main.js");
-  const proc = start(process.execPath, [main, "serve"], {
+  // SEINTJE_BENCH_PROF=<dir>: each seintje under test writes a V8 CPU profile there when it stops (where the
+  // time goes, for the targets a run does not meet).
+  const profile = process.env.SEINTJE_BENCH_PROF;
+  const flags = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [];
+  const proc = start(process.execPath, [...flags, main, "serve"], {
     SEINTJE_DATA_DIR: dir,
     SEINTJE_PORT: String(port),
     SEINTJE_LOG_LEVEL: "warn",
