@@ -132,6 +132,19 @@ export function forUpdate<T extends Knex.QueryBuilder>(db: Queryable, query: T):
   return onPostgres(db) ? (query.forUpdate() as T) : query;
 }
 
+/**
+ * Runs several reads on one snapshot of the database, so that rows one transaction wrote together are seen
+ * together (a subscription's state and the attempt recorded with it). On SQLite a read transaction on the WAL file
+ * is a snapshot already; PostgreSQL's default, READ COMMITTED, gives each statement its own, so there it is
+ * REPEATABLE READ, read only.
+ */
+export function readSnapshot<T>(storage: Storage, reads: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  const config = onPostgres(storage.reader)
+    ? { isolationLevel: "repeatable read" as const, readOnly: true }
+    : {};
+  return storage.reader.transaction(reads, config);
+}
+
 export async function openStorage(config: DatabaseConfig): Promise<Storage> {
   const node = randomUUID();
   if (config.dialect === "postgres") {

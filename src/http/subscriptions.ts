@@ -3,6 +3,7 @@ import type { Context } from "koa";
 import { allows } from "../auth/grants.js";
 import type { Principal } from "../auth/verifier.js";
 import type { Attempt, Subscription } from "../client/types.js";
+import { type Queryable, readSnapshot } from "../db/database.js";
 import {
   type AttemptRow,
   deleteSubscription,
@@ -146,16 +147,17 @@ export function subscriptionRouter(services: Services): Router {
   const { storage, webhooks } = services;
 
   /** The subscription named in the path, if the caller may see it; 404 otherwise (which says nothing more). */
-  async function load(ctx: Context): Promise<SubscriptionRow> {
+  async function load(ctx: Context, db: Queryable = storage.reader): Promise<SubscriptionRow> {
     const principal = authorize(ctx, "subscribe");
     const id = ctx.params.id!;
-    const row = UUID.test(id) ? await findSubscription(storage.reader, id) : undefined;
+    const row = UUID.test(id) ? await findSubscription(db, id) : undefined;
     if (!row || !visible(principal, row)) throw subscriptionNotFound(id);
     return row;
   }
 
-  async function view(row: SubscriptionRow): Promise<Subscription> {
-    return subscriptionView(row, (await lastAttempts(storage.reader, [row.id])).get(row.id));
+  /** The subscription with its last attempt, read in `db`: a snapshot that `row` was read in, or after a write. */
+  async function view(row: SubscriptionRow, db: Queryable = storage.reader): Promise<Subscription> {
+    return subscriptionView(row, (await lastAttempts(db, [row.id])).get(row.id));
   }
 
   router.post("/", async (ctx) => {
@@ -195,16 +197,19 @@ export function subscriptionRouter(services: Services): Router {
     const limit = integerParameter(ctx.query, "limit", 100, 1, 1000);
     const after = stringParameter(ctx.query, "after");
     const anyAdmin = principal.grants.some((grant) => grant.action === "admin");
-    const rows = await listSubscriptions(storage.reader, {
-      owner: anyAdmin ? undefined : (principal.subject ?? null),
-      after,
-      limit,
+    const { rows, shown, last } = await readSnapshot(storage, async (trx) => {
+      const rows = await listSubscriptions(trx, {
+        owner: anyAdmin ? undefined : (principal.subject ?? null),
+        after,
+        limit,
+      });
+      const shown = rows.filter((row) => visible(principal, row));
+      const last = await lastAttempts(
+        trx,
+        shown.map((row) => row.id),
+      );
+      return { rows, shown, last };
     });
-    const shown = rows.filter((row) => visible(principal, row));
-    const last = await lastAttempts(
-      storage.reader,
-      shown.map((row) => row.id),
-    );
     const next =
       rows.length === limit
         ? `${services.publicUrl()}/v1/subscriptions?${new URLSearchParams({ after: rows.at(-1)!.id, limit: String(limit) })}`
@@ -213,7 +218,8 @@ export function subscriptionRouter(services: Services): Router {
   });
 
   router.get("/:id", async (ctx) => {
-    ctx.body = await view(await load(ctx));
+    // One snapshot: a delivery records its attempt and the subscription's new state in one transaction.
+    ctx.body = await readSnapshot(storage, async (trx) => view(await load(ctx, trx), trx));
   });
 
   router.patch("/:id", async (ctx) => {
