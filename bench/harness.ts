@@ -123,6 +123,17 @@ export function startScript(file: string, args: string[] = [], env: Record<strin
   return start(process.execPath, ["--import", "tsx", join(BENCH, file), ...args], env);
 }
 
+/** A server of `bench/servers.ts` (a baseline, a peer or a receiver) on a free port, once it listens. */
+export async function startBenchServer(
+  mode: "node-http" | "koa" | "node-sse" | "node-longpoll" | "receiver",
+  extra: string[] = [],
+): Promise<{ proc: Proc; url: string }> {
+  const port = await freePort();
+  const proc = startScript("servers.ts", [mode, String(port), ...extra]);
+  await proc.waitForLine(/^listening$/);
+  return { proc, url: `http://127.0.0.1:${port}` };
+}
+
 /** Waits until `url` answers 200, within `timeoutMs`. */
 export async function waitForHttp(url: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

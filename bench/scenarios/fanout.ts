@@ -2,13 +2,13 @@ import {
   api,
   benchEvent,
   type Figure,
-  freePort,
   median,
   now,
   type Proc,
   type Scenario,
   type Seintje,
   sleep,
+  startBenchServer,
   startScript,
   startSeintje,
 } from "../harness.js";
@@ -63,20 +63,6 @@ function plainTarget(name: string, url: string): Target {
   };
 }
 
-async function startBareSse(): Promise<{ proc: Proc; url: string }> {
-  const port = await freePort();
-  const proc = startScript("servers.ts", ["node-sse", String(port)]);
-  await proc.waitForLine(/^listening$/);
-  return { proc, url: `http://127.0.0.1:${port}` };
-}
-
-async function startBareLongPoll(): Promise<{ proc: Proc; url: string }> {
-  const port = await freePort();
-  const proc = startScript("servers.ts", ["node-longpoll", String(port)]);
-  await proc.waitForLine(/^listening$/);
-  return { proc, url: `http://127.0.0.1:${port}` };
-}
-
 /** A client process that sends `count` long-polls to `url` each time it is told to ("poll <after>"). */
 function holdPolls(url: string, count: number, headers: Record<string, string>): Proc {
   return startScript("fanout-client.ts", ["longpoll", url, String(count), JSON.stringify(headers)]);
@@ -126,7 +112,7 @@ export const sseFanout: Scenario = {
   async run(size) {
     const count = size.quick ? 500 : 5000;
     const seintje = await startSeintje();
-    const bare = await startBareSse();
+    const bare = await startBenchServer("node-sse");
     const noPeer = whyNoNchan();
     const nchan: Nchan | undefined = noPeer ? undefined : await startNchan();
     const clients: Proc[] = [];
@@ -187,7 +173,7 @@ export const sseMemory: Scenario = {
   async run(size) {
     const count = size.quick ? 1000 : 10_000;
     const seintje = await startSeintje({ SEINTJE_MAX_STREAMS: String(count + 10) });
-    const bare = await startBareSse();
+    const bare = await startBenchServer("node-sse");
     const noPeer = whyNoNchan();
     const nchan: Nchan | undefined = noPeer ? undefined : await startNchan();
     const clients: Proc[] = [];
@@ -241,7 +227,7 @@ export const longpollFanout: Scenario = {
   async run(size) {
     const count = size.quick ? 500 : 5000;
     const seintje = await startSeintje();
-    const bare = await startBareLongPoll();
+    const bare = await startBenchServer("node-longpoll");
     const clients: Proc[] = [];
     try {
       // Streams follow one feed and long-polls wait on another, so that each publish reaches one kind alone, while

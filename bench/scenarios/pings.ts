@@ -2,13 +2,13 @@ import {
   api,
   benchEvent,
   type Figure,
-  freePort,
   median,
   now,
   type Proc,
   type Scenario,
   type Seintje,
   sleep,
+  startBenchServer,
   startScript,
   startSeintje,
 } from "../harness.js";
@@ -28,8 +28,7 @@ interface Receiver {
 }
 
 async function startReceiver(): Promise<Receiver> {
-  const port = await freePort();
-  const proc = startScript("servers.ts", ["receiver", String(port)]);
+  const { proc, url } = await startBenchServer("receiver");
   const pings = new Map<string, number[]>();
   proc.onLine((line) => {
     const [word, key, at] = line.split(" ");
@@ -41,8 +40,7 @@ async function startReceiver(): Promise<Receiver> {
     }
     arrivals.push(Number(at));
   });
-  await proc.waitForLine(/^listening$/);
-  return { proc, url: `http://127.0.0.1:${port}`, pings };
+  return { proc, url, pings };
 }
 
 /** Creates `count` subscriptions to the receiver (keys `<prefix><i>`), 20 at a time. */

@@ -4,11 +4,10 @@ import {
   api,
   type Figure,
   fill,
-  freePort,
   median,
-  type Proc,
   type Scenario,
   type Seintje,
+  startBenchServer,
   startScript,
   startSeintje,
   tempDir,
@@ -17,16 +16,6 @@ import {
 import { startNchan, whyNoNchan } from "../nchan.js";
 
 /** Publishing and reading: requests per second under wrk, each round interleaved with its baselines'. */
-
-async function startBaselineServer(
-  mode: "node-http" | "koa",
-  extra: string[] = [],
-): Promise<{ proc: Proc; url: string }> {
-  const port = await freePort();
-  const proc = startScript("servers.ts", [mode, String(port), ...extra]);
-  await proc.waitForLine(/^listening$/);
-  return { proc, url: `http://127.0.0.1:${port}` };
-}
 
 function ratioTarget(text: string, ours: number, baseline: number, least: number) {
   return { text, met: ours / baseline >= least };
@@ -42,8 +31,8 @@ export const publishSingle: Scenario = {
     "durable single-event POSTs/s over 50 connections, beside a bare Koa and a bare Node hello world",
   async run(size) {
     const seintje = await startSeintje();
-    const koa = await startBaselineServer("koa");
-    const node = await startBaselineServer("node-http");
+    const koa = await startBenchServer("koa");
+    const node = await startBenchServer("node-http");
     const noPeer = whyNoNchan();
     const nchan = noPeer ? undefined : await startNchan();
     try {
@@ -177,7 +166,7 @@ export const readSequential: Scenario = {
     });
     const page = Buffer.from(await sample.arrayBuffer());
     writeFileSync(pageFile, page);
-    const node = await startBaselineServer("node-http", [pageFile]);
+    const node = await startBenchServer("node-http", [pageFile]);
     try {
       const ours: number[] = [];
       const bare: number[] = [];
