@@ -84,7 +84,6 @@ export async function serveStream(
     retryMs: services.streamRetryMs,
     keepaliveMs: services.keepaliveSeconds * 1000,
     expiresAt: principalOf(ctx).expiresAt,
-    served: (events) => services.metrics.eventsServed.inc({ channel: "stream" }, events),
     ended: () => {
       leave();
       services.streams.delete(stream);

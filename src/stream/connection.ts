@@ -64,8 +64,6 @@ export interface StreamOptions {
   keepaliveMs: number;
   /** When the stream's token expires (epoch ms), if it does. */
   expiresAt: number | undefined;
-  /** Told how many events each catch-up write carried (the hub counts what it pushes to live streams). */
-  served(events: number): void;
   /** Told once, when the stream has ended. */
   ended(reason: EndReason): void;
 }
@@ -180,7 +178,7 @@ export class StreamConnection implements StreamStats {
         if (fresh !== "behind") {
           const before = this.events;
           const written = this.writeEntries(fresh, 0);
-          if (this.events > before) this.options.served(this.events - before);
+          if (this.events > before) this.options.hub.served(this.events - before);
           if (written === fresh.length && !this.needsDrain) {
             this.live = true;
             return;
@@ -234,7 +232,7 @@ export class StreamConnection implements StreamStats {
     if (chunk) {
       this.write(chunk);
       this.events += page.sequences.length;
-      this.options.served(page.sequences.length);
+      this.options.hub.served(page.sequences.length);
     }
     return true;
   }

@@ -107,7 +107,10 @@ export class FeedTail {
 export interface HubOptions {
   keepaliveMs: number;
   tail?: TailOptions;
-  /** Told how many events one append's fan-out wrote to live streams (once for all of them, not per stream). */
+  /**
+   * Told how many events were written to streams: once per append for every live stream it reached, and once per
+   * catch-up write of a stream.
+   */
   served?(events: number): void;
 }
 
@@ -194,12 +197,17 @@ export class StreamHub implements WakeupListener {
         const now = Date.now();
         let served = 0;
         for (const stream of tail.streams) served += stream.offer(fresh, now);
-        if (served > 0) this.options.served?.(served);
+        if (served > 0) this.served(served);
       }
     } catch (error) {
       // Streams are not stuck: the next append fetches again, and a stream that falls behind re-reads storage.
       this.logger.error({ err: error, feedId: tail.feedId }, "stream hub could not read new events");
     }
+  }
+
+  /** Counts events written to streams (a stream's catch-up reports its own writes here). */
+  served(events: number): void {
+    this.options.served?.(events);
   }
 
   private sweep(): void {
