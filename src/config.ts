@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { MAX_REQUEST_BYTES } from "./events/encoding.js";
-import { type Duration, parseDuration } from "./log/duration.js";
+import { type Duration, durationProblem, parseDuration } from "./log/duration.js";
 import { parseAllowEntry } from "./webhooks/guard.js";
 
 /**
@@ -389,14 +389,9 @@ function seconds(variable: string, raw: string, min: number, max: number): numbe
 
 function duration(env: Env, variable: string, fallback: string): Duration {
   const raw = text(env, variable) ?? fallback;
-  const parsed = parseDuration(raw);
-  if (!parsed || Object.values(parsed).every((part) => part === 0)) {
-    throw new ConfigError(
-      variable,
-      `expected a non-zero ISO 8601 duration such as P3D or PT12H, got "${raw}"`,
-    );
-  }
-  return parsed;
+  const problem = durationProblem(raw);
+  if (problem !== undefined) throw new ConfigError(variable, `"${raw}" ${problem}`);
+  return parseDuration(raw)!;
 }
 
 function limits(env: Env): Limits {

@@ -3,7 +3,7 @@ import { allows } from "../auth/grants.js";
 import type { Feed } from "../client/types.js";
 import type { FeedRow, FeedSettings } from "../db/feeds.js";
 import { type Pointed, validationProblem } from "../errors.js";
-import { parseDuration } from "../log/duration.js";
+import { durationProblem } from "../log/duration.js";
 import { checkFeedName, deleteFeed, getFeed, listFeeds, putFeed } from "../log/feeds.js";
 import { oldestKept } from "../log/reader.js";
 import { authorize } from "./auth.js";
@@ -56,14 +56,11 @@ export function parseFeedSettings(body: unknown): FeedSettings {
       }
     }
     const { maxAge, maxEvents } = retention;
-    const duration = typeof maxAge === "string" ? parseDuration(maxAge) : undefined;
-    if (duration && Object.values(duration).some((part) => part > 0))
-      settings.retentionMaxAge = maxAge as string;
-    else if (maxAge !== undefined && maxAge !== null) {
-      errors.push({
-        pointer: "/retention/maxAge",
-        detail: "must be a non-zero ISO 8601 duration, e.g. P30D or PT12H",
-      });
+    if (maxAge !== undefined && maxAge !== null) {
+      const problem =
+        typeof maxAge === "string" ? durationProblem(maxAge) : "must be an ISO 8601 duration, e.g. P30D";
+      if (problem === undefined) settings.retentionMaxAge = maxAge as string;
+      else errors.push({ pointer: "/retention/maxAge", detail: problem });
     }
     if (Number.isSafeInteger(maxEvents) && (maxEvents as number) >= 1)
       settings.retentionMaxEvents = maxEvents as number;

@@ -25,19 +25,15 @@ export async function pruneFeed(
   let target = feed.prunedThrough;
   if (feed.retentionMaxEvents !== null) target = Math.max(target, feed.head - feed.retentionMaxEvents);
   const maxAge = feed.retentionMaxAge === null ? undefined : parseDuration(feed.retentionMaxAge);
+  // A maxAge whose cut-off leaves the range of dates (refused when set, but stored by an older version) keeps
+  // every event: no arithmetic out of range may ever remove one.
+  const cutoff = maxAge === undefined ? undefined : subtractDuration(now, maxAge);
   let removed = 0;
   let pruned = feed.prunedThrough;
   while (!signal?.aborted) {
     let end = Math.min(target, pruned + BATCH);
-    if (maxAge !== undefined && end < pruned + BATCH) {
-      const aged = await lastAppendedBefore(
-        storage.reader,
-        feed.id,
-        pruned,
-        subtractDuration(now, maxAge),
-        BATCH,
-      );
-      end = Math.max(end, aged);
+    if (cutoff !== undefined && end < pruned + BATCH) {
+      end = Math.max(end, await lastAppendedBefore(storage.reader, feed.id, pruned, cutoff, BATCH));
     }
     if (end <= pruned) return removed;
     const through = end;

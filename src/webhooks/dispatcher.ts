@@ -437,6 +437,8 @@ export class Dispatcher {
     if (now - this.lastPrune < PRUNE_EVERY_MS) return;
     this.lastPrune = now;
     const cutoff = subtractDuration(now, this.options.attemptsKeep);
+    // Out of the range of dates (refused by the configuration): nothing is old enough to remove.
+    if (cutoff === undefined) return;
     let removed = 0;
     for (let round = 0; round < 100 && !this.stopped; round++) {
       const count = await pruneAttempts(this.storage.writer, cutoff, PRUNE_BATCH);

@@ -74,7 +74,9 @@ export function decide(
   if (status === 410) {
     return { kind: "disable", reason: "the callback answered 410 Gone", failingSince };
   }
-  if (failingSince <= subtractDuration(now, policy.disableAfter) && streak.failingSince !== null) {
+  // A window that reaches past the range of dates (refused by the configuration) never ends.
+  const windowStart = subtractDuration(now, policy.disableAfter);
+  if (windowStart !== undefined && failingSince <= windowStart && streak.failingSince !== null) {
     return { kind: "disable", reason: "the callback kept failing for longer than allowed", failingSince };
   }
   const failures = streak.failures + 1;

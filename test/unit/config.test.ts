@@ -112,6 +112,10 @@ describe("configuration", () => {
       [{ SEINTJE_HEADERS_TIMEOUT: "30", SEINTJE_REQUEST_TIMEOUT: "10" }, "SEINTJE_REQUEST_TIMEOUT"],
       [{ SEINTJE_SHUTDOWN_TIMEOUT: "never" }, "SEINTJE_SHUTDOWN_TIMEOUT"],
       [{ SEINTJE_METRICS: "public" }, "SEINTJE_METRICS"],
+      // Durations whose arithmetic leaves the range of dates would never apply (NaN compares false).
+      [{ SEINTJE_PING_DISABLE_AFTER: "P300000Y" }, "SEINTJE_PING_DISABLE_AFTER"],
+      [{ SEINTJE_PING_ATTEMPTS_KEEP: "P99999999999999999999Y" }, "SEINTJE_PING_ATTEMPTS_KEEP"],
+      [{ SEINTJE_PING_ATTEMPTS_KEEP: "PT99999999999999H" }, "SEINTJE_PING_ATTEMPTS_KEEP"],
     ];
     for (const [env, variable] of cases) {
       assert.throws(
