@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { HttpProblem, validationProblem } from "../errors.js";
+import { decodeUtf8, MAX_DATA_DEPTH, parseJsonText } from "../json.js";
 import { isJsonMediaType, validateEvent } from "./validate.js";
 
 /**
@@ -51,25 +52,6 @@ function charsetIsUtf8(contentType: string | undefined): boolean {
   return match === null || /^utf-?8$/i.test(match[1]!);
 }
 
-function decodeUtf8(body: Buffer): string | undefined {
-  try {
-    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
-  } catch {
-    return undefined;
-  }
-}
-
-function parseJson(text: string, pointer: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw validationProblem(
-      [{ pointer, detail: `not valid JSON: ${(error as Error).message}` }],
-      "The body is not valid JSON.",
-    );
-  }
-}
-
 /** HTTP binding 3.1.3.2: ce- header values are percent-encoded where they hold non-printable or non-ASCII text. */
 function decodeHeaderValue(value: string, attribute: string): string {
   if (!value.includes("%")) return value;
@@ -106,7 +88,7 @@ function fromBinary(message: IncomingMessage): Record<string, unknown> {
     if (isJsonMediaType(contentType)) {
       if (text === undefined)
         throw validationProblem([{ pointer: "/data", detail: "JSON data must be UTF-8" }]);
-      event.data = parseJson(text, "/data");
+      event.data = parseJsonText(text, "/data", MAX_DATA_DEPTH);
     } else if (isTextual(contentType) && text !== undefined) {
       event.data = text;
     } else {
@@ -188,8 +170,9 @@ export function parsePublishRequest(message: IncomingMessage): ParsedRequest {
       throw new HttpProblem(415, "unsupportedMediaType", "CloudEvents JSON must be UTF-8.");
     }
     const text = decodeUtf8(message.body);
-    if (text === undefined) throw validationProblem([{ pointer: "", detail: "the body is not UTF-8" }]);
-    const body = parseJson(text, "");
+    if (text === undefined) throw validationProblem([{ pointer: "", detail: "is not valid UTF-8" }]);
+    // The data sits one level down in an event, two in a batch.
+    const body = parseJsonText(text, "", MAX_DATA_DEPTH + (mode === "batch" ? 2 : 1));
     if (mode === "batch") {
       if (!Array.isArray(body))
         throw validationProblem([{ pointer: "", detail: "a batch must be a JSON array" }]);

@@ -1,6 +1,7 @@
 import type { Context } from "koa";
 import getRawBody from "raw-body";
-import { HttpProblem, validationProblem } from "../errors.js";
+import { HttpProblem } from "../errors.js";
+import { decodeJson } from "../json.js";
 
 /** Reads the request body as bytes, refusing more than `limit` (413) and any content coding (415). */
 export async function readBody(ctx: Context, limit: number): Promise<Buffer> {
@@ -13,8 +14,8 @@ export async function readBody(ctx: Context, limit: number): Promise<Buffer> {
 }
 
 /**
- * A JSON request body (application/json or any +json type), at most `limit` bytes. An empty body is `empty`;
- * anything else that is not JSON is a 400 pointing at the whole document.
+ * A JSON request body (application/json or any +json type), at most `limit` bytes, decoded by the one rule of
+ * `decodeJson`. An empty body is `empty`.
  */
 export async function readJson(ctx: Context, limit: number, empty?: unknown): Promise<unknown> {
   const bytes = await readBody(ctx, limit);
@@ -23,9 +24,5 @@ export async function readJson(ctx: Context, limit: number, empty?: unknown): Pr
   if (type !== "application/json" && !type.endsWith("+json")) {
     throw new HttpProblem(415, "unsupportedMediaType", "This resource is sent as application/json.");
   }
-  try {
-    return JSON.parse(bytes.toString("utf8"));
-  } catch (error) {
-    throw validationProblem([{ pointer: "", detail: `not valid JSON: ${(error as Error).message}` }]);
-  }
+  return decodeJson(bytes);
 }
