@@ -1,5 +1,6 @@
 import Router from "@koa/router";
 import type { Context } from "koa";
+import { FILTER_LIMITS } from "../db/events.js";
 import { findFeed } from "../db/feeds.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
@@ -121,7 +122,10 @@ export function eventRouter(services: Services): Router {
     const query: ReadQuery = {
       after: cursorParameter(ctx.query),
       limit: integerParameter(ctx.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-      filters: { types: listParameter(ctx.query, "type"), subject: stringParameter(ctx.query, "subject") },
+      filters: {
+        types: listParameter(ctx.query, "type", FILTER_LIMITS.types, FILTER_LIMITS.length),
+        subject: stringParameter(ctx.query, "subject", FILTER_LIMITS.length),
+      },
     };
     if (wantsStream(ctx)) {
       await serveStream(ctx, services, feed, streamCursor(ctx, query.after), query.filters);

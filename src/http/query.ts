@@ -70,19 +70,35 @@ export function secondsParameter(query: ParsedUrlQuery, name: string, max: numbe
   return value;
 }
 
-export function stringParameter(query: ParsedUrlQuery, name: string): string | undefined {
+/** A text of 1 to `maxLength` characters. */
+export function stringParameter(query: ParsedUrlQuery, name: string, maxLength: number): string | undefined {
   const raw = single(query, name);
-  if (raw === "")
-    throw new HttpProblem(400, "badRequest", `"${name}" must not be empty.`, { parameter: name });
+  if (raw !== undefined) checkText(name, raw, maxLength);
   return raw;
 }
 
-/** A repeatable parameter: `type=a&type=b`. */
-export function listParameter(query: ParsedUrlQuery, name: string): string[] {
+/** A repeatable parameter, `type=a&type=b`: at most `maxCount` values of 1 to `maxLength` characters. */
+export function listParameter(
+  query: ParsedUrlQuery,
+  name: string,
+  maxCount: number,
+  maxLength: number,
+): string[] {
   const raw = query[name];
   const values = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
-  if (values.some((value) => value === "")) {
-    throw new HttpProblem(400, "badRequest", `"${name}" must not be empty.`, { parameter: name });
+  if (values.length > maxCount) {
+    throw new HttpProblem(400, "badRequest", `"${name}" may be given at most ${maxCount} times.`, {
+      parameter: name,
+    });
   }
+  for (const value of values) checkText(name, value, maxLength);
   return values;
+}
+
+function checkText(name: string, value: string, maxLength: number): void {
+  if (value === "" || value.length > maxLength) {
+    throw new HttpProblem(400, "badRequest", `"${name}" must be 1 to ${maxLength} characters long.`, {
+      parameter: name,
+    });
+  }
 }
