@@ -6,7 +6,8 @@ import ipaddr from "ipaddr.js";
  * The address guard: where callbacks may point. Only globally routable unicast addresses are allowed, unless the
  * configured allow-list names an address or range. Loopback, private (RFC 1918, unique-local), link-local
  * (which holds cloud metadata services), multicast, unspecified, carrier-grade NAT, reserved and documentation
- * ranges are refused, in IPv4 and IPv6. An IPv4-mapped IPv6 address is judged by its IPv4 form, and the IPv6
+ * ranges are refused, in IPv4 and IPv6. An IPv4-mapped or IPv4-compatible IPv6 address is judged by its IPv4
+ * form, and the IPv6
  * ranges that embed an IPv4 address (6to4, Teredo, NAT64) are refused outright: their IPv4 part could be anything.
  *
  * The guard is consulted twice: at registration on every address the host resolves to, and at every delivery on
@@ -23,9 +24,18 @@ export class AddressRefused extends Error {
   }
 }
 
-/** An IPv4-mapped IPv6 address becomes its IPv4 form; everything else stays as it is. */
+/**
+ * An IPv6 address that embeds an IPv4 address in its last 32 bits and reaches it becomes its IPv4 form: the
+ * IPv4-mapped `::ffff:a.b.c.d` and the deprecated IPv4-compatible `::a.b.c.d` (RFC 4291 §2.5.5.1; `[::127.0.0.1]`,
+ * which URL parsers write as `[::7f00:1]`, reaches 127.0.0.1 on many systems). `::` and `::1` are themselves.
+ * Everything else stays as it is.
+ */
 function normalized(address: Address): Address {
-  return address instanceof ipaddr.IPv6 && address.isIPv4MappedAddress() ? address.toIPv4Address() : address;
+  if (!(address instanceof ipaddr.IPv6)) return address;
+  if (address.isIPv4MappedAddress()) return address.toIPv4Address();
+  const parts = address.parts;
+  const compatible = parts.slice(0, 6).every((part) => part === 0) && (parts[6] !== 0 || parts[7]! > 1);
+  return compatible ? ipaddr.fromByteArray(address.toByteArray().slice(12)) : address;
 }
 
 /** Parses one allow-list entry: an address or a CIDR range. Throws with a readable message. */

@@ -41,6 +41,13 @@ describe("the address guard", () => {
       "::ffff:169.254.169.254",
       "2002:7f00:1::1",
       "64:ff9b::7f00:1",
+      "64:ff9b:1::7f00:1",
+      "::ffff:0:7f00:1",
+      // IPv4-compatible (RFC 4291 §2.5.5.1), as URL parsers write [::127.0.0.1] and [::10.0.0.1]
+      "::7f00:1",
+      "[::7f00:1]",
+      "::a00:1",
+      "::a9fe:a9fe",
       "not an address",
     ]) {
       assert.equal(guard.allows(address), false, address);
@@ -53,6 +60,8 @@ describe("the address guard", () => {
     assert.ok(open.allows("::ffff:127.0.0.1"));
     assert.ok(open.allows("10.1.200.3"));
     assert.ok(open.allows("::ffff:10.1.0.9"));
+    assert.ok(open.allows("::7f00:1"), "IPv4-compatible, by its IPv4 form");
+    assert.ok(guard.allows("::808:808"), "a public IPv4 address in IPv4-compatible form is public");
     assert.ok(open.allows("::1"));
     assert.ok(open.allows("fd12::1"));
     assert.equal(open.allows("127.0.0.2"), false);
