@@ -4,6 +4,7 @@ import { allows } from "../auth/grants.js";
 import type { Principal } from "../auth/verifier.js";
 import type { Attempt, Subscription } from "../client/types.js";
 import { type Queryable, readSnapshot } from "../db/database.js";
+import { FILTER_LIMITS } from "../db/events.js";
 import {
   type AttemptRow,
   deleteSubscription,
@@ -67,8 +68,8 @@ function subscriptionView(row: SubscriptionRow, lastAttempt: AttemptRow | undefi
 
 const MAX_BODY_BYTES = 16 * 1024;
 const MAX_DESCRIPTION = 1000;
-const MAX_TYPES = 20;
-const MAX_FILTER_LENGTH = 256;
+const MAX_TYPES = FILTER_LIMITS.types;
+const MAX_FILTER_LENGTH = FILTER_LIMITS.length;
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -134,6 +135,15 @@ function parseFields(
   return fields;
 }
 
+/**
+ * Whether a change makes pings name events they did not name before: new filters, or pings resuming. A ping names
+ * event ids, types and subjects, which only a reader of the feed may learn, so these need `read` on the feed as
+ * creating a subscription does.
+ */
+function disclosesMore(changes: SubscriptionChanges): boolean {
+  return changes.types !== undefined || changes.subject !== undefined || changes.status === "active";
+}
+
 /** Whether the principal may see this subscription: its creator, or an admin of its feed. */
 function visible(principal: Principal, row: SubscriptionRow): boolean {
   return (
@@ -170,6 +180,7 @@ export function subscriptionRouter(services: Services): Router {
     if (body.url === undefined) errors.push({ pointer: "/url", detail: "is required" });
     if (errors.length > 0) throw validationProblem(errors);
     authorize(ctx, "subscribe", fields.feed!);
+    authorize(ctx, "read", fields.feed!);
     const url = webhooks.callbacks.parse(fields.url!);
     await webhooks.callbacks.verify(url);
     const input: NewSubscriptionInput = {
@@ -195,7 +206,7 @@ export function subscriptionRouter(services: Services): Router {
   router.get("/", async (ctx) => {
     const principal = authorize(ctx, "subscribe");
     const limit = integerParameter(ctx.query, "limit", 100, 1, 1000);
-    const after = stringParameter(ctx.query, "after");
+    const after = stringParameter(ctx.query, "after", 64);
     const anyAdmin = principal.grants.some((grant) => grant.action === "admin");
     const { rows, shown, last } = await readSnapshot(storage, async (trx) => {
       const rows = await listSubscriptions(trx, {
@@ -231,6 +242,7 @@ export function subscriptionRouter(services: Services): Router {
     const changes = parseFields(body, ["url", "types", "subject", "description", "status"], errors);
     if (body.url === null) errors.push({ pointer: "/url", detail: "cannot be removed" });
     if (errors.length > 0) throw validationProblem(errors);
+    if (disclosesMore(changes)) authorize(ctx, "read", row.feedName);
     if (changes.url !== undefined) {
       changes.url = webhooks.callbacks.parse(changes.url);
       if (changes.url !== row.url) await webhooks.callbacks.verify(changes.url);
@@ -256,7 +268,7 @@ export function subscriptionRouter(services: Services): Router {
   router.get("/:id/attempts", async (ctx) => {
     const row = await load(ctx);
     const limit = integerParameter(ctx.query, "limit", 20, 1, 100);
-    const beforeText = stringParameter(ctx.query, "before");
+    const beforeText = stringParameter(ctx.query, "before", 64);
     const before = beforeText === undefined ? undefined : parseSequence(beforeText);
     if (beforeText !== undefined && before === undefined) {
       throw new HttpProblem(400, "badRequest", '"before" must be an attempt id.', { parameter: "before" });

@@ -529,7 +529,7 @@ describe("webhook subscriptions", () => {
 
   it("shows a caller only its own subscriptions, and checks the subscribe grant on the feed", async () => {
     const feed = await newFeed(svc);
-    const alice = await tokenFor(svc.dir, `subscribe:${feed}`, { subject: "alice" });
+    const alice = await tokenFor(svc.dir, `subscribe:${feed} read:${feed}`, { subject: "alice" });
     const bob = await tokenFor(svc.dir, "subscribe", { subject: "bob" });
     const reader = await tokenFor(svc.dir, `read:${feed}`, { subject: "carol" });
     const as = (token: string) => ({ authorization: `Bearer ${token}` });
