@@ -27,6 +27,7 @@ export const PROBLEM_TYPES = {
   tooLarge: "payload-too-large",
   rateLimited: "rate-limited",
   unavailable: "service-unavailable",
+  storageFull: "storage-full",
   internal: "internal",
 } as const;
 
@@ -65,6 +66,7 @@ const TITLES: Record<ProblemKind, string> = {
   tooLarge: "Payload too large",
   rateLimited: "Too many requests",
   unavailable: "Service unavailable",
+  storageFull: "Storage is full",
   internal: "Internal server error",
 };
 

@@ -4,6 +4,7 @@ import { loadSigningKey } from "./auth/keys.js";
 import { TokenVerifier } from "./auth/verifier.js";
 import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, type Storage } from "./db/database.js";
+import { WriteHealth } from "./db/failures.js";
 import { PgWakeups } from "./db/notify.js";
 import { countByStatus } from "./db/subscriptions.js";
 import { createApp, requestListener } from "./http/app.js";
@@ -93,6 +94,7 @@ export async function startService(
   const admission = new Admission({ streams: limits.maxStreams, longpolls: limits.maxLongPolls }, metrics);
   metrics.watchQueries(storage.writer, storage.reader === storage.writer ? "pool" : "writer");
   if (storage.reader !== storage.writer) metrics.watchQueries(storage.reader, "reader");
+  const writeHealth = new WriteHealth(storage, logger);
   const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger, metrics);
   const appender = new Appender(storage, bus, metrics, { autoCreateFeeds: config.autoCreateFeeds, logger });
   const stopping = new AbortController();
@@ -131,6 +133,7 @@ export async function startService(
     await wakeups?.start();
     const services: Services = {
       storage,
+      writeHealth,
       bus,
       appender,
       logger,
@@ -206,6 +209,7 @@ export async function startService(
           await closed;
           await retention.stop();
           await appender.close();
+          writeHealth.stop();
           await storage.close();
           logger.info("seintje stopped");
         })();
@@ -216,6 +220,7 @@ export async function startService(
     server?.close();
     await wakeups?.stop();
     await appender.close();
+    writeHealth.stop();
     await storage.close();
     throw error;
   }

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type Router from "@koa/router";
 import Koa from "koa";
 import compose from "koa-compose";
+import { storageFailure } from "../db/failures.js";
 import { coerceError, HttpProblem } from "../errors.js";
 import { authentication } from "./auth.js";
 import type { Services } from "./context.js";
@@ -11,6 +12,39 @@ import { healthRouter } from "./health.js";
 import { metricsRouter } from "./metrics.js";
 import { API_VERSION, openApiRouter } from "./openapi.js";
 import { subscriptionRouter } from "./subscriptions.js";
+
+/** Seconds a client is asked to wait when storage is full: freeing space takes an operator. */
+const FULL_RETRY_AFTER = "30";
+/** Seconds a client is asked to wait when the database cannot be reached: a restart or fail-over. */
+const UNAVAILABLE_RETRY_AFTER = "5";
+
+/**
+ * A storage failure that is not a bug, as the problem to answer: 507 when storage is full, 503 when the database
+ * cannot be reached (a connection lost mid-commit included: the client's retry is safe, since publishing is
+ * idempotent on (source, id)). Both ask the client to come back with Retry-After.
+ */
+function storageProblem(error: unknown): HttpProblem | undefined {
+  const failure = storageFailure(error);
+  if (failure === "full") {
+    return new HttpProblem(
+      507,
+      "storageFull",
+      "The service's storage is full; nothing of this request was stored. Try again later.",
+      {},
+      { "Retry-After": FULL_RETRY_AFTER },
+    );
+  }
+  if (failure === "unavailable") {
+    return new HttpProblem(
+      503,
+      "unavailable",
+      "The database could not be reached; if this request wrote, it may or may not have been stored. Publishing the same events again is safe.",
+      {},
+      { "Retry-After": UNAVAILABLE_RETRY_AFTER },
+    );
+  }
+  return undefined;
+}
 
 /** Turns every failure into an RFC 9457 problem document; logs what is not the client's fault. */
 function problems(services: Services): Koa.Middleware {
@@ -27,7 +61,8 @@ function problems(services: Services): Koa.Middleware {
           problem = new HttpProblem(501, "methodNotAllowed", `${ctx.method} is not implemented.`);
       }
     } catch (error) {
-      problem = coerceError(error);
+      services.writeHealth.saw(error);
+      problem = coerceError(error) ?? storageProblem(error);
       if (!problem) {
         services.logger.error({ err: error, method: ctx.method, path: ctx.path }, "request failed");
         problem = new HttpProblem(

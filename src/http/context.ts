@@ -1,5 +1,6 @@
 import type { TokenVerifier } from "../auth/verifier.js";
 import type { Storage } from "../db/database.js";
+import type { WriteHealth } from "../db/failures.js";
 import type { Appender } from "../log/appender.js";
 import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
@@ -21,6 +22,8 @@ export interface WebhookServices {
 /** What the HTTP layer is given: the domain's entry points, never Koa state shared between requests. */
 export interface Services {
   storage: Storage;
+  /** Whether writes fail for want of space, for /readyz and the problems answered. */
+  writeHealth: WriteHealth;
   bus: WakeupBus;
   appender: Appender;
   logger: Logger;

@@ -23,6 +23,16 @@ export function healthRouter(services: Services): Router {
       services.logger.warn({ err: error }, "readiness check: database does not answer");
       throw new HttpProblem(503, "unavailable", "The database does not answer.");
     }
+    await services.writeHealth.probe();
+    if (services.writeHealth.full) {
+      throw new HttpProblem(
+        503,
+        "unavailable",
+        "Writes fail: the service's storage is full.",
+        {},
+        { "Retry-After": "30" },
+      );
+    }
     if (pending.length > 0) {
       throw new HttpProblem(
         503,
