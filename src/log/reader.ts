@@ -1,5 +1,5 @@
-import type { Storage } from "../db/database.js";
-import { type Filters, readOne, readRange } from "../db/events.js";
+import type { Queryable, Storage } from "../db/database.js";
+import { type Filters, type Page, readOne, readRange } from "../db/events.js";
 import { type FeedRow, findFeed } from "../db/feeds.js";
 import { HttpProblem } from "../errors.js";
 import { feedNotFound } from "./feeds.js";
@@ -37,6 +37,20 @@ export interface FeedPage {
 export const SCAN_WINDOW = 10_000;
 /** A long-poll scans at most this many windows before it answers with an empty page and an advanced `next`. */
 const SCAN_ROUNDS = 10;
+
+/**
+ * A page's byte budget: it stops adding events once their stored JSON would pass this many bytes (the first event
+ * always fits: an event is at most 64 KiB), and `next` says where it stopped. So a page body is at most about
+ * 1 MiB, and that is what a client that never reads its answer holds of the service's memory. Without it, 1,000
+ * events of 61 KB made a 61 MB page, and ten such clients took 2.6 GB.
+ */
+export const MAX_PAGE_BYTES = 1024 * 1024;
+/**
+ * Rows the first query of a page reads. Later queries read as many as the budget left allows at the average size
+ * seen so far, so a page of small events takes one or two queries, and reading a page of the largest events holds
+ * at most FIRST_READ x 64 KiB (6.4 MiB) for a moment before the budget trims it.
+ */
+const FIRST_READ = 100;
 
 const filtered = (filters: Filters) => filters.types.length > 0 || filters.subject !== undefined;
 
@@ -108,15 +122,50 @@ async function readPageAlone(storage: Storage, name: string, query: ReadQuery): 
     checkCursor(feed, after);
     const start = Math.max(after, feed.prunedThrough);
     const upTo = filtered(query.filters) ? Math.min(feed.head, start + SCAN_WINDOW) : feed.head;
-    const page = await readRange(trx, feed.id, start, upTo, query.limit, query.filters);
-    const full = page.sequences.length === query.limit;
-    const next = full
+    const page = await readBudgeted(trx, feed.id, start, upTo, query);
+    const next = page.full
       ? page.sequences.at(-1)!
       : filtered(query.filters)
         ? upTo
         : (page.sequences.at(-1) ?? start);
-    return { feed, ...page, next, head: feed.head };
+    return { feed, sequences: page.sequences, bodies: page.bodies, next, head: feed.head };
   });
+}
+
+/**
+ * The events of a page within `limit` and MAX_PAGE_BYTES, read in as few queries as the budget allows. `full`
+ * when it stopped at either bound, not at the end of the range.
+ */
+async function readBudgeted(
+  db: Queryable,
+  feedId: number,
+  start: number,
+  upTo: number,
+  query: ReadQuery,
+): Promise<Page & { full: boolean }> {
+  const sequences: number[] = [];
+  const bodies: string[] = [];
+  let bytes = 0;
+  let cursor = start;
+  while (sequences.length < query.limit) {
+    const left = query.limit - sequences.length;
+    const want =
+      sequences.length === 0
+        ? Math.min(left, FIRST_READ)
+        : Math.min(left, Math.floor((MAX_PAGE_BYTES - bytes) / (bytes / sequences.length)) + 1);
+    const chunk = await readRange(db, feedId, cursor, upTo, want, query.filters);
+    for (let index = 0; index < chunk.sequences.length; index += 1) {
+      const body = chunk.bodies[index]!;
+      const size = Buffer.byteLength(body);
+      if (sequences.length > 0 && bytes + size > MAX_PAGE_BYTES) return { sequences, bodies, full: true };
+      sequences.push(chunk.sequences[index]!);
+      bodies.push(body);
+      bytes += size;
+    }
+    if (chunk.sequences.length < want) return { sequences, bodies, full: false };
+    cursor = sequences.at(-1)!;
+  }
+  return { sequences, bodies, full: true };
 }
 
 /**
