@@ -1,5 +1,8 @@
 import Router from "@koa/router";
+import { FILTER_LIMITS } from "../db/events.js";
 import { MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST } from "../events/encoding.js";
+import { MAX_DATA_DEPTH } from "../json.js";
+import { MAX_PAGE_BYTES } from "../log/reader.js";
 import { PING_EVENTS, PING_TYPE } from "../webhooks/ping.js";
 import type { Services } from "./context.js";
 
@@ -52,7 +55,11 @@ const READ_FILTERS = [
     name: "type",
     in: "query",
     description: "Only events whose type starts with this prefix; repeatable (any prefix matches).",
-    schema: { type: "array", items: { type: "string", minLength: 1 } },
+    schema: {
+      type: "array",
+      maxItems: FILTER_LIMITS.types,
+      items: { type: "string", minLength: 1, maxLength: FILTER_LIMITS.length },
+    },
     style: "form",
     explode: true,
   },
@@ -60,7 +67,7 @@ const READ_FILTERS = [
     name: "subject",
     in: "query",
     description: "Only events with exactly this subject.",
-    schema: { type: "string", minLength: 1 },
+    schema: { type: "string", minLength: 1, maxLength: FILTER_LIMITS.length },
   },
 ];
 
@@ -78,7 +85,9 @@ const CLOUD_EVENT_ATTRIBUTES = {
   datacontenttype: { type: "string" },
   dataschema: { type: "string", format: "uri" },
   dataref: { type: "string", format: "uri" },
-  data: {},
+  data: {
+    description: `Any JSON value, nested at most ${MAX_DATA_DEPTH} levels, with numbers a 64-bit double holds exactly (others are refused, never changed).`,
+  },
   data_base64: { type: "string", contentEncoding: "base64" },
 };
 
@@ -284,7 +293,11 @@ const schemas = {
         format: "uri",
         description: "https, and public unless the configuration allows.",
       },
-      types: { type: "array", maxItems: 20, items: { type: "string", minLength: 1, maxLength: 256 } },
+      types: {
+        type: "array",
+        maxItems: FILTER_LIMITS.types,
+        items: { type: "string", minLength: 1, maxLength: FILTER_LIMITS.length },
+      },
       subject: { type: "string", minLength: 1, maxLength: 256 },
       description: { type: "string", maxLength: 1000 },
       after: { ...ref("Sequence"), description: "Start after this sequence; the feed's head when absent." },
@@ -295,7 +308,11 @@ const schemas = {
     type: "object",
     properties: {
       url: { type: "string", format: "uri" },
-      types: { type: "array", maxItems: 20, items: { type: "string", minLength: 1, maxLength: 256 } },
+      types: {
+        type: "array",
+        maxItems: FILTER_LIMITS.types,
+        items: { type: "string", minLength: 1, maxLength: FILTER_LIMITS.length },
+      },
       subject: { type: ["string", "null"] },
       description: { type: ["string", "null"] },
       status: {
@@ -415,7 +432,25 @@ const responses = {
     ),
     headers: { "Retry-After": { schema: { type: "integer" } } },
   },
+  StorageFull: {
+    ...problemResponse("The service's storage is full (problem type storage-full); nothing was stored."),
+    headers: { "Retry-After": { schema: { type: "integer" } } },
+  },
 };
+
+/**
+ * Every write may meet a full storage: adds the 507 to each operation that changes something (the /v1 paths
+ * with PUT, POST, PATCH or DELETE).
+ */
+function withStorageFull<T extends Record<string, Record<string, unknown>>>(table: T): T {
+  for (const item of Object.values(table)) {
+    for (const method of ["put", "post", "patch", "delete"]) {
+      const operation = item[method] as { responses: Record<string, unknown> } | undefined;
+      if (operation) operation.responses["507"] = problemRef("StorageFull");
+    }
+  }
+  return table;
+}
 
 const publishExamples = {
   structured: {
@@ -533,8 +568,10 @@ const paths = {
       operationId: "readFeed",
       summary:
         "Read the feed after a cursor: a page, a long-poll, or a Server-Sent Events stream (grant read)",
-      description:
+      description: [
         "With `Accept: text/event-stream` the answer is a stream: `retry:`, then one message per event (`id: <sequence>`, `data: <CloudEvent>`), then each new event as it is appended; with filters, bare `id:` messages move the cursor past skipped events. `event: reset` (with the problem) when retention passed the cursor; `event: token-expiring` before a stream's token expires. Browsers may pass the token as `access_token`.",
+        `A page holds at most \`limit\` events and at most ${MAX_PAGE_BYTES} bytes of them (the first event always fits); \`next\` says where it stopped.`,
+      ].join("\n\n"),
       tags: ["events"],
       parameters: [
         {
@@ -822,7 +859,7 @@ export function openApiDocument() {
       { name: "subscriptions", description: "Webhook wake-up pings." },
       { name: "operations" },
     ],
-    paths,
+    paths: withStorageFull(paths),
     webhooks,
     components: {
       schemas,
