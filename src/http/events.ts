@@ -1,6 +1,7 @@
 import Router from "@koa/router";
 import type { Context } from "koa";
 import { FILTER_LIMITS } from "../db/events.js";
+import { storageFailure } from "../db/failures.js";
 import { findFeed } from "../db/feeds.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
@@ -69,7 +70,8 @@ const REJECT_REASONS: Partial<Record<ProblemKind, RejectReason>> = {
  * under "" when no such feed exists: the label's values stay the feeds an admin created.
  */
 async function countRejected(services: Services, feed: string, error: unknown, events: number) {
-  const kind = coerceError(error)?.kind;
+  // A full or unreachable storage is counted as "unavailable": the events may be sent again.
+  const kind = coerceError(error)?.kind ?? (storageFailure(error) ? "unavailable" : undefined);
   const exists = kind !== "feedNotFound" && (await findFeed(services.storage.reader, feed)) !== undefined;
   const reason = (kind && REJECT_REASONS[kind]) ?? "other";
   services.metrics.eventsRejected.inc({ feed: exists ? feed : "", reason }, events);

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { loadSigningKey, type SigningKey } from "../../src/auth/keys.js";
-import { mintToken } from "../../src/auth/tokens.js";
+import { mintToken, parseTtl } from "../../src/auth/tokens.js";
 import {
   CLOCK_SKEW_SECONDS,
   InvalidToken,
@@ -42,6 +42,17 @@ describe("remembering verified tokens", () => {
     const again = await verifier.verify(token, now + VERIFIED_TOKEN_MS + 1000);
     assert.notEqual(again, first, "verified anew");
     assert.deepEqual(again, first);
+  });
+
+  it("keeps the longest time to live the CLI takes inside the range of dates", async () => {
+    const ttlSeconds = parseTtl("9999999d")!;
+    assert.equal(parseTtl("99999999d"), undefined, "eight digits are refused");
+    const principal = await verifier.verify(
+      await mintToken(key, { scope: "read", subject: "v", ttlSeconds }),
+    );
+    const expires = new Date(principal.expiresAt!);
+    assert.ok(Number.isFinite(expires.getTime()), "a valid date, never NaN");
+    assert.ok(expires.getUTCFullYear() > 29_000);
   });
 
   it("remembers nothing of a token that did not verify", async () => {
