@@ -144,6 +144,19 @@ function prepare(event: Record<string, unknown>, pointer: string): PreparedEvent
   };
 }
 
+/**
+ * The CloudEvents JSON format: an attribute whose value is null is treated as absent, so it is neither stored nor
+ * an error (a required one is then reported missing). `data: null` stays: it is the event's data, and events
+ * stored with it keep their digest.
+ */
+function dropNullAttributes(event: unknown): void {
+  if (typeof event !== "object" || event === null || Array.isArray(event)) return;
+  const attributes = event as Record<string, unknown>;
+  for (const name of Object.keys(attributes)) {
+    if (attributes[name] === null && name !== "data") delete attributes[name];
+  }
+}
+
 function modeOf(message: IncomingMessage): Mode {
   const essence = mediaTypeEssence(message.contentType);
   if (essence === BATCH) return "batch";
@@ -176,8 +189,6 @@ export function parsePublishRequest(message: IncomingMessage): ParsedRequest {
     if (mode === "batch") {
       if (!Array.isArray(body))
         throw validationProblem([{ pointer: "", detail: "a batch must be a JSON array" }]);
-      if (body.length === 0)
-        throw validationProblem([{ pointer: "", detail: "a batch must hold at least one event" }]);
       if (body.length > MAX_EVENTS_PER_REQUEST) {
         throw new HttpProblem(
           413,
@@ -191,6 +202,7 @@ export function parsePublishRequest(message: IncomingMessage): ParsedRequest {
     }
   }
 
+  for (const event of raw) dropNullAttributes(event);
   const pointerOf = (index: number) => (mode === "batch" ? `/${index}` : "");
   const errors: ParsedRequest["warnings"] = [];
   const warnings: ParsedRequest["warnings"] = [];

@@ -93,7 +93,13 @@ describe("validateEvent", () => {
     assert.deepEqual(pointers({ ...valid, ext: { nested: true } }), ["/ext"]);
     assert.deepEqual(pointers({ ...valid, ext: 1.5 }), ["/ext"]);
     assert.deepEqual(pointers({ ...valid, ext: 2 ** 31 }), ["/ext"]);
-    assert.deepEqual(pointers({ ...valid, ext: null }), ["/ext"]);
+    // The CloudEvents JSON format: null is absent, for extensions and optional context attributes alike.
+    assert.deepEqual(pointers({ ...valid, ext: null, subject: null, time: null }), []);
+    assert.deepEqual(
+      pointers({ ...valid, id: null }),
+      ["/id"],
+      "a required attribute that is null is missing",
+    );
     assert.deepEqual(pointers({ ...valid, ext: "line\nbreak" }), ["/ext"]);
     assert.deepEqual(pointers({ ...valid, ext: 42, flag: true, text: "ok" }), []);
   });
