@@ -205,7 +205,8 @@ export const OPTIONS: readonly Option[] = [
   {
     variable: "SEINTJE_CORS_ORIGINS",
     default: "empty",
-    meaning: "comma-separated origins whose pages may open streams, or *",
+    meaning:
+      "comma-separated origins whose pages may call the API (CORS: fetch with Authorization, streams), or *",
   },
   {
     variable: "SEINTJE_MAX_STREAMS",

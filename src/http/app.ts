@@ -1,11 +1,14 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
 import type Router from "@koa/router";
 import Koa from "koa";
 import compose from "koa-compose";
 import { storageFailure } from "../db/failures.js";
 import { coerceError, HttpProblem } from "../errors.js";
 import { authentication } from "./auth.js";
+import { expectsContinue } from "./body.js";
 import type { Services } from "./context.js";
+import { crossOrigin } from "./cors.js";
 import { eventRouter } from "./events.js";
 import { feedRouter } from "./feeds.js";
 import { healthRouter } from "./health.js";
@@ -75,6 +78,8 @@ function problems(services: Services): Koa.Middleware {
     if (problem) {
       ctx.status = problem.status;
       ctx.set(problem.headers);
+      // Refused before its body was asked for: the client sends none, so this connection cannot carry another.
+      if (expectsContinue(ctx) && !ctx.req.complete) ctx.set("Connection", "close");
       ctx.type = "application/problem+json";
       ctx.body = JSON.stringify(problem.toJSON());
     }
@@ -123,6 +128,7 @@ export function createApp(services: Services): Koa {
     if (services.stopping.aborted) ctx.set("Connection", "close");
   });
   app.use(requestLog(services));
+  app.use(crossOrigin(services.corsOrigins));
   app.use(problems(services));
   app.use(
     authentication(services.verifier, services.logger, { openMetrics: services.metricsAccess === "open" }),
@@ -186,4 +192,37 @@ function respond(ctx: Koa.Context): void {
     return;
   }
   res.end(typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body));
+}
+
+/**
+ * Answers what Node's HTTP parser refuses before any middleware runs (headers too large, a malformed request, a
+ * client too slow to send its request) as a problem document with API-Version, like every other answer; the
+ * connection is closed after it, as Node's own answer would. A socket whose response has begun, or that is gone,
+ * is only closed.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+  if (!socket.writable || inFlight?.headersSent || error.code === "ECONNRESET") {
+    socket.destroy();
+    return;
+  }
+  const problem =
+    error.code === "HPE_HEADER_OVERFLOW"
+      ? new HttpProblem(431, "headersTooLarge", "The request's headers are larger than the service takes.")
+      : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? new HttpProblem(408, "requestTimeout", "The request was not received in time.")
+        : new HttpProblem(400, "badRequest", "The request is not valid HTTP/1.1.");
+  const body = JSON.stringify(problem.toJSON());
+  socket.end(
+    [
+      `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status]}`,
+      "Content-Type: application/problem+json",
+      `Content-Length: ${Buffer.byteLength(body)}`,
+      `API-Version: ${API_VERSION}`,
+      "Cache-Control: no-store",
+      "Connection: close",
+      "",
+      body,
+    ].join("\r\n"),
+  );
 }

@@ -38,13 +38,6 @@ export function streamCursor(ctx: Context, after: number | undefined): number {
   return sequence;
 }
 
-function corsHeaders(ctx: Context, origins: string[]): Record<string, string> {
-  const origin = ctx.get("Origin");
-  if (origin === "" || origins.length === 0) return {};
-  if (origins.includes("*")) return { "Access-Control-Allow-Origin": "*" };
-  return origins.includes(origin) ? { "Access-Control-Allow-Origin": origin, Vary: "Origin" } : {};
-}
-
 export async function serveStream(
   ctx: Context,
   services: Services,
@@ -60,18 +53,24 @@ export async function serveStream(
   if (services.stopping.aborted) {
     throw new HttpProblem(503, "unavailable", "The service is shutting down.", {}, { "Retry-After": "1" });
   }
+  const headers = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+  };
+  if (ctx.method === "HEAD") {
+    // The head of the stream's answer, at once; nothing is held open and no stream slot is taken.
+    ctx.status = 200;
+    ctx.set(headers);
+    return;
+  }
   const leave = services.admission.enter("streams");
 
   ctx.status = 200;
   ctx.respond = false;
   ctx.req.socket.setTimeout(0);
   ctx.req.socket.setNoDelay(true);
-  ctx.res.writeHead(200, {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-store",
-    "X-Accel-Buffering": "no",
-    ...corsHeaders(ctx, services.corsOrigins),
-  });
+  ctx.res.writeHead(200, headers);
   const stream = new StreamConnection(ctx.res, {
     storage: services.storage,
     hub: services.hub,
