@@ -28,6 +28,8 @@ export const PROBLEM_TYPES = {
   rateLimited: "rate-limited",
   unavailable: "service-unavailable",
   storageFull: "storage-full",
+  requestTimeout: "request-timeout",
+  headersTooLarge: "request-headers-too-large",
   internal: "internal",
 } as const;
 
@@ -67,6 +69,8 @@ const TITLES: Record<ProblemKind, string> = {
   rateLimited: "Too many requests",
   unavailable: "Service unavailable",
   storageFull: "Storage is full",
+  requestTimeout: "Request timeout",
+  headersTooLarge: "Request headers too large",
   internal: "Internal server error",
 };
 

@@ -7,7 +7,7 @@ import { migrate, openStorage, type Storage } from "./db/database.js";
 import { WriteHealth } from "./db/failures.js";
 import { PgWakeups } from "./db/notify.js";
 import { countByStatus } from "./db/subscriptions.js";
-import { createApp, requestListener } from "./http/app.js";
+import { answerClientError, createApp, requestListener } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Admission, PublishRateLimit } from "./http/limits.js";
 import { Appender } from "./log/appender.js";
@@ -160,10 +160,15 @@ export async function startService(
     const app = createApp(services);
     // Node looks for requests over their header and request timeouts every so often (30 s by default); look
     // often enough that a timeout of a few seconds is kept to within half of it.
+    const listener = requestListener(app, logger);
     server = createServer(
       { connectionsCheckingInterval: Math.min(5000, limits.headersTimeoutMs / 2) },
-      requestListener(app, logger),
+      listener,
     );
+    // With a listener here Node sends no 100 Continue by itself: a request that will be refused (no token, too
+    // large, no such feed) gets its refusal before its client sends the body; readBody sends the 100.
+    server.on("checkContinue", listener);
+    server.on("clientError", answerClientError);
     // Both bound only the receiving of a request: a long-poll's wait or a stream comes after and is not cut.
     server.requestTimeout = limits.requestTimeoutMs;
     server.headersTimeout = limits.headersTimeoutMs;

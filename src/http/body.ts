@@ -10,7 +10,17 @@ export async function readBody(ctx: Context, limit: number): Promise<Buffer> {
     throw new HttpProblem(415, "unsupportedMediaType", `Content-Encoding "${coding}" is not supported.`);
   }
   const length = ctx.get("Content-Length");
+  if (length !== "" && Number(length) > limit) {
+    throw new HttpProblem(413, "tooLarge", `The request body is larger than ${limit} bytes.`);
+  }
+  // Everything that could refuse the request before its body has been checked: the client may send it now.
+  if (expectsContinue(ctx) && !ctx.res.headersSent) ctx.res.writeContinue();
   return getRawBody(ctx.req, { limit, length: length === "" ? undefined : length });
+}
+
+/** Whether the client waits for `100 Continue` before it sends the body. */
+export function expectsContinue(ctx: Context): boolean {
+  return ctx.get("Expect").toLowerCase() === "100-continue";
 }
 
 /**

@@ -5,11 +5,11 @@ import { storageFailure } from "../db/failures.js";
 import { findFeed } from "../db/feeds.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
-import { checkFeedName } from "../log/feeds.js";
+import { checkFeedName, getFeed } from "../log/feeds.js";
 import { type FeedPage, pollPage, type ReadQuery, readEvent } from "../log/reader.js";
 import type { RejectReason } from "../metrics.js";
 import { authorize } from "./auth.js";
-import { readBody } from "./body.js";
+import { expectsContinue, readBody } from "./body.js";
 import type { Services } from "./context.js";
 import {
   cursorParameter,
@@ -88,6 +88,8 @@ export function eventRouter(services: Services): Router {
     let events = 1;
     try {
       await services.publishRate.take(principal.subject ?? `address:${ctx.ip}`);
+      // A client waiting for 100 Continue learns of a missing feed before it sends the body.
+      if (expectsContinue(ctx) && !services.appender.createsFeeds) await getFeed(services.storage, feed);
       const body = await readBody(ctx, services.maxRequestBytes);
       const contentType = ctx.get("Content-Type");
       const parsed = parsePublishRequest({

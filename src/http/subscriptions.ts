@@ -200,6 +200,7 @@ export function subscriptionRouter(services: Services): Router {
     webhooks.dispatcher.kick();
     ctx.status = 201;
     ctx.set("Location", `${services.publicUrl()}/v1/subscriptions/${subscription.id}`);
+    ctx.set("Cache-Control", "no-store");
     ctx.body = { ...subscriptionView(subscription, undefined), secret };
   });
 
@@ -284,7 +285,10 @@ export function subscriptionRouter(services: Services): Router {
   router.post("/:id/rotate-secret", async (ctx) => {
     const row = await load(ctx);
     authorize(ctx, "subscribe", row.feedName);
-    ctx.body = { secret: await rotateSecret(storage, webhooks.box, row.id) };
+    const secret = await rotateSecret(storage, webhooks.box, row.id);
+    // A secret must not be kept by any cache between the service and the one who asked.
+    ctx.set("Cache-Control", "no-store");
+    ctx.body = { secret };
   });
 
   return router;

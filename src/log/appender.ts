@@ -84,6 +84,11 @@ export class Appender {
     private readonly options: { autoCreateFeeds: boolean; logger: Logger; now?: () => number },
   ) {}
 
+  /** Whether a publish to a feed that does not exist creates it (SEINTJE_AUTO_CREATE_FEEDS). */
+  get createsFeeds(): boolean {
+    return this.options.autoCreateFeeds;
+  }
+
   /** Appends durably: resolves after the commit that stored the events (or found them stored before). */
   append(request: AppendRequest): Promise<AppendedEvent[]> {
     if (this.closed) {
