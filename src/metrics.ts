@@ -13,10 +13,19 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 
 let processRegistry: Registry | undefined;
 
+const TOTAL_NAMED_GAUGES = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
+
 function processMetrics(): Registry {
   if (!processRegistry) {
     processRegistry = new Registry();
     collectDefaultMetrics({ register: processRegistry });
+    // Gauges may not end in _total (OpenMetrics; `promtool check metrics` refuses them). prom-client names three
+    // that way; each is the sum of its gauge by type (nodejs_active_handles{type=...}), which stays.
+    for (const name of TOTAL_NAMED_GAUGES) processRegistry.removeSingleMetric(name);
   }
   return processRegistry;
 }

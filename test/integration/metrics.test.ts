@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { call, cloudEvent, publish, publishBatch, putFeed, readPage } from "../support/http.js";
 import { sampleValue, scrape } from "../support/metrics.js";
@@ -47,6 +49,19 @@ describe("metrics", () => {
     ]) {
       assert.match(text, new RegExp(`^# TYPE ${name} `, "m"), `${name} is exposed`);
     }
+  });
+
+  it("passes promtool check metrics, the Prometheus project's own linter", async () => {
+    const promtool = process.env.PROMTOOL_PATH ?? "/usr/bin/promtool";
+    assert.ok(existsSync(promtool), `promtool is needed at ${promtool} (apt-get install prometheus)`);
+    await publish(svc.url, "linted", cloudEvent()).catch(() => undefined);
+    const text = await (await fetch(`${svc.url}/metrics`)).text();
+    const checked = spawnSync(promtool, ["check", "metrics"], {
+      input: text,
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    assert.equal(checked.status, 0, `promtool: ${checked.stdout}${checked.stderr}`);
   });
 
   it("counts appended events per feed, repeats not included, and rejected events per feed and reason", async () => {
