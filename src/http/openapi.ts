@@ -20,6 +20,9 @@ const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const problemRef = (name: string) => ({ $ref: `#/components/responses/${name}` });
 const json = (schema: object) => ({ "application/json": { schema } });
 
+/** The header every answer carries (NL API Design Rules, /core/version-header). */
+const API_VERSION_HEADER = { $ref: "#/components/headers/API-Version" };
+
 /** A sequence: a decimal string, the one cursor of every channel. */
 const SEQUENCE = {
   type: "string",
@@ -436,20 +439,37 @@ const responses = {
     ...problemResponse("The service's storage is full (problem type storage-full); nothing was stored."),
     headers: { "Retry-After": { schema: { type: "integer" } } },
   },
+  UnsupportedMediaType: problemResponse("The body is not JSON (application/json or another +json type)."),
 };
+for (const response of Object.values(responses) as Array<{ headers?: Record<string, unknown> }>) {
+  response.headers = { "API-Version": API_VERSION_HEADER, ...response.headers };
+}
+
+type Operation = { responses: Record<string, { $ref?: string; headers?: Record<string, unknown> }> };
 
 /**
- * Every write may meet a full storage: adds the 507 to each operation that changes something (the /v1 paths
- * with PUT, POST, PATCH or DELETE).
+ * What holds for every operation, added in one place: API-Version on every answer, a 507 on every write (any
+ * write may meet a full storage), a 400 wherever a feed name is in the path (an invalid name). The /v1 paths are
+ * written relative to the server URL `/v1` (/core/uri-version); the operational ones name `/` as theirs.
  */
-function withStorageFull<T extends Record<string, Record<string, unknown>>>(table: T): T {
-  for (const item of Object.values(table)) {
-    for (const method of ["put", "post", "patch", "delete"]) {
-      const operation = item[method] as { responses: Record<string, unknown> } | undefined;
-      if (operation) operation.responses["507"] = problemRef("StorageFull");
+function finishPaths(table: Record<string, Record<string, unknown>>): Record<string, unknown> {
+  const finished: Record<string, unknown> = {};
+  for (const [path, source] of Object.entries(table)) {
+    const item = structuredClone(source);
+    for (const method of ["get", "put", "post", "patch", "delete"]) {
+      const operation = item[method] as Operation | undefined;
+      if (!operation) continue;
+      if (method !== "get") operation.responses["507"] = problemRef("StorageFull");
+      if (path.includes("{feed}")) operation.responses["400"] ??= problemRef("BadRequest");
+      for (const response of Object.values(operation.responses)) {
+        if (response.$ref === undefined)
+          response.headers = { "API-Version": API_VERSION_HEADER, ...response.headers };
+      }
     }
+    if (path.startsWith("/v1/")) finished[path.slice("/v1".length)] = item;
+    else finished[path] = { servers: [{ url: "/" }], ...item };
   }
-  return table;
+  return finished;
 }
 
 const publishExamples = {
@@ -489,6 +509,7 @@ const paths = {
         },
         "400": problemRef("BadRequest"),
         ...AUTH_RESPONSES,
+        "415": problemRef("UnsupportedMediaType"),
       },
     },
     get: {
@@ -651,6 +672,7 @@ const paths = {
         "400": problemRef("BadRequest"),
         ...AUTH_RESPONSES,
         "404": problemRef("NotFound"),
+        "415": problemRef("UnsupportedMediaType"),
       },
     },
     get: {
@@ -689,12 +711,19 @@ const paths = {
       operationId: "changeSubscription",
       summary: 'Change url, filters or description, or re-enable with status "active"',
       tags: ["subscriptions"],
-      requestBody: { required: true, content: json(ref("SubscriptionChanges")) },
+      requestBody: {
+        required: true,
+        content: {
+          ...json(ref("SubscriptionChanges")),
+          "application/merge-patch+json": { schema: ref("SubscriptionChanges") },
+        },
+      },
       responses: {
         "200": { description: "Changed.", content: json(ref("Subscription")) },
         "400": problemRef("BadRequest"),
         "404": problemRef("NotFound"),
         ...AUTH_RESPONSES,
+        "415": problemRef("UnsupportedMediaType"),
       },
     },
     delete: {
@@ -712,6 +741,7 @@ const paths = {
       tags: ["subscriptions"],
       responses: {
         "200": { description: "The attempt.", content: json(ref("Attempt")) },
+        "400": problemRef("BadRequest"),
         "404": problemRef("NotFound"),
         ...AUTH_RESPONSES,
       },
@@ -756,6 +786,7 @@ const paths = {
             additionalProperties: false,
           }),
         },
+        "400": problemRef("BadRequest"),
         "404": problemRef("NotFound"),
         ...AUTH_RESPONSES,
       },
@@ -850,8 +881,11 @@ export function openApiDocument() {
       version: API_VERSION,
       summary: "Notification feeds for CloudEvents: pull, stream and wake-up pings on one cursor.",
       license: { name: "EUPL-1.2", identifier: "EUPL-1.2" },
+      // The software has no home on the web yet; an organisation that runs seintje is the one to contact, and a
+      // gateway in front may put its own contact here.
+      contact: { name: "seintje" },
     },
-    servers: [{ url: "/" }],
+    servers: [{ url: "/v1" }],
     security: [{ bearer: [] }],
     tags: [
       { name: "feeds" },
@@ -859,11 +893,18 @@ export function openApiDocument() {
       { name: "subscriptions", description: "Webhook wake-up pings." },
       { name: "operations" },
     ],
-    paths: withStorageFull(paths),
+    paths: finishPaths(paths),
     webhooks,
     components: {
       schemas,
       responses,
+      headers: {
+        "API-Version": {
+          description: "The version of the API that answered (semantic versioning); on every answer.",
+          required: true,
+          schema: { type: "string", pattern: "^[0-9]+\\.[0-9]+\\.[0-9]+$" },
+        },
+      },
       securitySchemes: {
         bearer: {
           type: "http",

@@ -19,9 +19,16 @@ const addFormats = formats.default;
 
 type Document = any;
 
+/**
+ * The document's key for a route: the /v1 routes are written relative to the server URL `/v1`, the operational
+ * ones (/healthz, ...) name `/` as their server.
+ */
+const documentPath = (template: string) =>
+  template.startsWith("/v1/") ? template.slice("/v1".length) : template;
+
 /** The schema the document gives for an answer, or undefined when it gives none (204, a stream). */
 function responseSchema(document: Document, method: string, template: string, status: number, type: string) {
-  const operation = document.paths[template]?.[method.toLowerCase()];
+  const operation = document.paths[documentPath(template)]?.[method.toLowerCase()];
   assert.ok(operation, `the document has ${method} ${template}`);
   let response = operation.responses[String(status)];
   assert.ok(response, `the document lists ${status} for ${method} ${template}`);
@@ -84,6 +91,20 @@ describe("the OpenAPI document", () => {
     }
   });
 
+  it("documents API-Version on every answer, a 507 on every write, and /v1 as the server", () => {
+    assert.deepEqual(document.servers, [{ url: "/v1" }]);
+    for (const [path, item] of Object.entries<Record<string, any>>(document.paths)) {
+      for (const method of ["get", "put", "post", "patch", "delete"]) {
+        if (!item[method]) continue;
+        for (const [status, entry] of Object.entries<any>(item[method].responses)) {
+          const response = entry.$ref ? document.components.responses[entry.$ref.split("/").at(-1)] : entry;
+          assert.ok(response.headers?.["API-Version"], `API-Version on ${status} of ${method} ${path}`);
+        }
+        if (method !== "get") assert.ok(item[method].responses["507"], `507 on ${method} ${path}`);
+      }
+    }
+  });
+
   it("names every route the server registers, and none that it does not", () => {
     const routers = createRouters({ metricsAccess: "open" } as Services);
     const registered = new Set<string>();
@@ -96,9 +117,10 @@ describe("the OpenAPI document", () => {
       }
     }
     const documented = new Set<string>();
-    for (const [path, item] of Object.entries<Record<string, unknown>>(document.paths)) {
+    for (const [path, item] of Object.entries<Record<string, any>>(document.paths)) {
+      const server = item.servers?.[0]?.url ?? document.servers[0].url;
       for (const method of ["get", "put", "post", "patch", "delete"]) {
-        if (item[method]) documented.add(`${method.toUpperCase()} ${path}`);
+        if (item[method]) documented.add(`${method.toUpperCase()} ${server.replace(/\/$/, "")}${path}`);
       }
     }
     assert.deepEqual([...registered].sort(), [...documented].sort());
@@ -117,6 +139,21 @@ describe("the OpenAPI document", () => {
     conforms("PUT", "/v1/feeds/{feed}", await put("described", { retension: 1 }), 400);
     conforms("GET", "/v1/feeds/{feed}", await call(`${base}/v1/feeds/described`), 200);
     conforms("GET", "/v1/feeds/{feed}", await call(`${base}/v1/feeds/missing`), 404);
+    conforms("GET", "/v1/feeds/{feed}", await call(`${base}/v1/feeds/Not_A_Name`), 400);
+    conforms(
+      "DELETE",
+      "/v1/feeds/{feed}",
+      await call(`${base}/v1/feeds/Not_A_Name`, { method: "DELETE" }),
+      400,
+    );
+    const plain = { method: "PUT", headers: { "content-type": "text/plain" }, body: "x" };
+    conforms("PUT", "/v1/feeds/{feed}", await call(`${base}/v1/feeds/described`, plain), 415);
+    conforms(
+      "POST",
+      "/v1/subscriptions",
+      await call(`${base}/v1/subscriptions`, { ...plain, method: "POST" }),
+      415,
+    );
     conforms("GET", "/v1/feeds", await call(`${base}/v1/feeds`), 200);
 
     const post = (body: unknown, type = "application/cloudevents+json") =>
