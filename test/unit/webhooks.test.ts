@@ -179,3 +179,29 @@ describe("subscription ids", () => {
     assert.ok(first < second);
   });
 });
+
+describe("Standard Webhooks signing, by the specification's known answer", () => {
+  // The reference test vector of the Standard Webhooks libraries: secret, id, timestamp, body and signature.
+  const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  const id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+  const timestamp = new Date(1614265330 * 1000);
+  const body = '{"test": 2432232314}';
+  const expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+  it("signs a ping exactly so", () => {
+    const headers = pingHeaders(id, body, [secret], timestamp, "seintje.example");
+    assert.equal(headers["webhook-signature"], expected);
+    assert.equal(headers["webhook-timestamp"], "1614265330");
+    assert.equal(headers["webhook-id"], id);
+  });
+
+  it("signs with both secrets during a rotation, each signature on its own", () => {
+    const other = "whsec_dGhlIG90aGVyIHNlY3JldCBvZiAyNCBieXRlcw==";
+    const [first, second] = pingHeaders(id, body, [secret, other], timestamp, "x")[
+      "webhook-signature"
+    ]!.split(" ");
+    assert.equal(first, expected);
+    assert.match(second!, /^v1,[A-Za-z0-9+/]{43}=$/);
+    assert.notEqual(second, expected);
+  });
+});
