@@ -21,22 +21,23 @@ export function createPrivateFile(path: string, content: string): void {
 
 /**
  * The text of `name` in `dataDir`, a file only the service's user may read. On first use the file is created with
- * what `initial` makes; when two processes start at once, both read the one that was linked into place first.
+ * what `initial` makes (`created` says so); when two processes start at once, both read the one that was linked
+ * into place first.
  */
 export async function loadPrivateFile(
   dataDir: string,
   name: string,
   initial: () => string | Promise<string>,
-): Promise<{ path: string; text: string }> {
+): Promise<{ path: string; text: string; created: boolean }> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const path = join(dataDir, name);
   try {
     const text = readFileSync(path, "utf8");
     chmodSync(path, 0o600);
-    return { path, text };
+    return { path, text, created: false };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
   }
   createPrivateFile(path, await initial());
-  return { path, text: readFileSync(path, "utf8") };
+  return { path, text: readFileSync(path, "utf8"), created: true };
 }

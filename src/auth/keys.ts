@@ -1,3 +1,5 @@
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import {
   type CryptoKey,
   calculateJwkThumbprint,
@@ -32,9 +34,42 @@ async function generate(): Promise<string> {
   return `${JSON.stringify(jwk)}\n`;
 }
 
-/** Loads the signing key from `dataDir`, creating it first when there is none. */
-export async function loadSigningKey(dataDir: string): Promise<SigningKey> {
-  const { path, text } = await loadPrivateFile(dataDir, SIGNING_KEY_FILE, generate);
+/**
+ * Loads the signing key from `dataDir`, creating it first when there is none (the service does, on first start;
+ * `created` says so). Commands that only mint tokens use readSigningKey: a key they made would be one the service
+ * does not know.
+ */
+export async function loadSigningKey(
+  dataDir: string,
+): Promise<SigningKey & { path: string; created: boolean }> {
+  const { path, text, created } = await loadPrivateFile(dataDir, SIGNING_KEY_FILE, generate);
+  return { ...(await parseSigningKey(path, text)), path, created };
+}
+
+/** The signing key in `dataDir`, which must exist; MissingSigningKey says where it was looked for. */
+export async function readSigningKey(dataDir: string): Promise<SigningKey> {
+  const path = resolve(dataDir, SIGNING_KEY_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") throw new MissingSigningKey(path);
+    throw error;
+  }
+  return parseSigningKey(path, text);
+}
+
+export class MissingSigningKey extends Error {
+  constructor(readonly path: string) {
+    super(
+      `no signing key at ${path}: the service creates it in its data directory on first start. Run this where ` +
+        "the service runs, or name its data directory with --data-dir DIR or SEINTJE_DATA_DIR.",
+    );
+    this.name = "MissingSigningKey";
+  }
+}
+
+async function parseSigningKey(path: string, text: string): Promise<SigningKey> {
   const jwk = JSON.parse(text) as JWK;
   if (
     jwk.kty !== "OKP" ||

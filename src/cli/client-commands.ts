@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { loadSigningKey, SIGNING_KEY_FILE } from "../auth/keys.js";
+import { readSigningKey, SIGNING_KEY_FILE } from "../auth/keys.js";
 import { mintToken } from "../auth/tokens.js";
 import { SeintjeClient } from "../client/client.js";
 import { CursorGoneError, SeintjeError } from "../client/errors.js";
@@ -22,12 +22,14 @@ import { type Command, CommandFailed, EXIT, UsageError } from "./command.js";
 const CONNECTION_OPTIONS = {
   url: { type: "string" },
   token: { type: "string" },
+  "data-dir": { type: "string" },
 } as const;
 
 const CONNECTION_HELP = `Connection:
   --url URL         the service (default SEINTJE_URL, SEINTJE_PUBLIC_URL, or http://SEINTJE_HOST:SEINTJE_PORT)
-  --token TOKEN     a bearer token (default SEINTJE_TOKEN, or one minted with the signing key in
-                    SEINTJE_DATA_DIR when this runs beside the service)`;
+  --token TOKEN     a bearer token (default SEINTJE_TOKEN, or one minted with the service's signing key when
+                    this runs beside the service)
+  --data-dir DIR    where that key is: the service's data directory (default SEINTJE_DATA_DIR, or ./data)`;
 
 /** A minted token lives this long; a new one is minted a minute before it ends. */
 const MINTED_TTL_SECONDS = 15 * 60;
@@ -47,16 +49,23 @@ function serviceUrl(given: string | undefined): string {
   return `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
 }
 
-/** The token to send: given, or minted anew (before the last one expires) with the local signing key. */
-function tokenSource(given: string | undefined, scope: string): (() => Promise<string>) | string | undefined {
+/**
+ * The token to send: given, or minted anew (before the last one expires) with the service's signing key in
+ * `dataDir`, never with a key of its own making. Without either, none (the 401 then says where it looked).
+ */
+function tokenSource(
+  given: string | undefined,
+  scope: string,
+  dataDir: string,
+): (() => Promise<string>) | string | undefined {
   const token = given ?? process.env.SEINTJE_TOKEN?.trim();
   if (token) return token;
   const config = loadConfig();
-  if (!config.auth.enabled || !existsSync(join(config.dataDir, SIGNING_KEY_FILE))) return undefined;
+  if (!config.auth.enabled || !existsSync(join(dataDir, SIGNING_KEY_FILE))) return undefined;
   let minted: { token: string; until: number } | undefined;
   return async () => {
     if (!minted || Date.now() > minted.until) {
-      const key = await loadSigningKey(config.dataDir);
+      const key = await readSigningKey(dataDir);
       const fresh = await mintToken(key, {
         scope,
         subject: `seintje-cli@${hostname()}`,
@@ -70,8 +79,9 @@ function tokenSource(given: string | undefined, scope: string): (() => Promise<s
   };
 }
 
-function client(values: { url?: string; token?: string }, scope: string): SeintjeClient {
-  return new SeintjeClient({ url: serviceUrl(values.url), token: tokenSource(values.token, scope) });
+function client(values: { url?: string; token?: string; "data-dir"?: string }, scope: string): SeintjeClient {
+  const dataDir = values["data-dir"] ?? loadConfig().dataDir;
+  return new SeintjeClient({ url: serviceUrl(values.url), token: tokenSource(values.token, scope, dataDir) });
 }
 
 /** A refusal or an unreachable service, said in one line. */
@@ -84,7 +94,10 @@ function failure(error: unknown, url: string): CommandFailed {
   }
   if (error instanceof SeintjeError) {
     const pointed = (error.problem?.errors ?? []).map((item) => `\n  ${item.pointer || "/"}: ${item.detail}`);
-    const hint = error.status === 401 ? " (pass --token or set SEINTJE_TOKEN)" : "";
+    const hint =
+      error.status === 401
+        ? " (pass --token or set SEINTJE_TOKEN; beside the service, name its data directory with --data-dir or SEINTJE_DATA_DIR so that a token is minted with its key)"
+        : "";
     return new CommandFailed(`${error.status} ${error.message}${hint}${pointed.join("")}`);
   }
   const cause = (error as { cause?: { code?: string } }).cause?.code;

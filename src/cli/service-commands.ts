@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseScope } from "../auth/grants.js";
-import { loadSigningKey } from "../auth/keys.js";
+import { MissingSigningKey, readSigningKey } from "../auth/keys.js";
 import { mintToken, parseTtl } from "../auth/tokens.js";
 import { loadConfig, unknownVariables } from "../config.js";
 import { backupSqlite } from "../db/backup.js";
@@ -113,15 +113,21 @@ PostgreSQL use pg_dump instead (docs/OPERATIONS.md).`,
 export const token: Command = {
   name: "token",
   summary: "print a token signed with the service's generated key",
-  help: `Usage: seintje token --scope "<grants>" [--ttl 1h] [--sub NAME]
+  help: `Usage: seintje token --scope "<grants>" [--ttl 1h] [--sub NAME] [--data-dir DIR]
 
-Prints a JWT signed with the key the service generated in SEINTJE_DATA_DIR, carrying SEINTJE_JWT_ISSUER and
-SEINTJE_JWT_AUDIENCE when they are set. Grants are read, publish, subscribe and admin, each optionally
-:FEEDGLOB, e.g. --scope "read:brk-* publish:brk-a". --ttl takes 90s, 15m, 1h or 7d.`,
+Prints a JWT signed with the key the service generated in its data directory (--data-dir, else
+SEINTJE_DATA_DIR, else ./data), carrying SEINTJE_JWT_ISSUER and SEINTJE_JWT_AUDIENCE when they are set. It never
+creates a key: without one it fails and says where it looked. Grants are read, publish, subscribe and admin,
+each optionally :FEEDGLOB, e.g. --scope "read:brk-* publish:brk-a". --ttl takes 90s, 15m, 1h or 7d.`,
   async run(args) {
     const { values } = parseArgs({
       args,
-      options: { scope: { type: "string" }, ttl: { type: "string", default: "1h" }, sub: { type: "string" } },
+      options: {
+        scope: { type: "string" },
+        ttl: { type: "string", default: "1h" },
+        sub: { type: "string" },
+        "data-dir": { type: "string" },
+      },
       strict: true,
     });
     const scope = values.scope?.trim().replace(/\s+/g, " ");
@@ -134,7 +140,9 @@ SEINTJE_JWT_AUDIENCE when they are set. Grants are read, publish, subscribe and 
       throw new UsageError(`--ttl takes a duration like 90s, 15m, 1h or 7d, not "${values.ttl}"`, token);
     }
     const config = loadConfig();
-    const key = await loadSigningKey(config.dataDir);
+    const key = await readSigningKey(values["data-dir"] ?? config.dataDir).catch((error: unknown) => {
+      throw error instanceof MissingSigningKey ? new CommandFailed(error.message) : error;
+    });
     const minted = await mintToken(key, {
       scope,
       subject: values.sub ?? "seintje-cli",

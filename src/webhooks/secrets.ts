@@ -29,14 +29,15 @@ export class SecretBox {
   ) {}
 
   /** Loads the sealing key from `dataDir`, creating it on first use. */
-  static async open(dataDir: string): Promise<SecretBox> {
-    const { path, text } = await loadPrivateFile(
-      dataDir,
-      KEY_FILE,
-      () => `${randomBytes(32).toString("base64")}\n`,
-    );
+  static async open(dataDir: string, created?: (path: string) => void): Promise<SecretBox> {
+    const {
+      path,
+      text,
+      created: isNew,
+    } = await loadPrivateFile(dataDir, KEY_FILE, () => `${randomBytes(32).toString("base64")}\n`);
     const key = Buffer.from(text.trim(), "base64");
     if (key.length !== 32) throw new Error(`${path} does not hold a 256-bit key`);
+    if (isNew) created?.(path);
     return new SecretBox(key, path);
   }
 
