@@ -1,11 +1,14 @@
+import { mkdirSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { dirname } from "node:path";
 import { loadSigningKey } from "./auth/keys.js";
 import { TokenVerifier } from "./auth/verifier.js";
 import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, type Storage } from "./db/database.js";
 import { WriteHealth } from "./db/failures.js";
 import { PgWakeups } from "./db/notify.js";
+import { lockSqliteFile, SqliteFileInUse } from "./db/sqlite-lock.js";
 import { countByStatus } from "./db/subscriptions.js";
 import { answerClientError, createApp, requestListener } from "./http/app.js";
 import type { Services } from "./http/context.js";
@@ -51,6 +54,39 @@ export interface StartOptions {
   migrate?: boolean;
 }
 
+/** On SQLite, the lock that keeps a second process from serving the same file (see db/sqlite-lock.ts). */
+function lockDatabase(config: Config): () => void {
+  if (config.database.dialect !== "sqlite") return () => undefined;
+  mkdirSync(dirname(config.database.filename), { recursive: true });
+  try {
+    return lockSqliteFile(config.database.filename);
+  } catch (error) {
+    if (error instanceof SqliteFileInUse) throw new ConfigError("DATABASE_URL", error.message);
+    throw error;
+  }
+}
+
+/** A port or address that cannot be listened on is a configuration error (exit code 2), naming the variable. */
+function listenProblem(error: Error & { code?: string }, config: Config): Error {
+  const where = `${config.host}:${config.port}`;
+  if (error.code === "EADDRINUSE") {
+    return new ConfigError(
+      "SEINTJE_PORT",
+      `${where} is in use by another process; choose another port with SEINTJE_PORT`,
+    );
+  }
+  if (error.code === "EACCES") {
+    return new ConfigError(
+      "SEINTJE_PORT",
+      `${where} may not be bound by this user (ports below 1024 need privileges)`,
+    );
+  }
+  if (error.code === "EADDRNOTAVAIL") {
+    return new ConfigError("SEINTJE_HOST", `${config.host} is not an address of this machine`);
+  }
+  return error;
+}
+
 /** The token verifier, or undefined (with a loud warning) when authentication is off. */
 async function createVerifier(config: Config, logger: Logger): Promise<TokenVerifier | undefined> {
   const auth = config.auth;
@@ -61,6 +97,12 @@ async function createVerifier(config: Config, logger: Logger): Promise<TokenVeri
     return undefined;
   }
   const signingKey = await loadSigningKey(config.dataDir);
+  if (signingKey.created) {
+    logger.info(
+      { path: signingKey.path },
+      "generated a new signing key for tokens; keep it with the backups",
+    );
+  }
   try {
     return new TokenVerifier({
       signingKey,
@@ -82,7 +124,11 @@ export async function startService(
   options: StartOptions = {},
 ): Promise<Service> {
   const verifier = await createVerifier(config, logger);
-  const storage = await openStorage(config.database);
+  const releaseLock = lockDatabase(config);
+  const storage = await openStorage(config.database, logger).catch((error: unknown) => {
+    releaseLock();
+    throw error;
+  });
   const { limits } = config;
   const streams = new Set<StreamStats>();
   const bus = new WakeupBus();
@@ -103,7 +149,9 @@ export async function startService(
     served: (events) => metrics.eventsServed.inc({ channel: "stream" }, events),
   });
   const hooks = config.webhooks;
-  const box = await SecretBox.open(config.dataDir);
+  const box = await SecretBox.open(config.dataDir, (path) =>
+    logger.info({ path }, "generated a new key that seals webhook secrets; keep it with the backups"),
+  );
   const guard = new AddressGuard(hooks.allow);
   const userAgent = `seintje/${VERSION}`;
   const client = new CallbackClient(guard, { timeoutMs: hooks.timeoutMs, userAgent });
@@ -176,9 +224,9 @@ export async function startService(
     server.keepAliveTimeout = 65_000;
     const listening = server;
     await new Promise<void>((resolve, reject) => {
-      listening.once("error", reject);
+      listening.once("error", (error) => reject(listenProblem(error, config)));
       listening.listen(config.port, config.host, () => {
-        listening.off("error", reject);
+        listening.removeAllListeners("error");
         resolve();
       });
     });
@@ -216,6 +264,7 @@ export async function startService(
           await appender.close();
           writeHealth.stop();
           await storage.close();
+          releaseLock();
           logger.info("seintje stopped");
         })();
         return stopped;
@@ -227,6 +276,7 @@ export async function startService(
     await appender.close();
     writeHealth.stop();
     await storage.close();
+    releaseLock();
     throw error;
   }
 }

@@ -100,12 +100,19 @@ export const pgTypes = {
   },
 };
 
-function postgres(config: Extract<DatabaseConfig, { dialect: "postgres" }>): Knex {
+/** Where knex's own warnings go (a lost connection, a failed acquire): the service's log, not the console. */
+export interface StorageLog {
+  warn(fields: object, message: string): void;
+}
+
+function postgres(config: Extract<DatabaseConfig, { dialect: "postgres" }>, log?: StorageLog): Knex {
+  const say = (message: unknown) => log?.warn({ detail: String(message) }, "database connection");
   return knex({
     client: "pg",
     connection: { connectionString: config.url, application_name: "seintje", types: pgTypes },
     pool: { min: config.pool.min, max: config.pool.max },
     acquireConnectionTimeout: 10_000,
+    ...(log ? { log: { warn: say, error: say, deprecate: say, debug: () => undefined } } : {}),
   });
 }
 
@@ -145,10 +152,10 @@ export function readSnapshot<T>(storage: Storage, reads: (trx: Knex.Transaction)
   return storage.reader.transaction(reads, config);
 }
 
-export async function openStorage(config: DatabaseConfig): Promise<Storage> {
+export async function openStorage(config: DatabaseConfig, log?: StorageLog): Promise<Storage> {
   const node = randomUUID();
   if (config.dialect === "postgres") {
-    const pool = postgres(config);
+    const pool = postgres(config, log);
     try {
       await pool.raw("select 1");
     } catch (error) {
