@@ -5,7 +5,8 @@
  *     npx tsx examples/consumer.ts brk
  *
  * It prints each event as a JSON line and saves its cursor after handling each one (at least once: an event
- * handled just before a crash is handled again after it, never skipped). Ctrl-C stops it.
+ * handled just before a crash is handled again after it, never skipped) in CURSOR_FILE (default
+ * .seintje-state/<feed>.cursor, a directory that git ignores). Ctrl-C stops it.
  */
 import { CursorGoneError, type FeedEvent, FileCursorStore, SeintjeClient } from "seintje/client";
 
@@ -14,7 +15,7 @@ const client = new SeintjeClient({
   url: process.env.SEINTJE_URL ?? "http://127.0.0.1:8080",
   token: process.env.SEINTJE_TOKEN,
 });
-const cursor = new FileCursorStore(process.env.CURSOR_FILE ?? `./${feed}.cursor`);
+const cursor = new FileCursorStore(process.env.CURSOR_FILE ?? `.seintje-state/${feed}.cursor`);
 const stop = new AbortController();
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => stop.abort());
 

@@ -5,11 +5,13 @@
  *   SEINTJE_URL=https://feeds.example.nl SEINTJE_TOKEN=... PUBLIC_URL=https://hooks.example.nl/seintje \
  *     PORT=9000 npx tsx examples/receiver.ts brk
  *
- * Its subscription (id, secret) and cursor are kept in STATE_FILE, so a restart reuses them.
+ * Its subscription (id, secret) and cursor are kept in STATE_FILE (default .seintje-state/<feed>.receiver.json,
+ * a directory that git ignores: the file holds the webhook secret), so a restart reuses them.
  */
 import { randomUUID } from "node:crypto";
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
+import { dirname, join } from "node:path";
 import { PingVerificationError, SeintjeClient, verifyPing } from "seintje/client";
 
 interface State {
@@ -21,7 +23,7 @@ interface State {
 const feed = process.argv[2] ?? "brk";
 const port = Number(process.env.PORT ?? 9000);
 const publicUrl = process.env.PUBLIC_URL ?? `http://127.0.0.1:${port}/seintje`;
-const stateFile = process.env.STATE_FILE ?? `./${feed}.receiver.json`;
+const stateFile = process.env.STATE_FILE ?? join(".seintje-state", `${feed}.receiver.json`);
 const client = new SeintjeClient({
   url: process.env.SEINTJE_URL ?? "http://127.0.0.1:8080",
   token: process.env.SEINTJE_TOKEN,
@@ -30,6 +32,7 @@ const client = new SeintjeClient({
 let state: State | undefined;
 
 async function saveState(next: State): Promise<void> {
+  await mkdir(dirname(stateFile), { recursive: true, mode: 0o700 });
   const temporary = `${stateFile}.${randomUUID()}.tmp`;
   await writeFile(temporary, JSON.stringify(next), { mode: 0o600 });
   await rename(temporary, stateFile);

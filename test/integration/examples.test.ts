@@ -1,16 +1,27 @@
 import assert from "node:assert/strict";
-import { readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cloudEvent, publish, putFeed } from "../support/http.js";
 import { type Running, runScript } from "../support/process.js";
 import { eventually } from "../support/receiver.js";
-import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
+import { startTestService, type TestService, tokenFor } from "../support/service.js";
 
-/** The examples in examples/ run as their README says, against a real service. */
+/**
+ * The examples in examples/ run as their headers say (from the repository's root, state where they keep it by
+ * default), against a real service; then git sees nothing new and the lint still passes.
+ */
 
-const EXAMPLES = new URL("../../examples/", import.meta.url).pathname;
+const ROOT = new URL("../../", import.meta.url).pathname;
+const EXAMPLES = join(ROOT, "examples");
+/** Feed names of this run, so the state files the examples leave are this run's alone. */
+const FOLLOWED = `followed-${process.pid}`;
+const RECEIVED = `received-${process.pid}`;
+const STATE_FILES = [`.seintje-state/${FOLLOWED}.cursor`, `.seintje-state/${RECEIVED}.receiver.json`];
+
+const git = (...args: string[]) => execFileSync("git", args, { cwd: ROOT, encoding: "utf8" });
 
 function runExample(file: string, args: string[], env: Record<string, string>): Running {
   return runScript(join(EXAMPLES, file), args, env);
@@ -33,49 +44,51 @@ const lines = (text: string) =>
 
 describe("the examples", () => {
   let svc: TestService;
-  let dir: string;
+  let gitBefore: string;
   before(async () => {
+    assert.equal(process.cwd(), ROOT.replace(/\/$/, ""), "the examples run from the repository's root");
+    gitBefore = git("status", "--porcelain");
     svc = await startTestService({ SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1" });
-    dir = tempDir("seintje-examples-");
   });
   after(async () => {
     await svc.stop();
-    rmSync(dir, { recursive: true, force: true });
+    for (const file of STATE_FILES) rmSync(join(ROOT, file), { force: true });
   });
 
   it("consumer.ts follows a feed and resumes from its saved cursor after a restart", async () => {
-    await putFeed(svc.url, "followed");
+    await putFeed(svc.url, FOLLOWED);
     const env = {
       SEINTJE_URL: svc.url,
-      SEINTJE_TOKEN: await tokenFor(svc.dir, "read:followed"),
-      CURSOR_FILE: join(dir, "followed.cursor"),
+      SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${FOLLOWED}`),
     };
-    for (let i = 0; i < 3; i += 1) await publish(svc.url, "followed", cloudEvent());
-    const first = runExample("consumer.ts", ["followed"], env);
+    const cursorFile = join(ROOT, STATE_FILES[0]!);
+    for (let i = 0; i < 3; i += 1) await publish(svc.url, FOLLOWED, cloudEvent());
+    const first = runExample("consumer.ts", [FOLLOWED], env);
     await eventually(() => lines(first.stdout()).length === 3, 15_000, `3 events: ${first.stderr()}`);
     assert.equal(await stopped(first), 0, first.stderr());
-    assert.equal(readFileSync(env.CURSOR_FILE, "utf8"), "3\n");
+    assert.equal(readFileSync(cursorFile, "utf8"), "3\n");
 
-    await publish(svc.url, "followed", cloudEvent({ type: "nl.example.after-restart" }));
-    const second = runExample("consumer.ts", ["followed"], env);
+    await publish(svc.url, FOLLOWED, cloudEvent({ type: "nl.example.after-restart" }));
+    const second = runExample("consumer.ts", [FOLLOWED], env);
     await eventually(() => lines(second.stdout()).length === 1, 15_000, `1 event: ${second.stderr()}`);
     assert.deepEqual(lines(second.stdout())[0], { sequence: "4", type: "nl.example.after-restart" });
     assert.equal(await stopped(second), 0);
   });
 
   it("receiver.ts subscribes, verifies pings, and pulls what they announce", async () => {
-    await putFeed(svc.url, "received");
+    await putFeed(svc.url, RECEIVED);
     const port = await new Promise<number>((resolve) => {
       const probe = createServer().listen(0, "127.0.0.1", () => {
         const { port: free } = probe.address() as { port: number };
         probe.close(() => resolve(free));
       });
     });
-    const receiver = runExample("receiver.ts", ["received"], {
+    const receiver = runExample("receiver.ts", [RECEIVED], {
       SEINTJE_URL: svc.url,
-      SEINTJE_TOKEN: await tokenFor(svc.dir, "read:received subscribe:received", { subject: "example" }),
+      SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${RECEIVED} subscribe:${RECEIVED}`, {
+        subject: "example",
+      }),
       PORT: String(port),
-      STATE_FILE: join(dir, "received.json"),
     });
     try {
       await eventually(
@@ -84,7 +97,7 @@ describe("the examples", () => {
         `started: ${receiver.stderr()}`,
       );
       const events = [cloudEvent(), cloudEvent(), cloudEvent()];
-      for (const event of events) await publish(svc.url, "received", event);
+      for (const event of events) await publish(svc.url, RECEIVED, event);
       await eventually(() => lines(receiver.stdout()).length === 3, 15_000, `3 events: ${receiver.stderr()}`);
       assert.deepEqual(
         lines(receiver.stdout()).map((line) => line.id),
@@ -92,7 +105,7 @@ describe("the examples", () => {
       );
       // The receiver saves its cursor after it has written the page's events.
       await eventually(
-        () => JSON.parse(readFileSync(join(dir, "received.json"), "utf8")).cursor === "3",
+        () => JSON.parse(readFileSync(join(ROOT, STATE_FILES[1]!), "utf8")).cursor === "3",
         5_000,
         "the cursor saved as 3",
       );
@@ -118,5 +131,15 @@ describe("the examples", () => {
     } finally {
       await stopped(receiver);
     }
+  });
+
+  it("leave nothing that git would commit or the lint would read", () => {
+    for (const file of STATE_FILES) assert.ok(existsSync(join(ROOT, file)), `${file} was written`);
+    assert.equal(git("status", "--porcelain"), gitBefore, "git status shows nothing new");
+    const lint = spawnSync(join(ROOT, "node_modules/.bin/biome"), ["check", "."], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
+    assert.equal(lint.status, 0, `${lint.stdout}${lint.stderr}`);
   });
 });

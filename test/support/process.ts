@@ -5,6 +5,8 @@ import { databaseEnv } from "./database.js";
 /** The real `seintje` command, run from the TypeScript sources in a child process. */
 
 const ENTRY = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+/** The TypeScript loader by its full URL, so that a script started in another directory still finds it. */
+const TSX = import.meta.resolve("tsx");
 
 export interface ServerProcess {
   child: ChildProcess;
@@ -23,10 +25,11 @@ export interface Running {
   exited: Promise<number | null>;
 }
 
-export function runScript(file: string, args: string[], env: Record<string, string>): Running {
-  const child = spawn(process.execPath, ["--import", "tsx", file, ...args], {
+export function runScript(file: string, args: string[], env: Record<string, string>, cwd?: string): Running {
+  const child = spawn(process.execPath, ["--import", TSX, file, ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
+    cwd,
   });
   let stdout = "";
   let stderr = "";
@@ -84,13 +87,14 @@ export async function startServerProcess(
   return { child, url, lines, exited };
 }
 
-/** Collects a command's output and exit code, killing it after `timeoutMs`. */
+/** Collects a command's output and exit code, killing it after `timeoutMs`; run in `cwd` when given. */
 export async function runToEnd(
   args: string[],
   env: Record<string, string>,
   timeoutMs = 20_000,
+  cwd?: string,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const running = runScript(ENTRY, args, await withDatabase(env));
+  const running = runScript(ENTRY, args, await withDatabase(env), cwd);
   const timer = setTimeout(() => running.child.kill("SIGKILL"), timeoutMs);
   const code = await running.exited;
   clearTimeout(timer);
