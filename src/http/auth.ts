@@ -38,15 +38,28 @@ function unauthorized(description?: string): HttpProblem {
 /** The stream endpoint: the one place where browsers' EventSource, which cannot send headers, may use ?access_token=. */
 const STREAM_PATH = /^\/v1\/feeds\/[^/]+\/events$/;
 
+function isStreamRequest(ctx: Context): boolean {
+  return (
+    ctx.method === "GET" &&
+    STREAM_PATH.test(ctx.path) &&
+    ctx.accepts("application/json", "text/event-stream") === "text/event-stream"
+  );
+}
+
 function queryToken(ctx: Context): string | null | undefined {
   const token = ctx.query.access_token;
   if (token === undefined) return undefined;
-  const isStream =
-    ctx.method === "GET" &&
-    STREAM_PATH.test(ctx.path) &&
-    ctx.accepts("application/json", "text/event-stream") === "text/event-stream";
-  if (!isStream || typeof token !== "string" || !/^[A-Za-z0-9\-._~+/]+=*$/.test(token)) return null;
+  if (!isStreamRequest(ctx) || typeof token !== "string" || !/^[A-Za-z0-9\-._~+/]+=*$/.test(token))
+    return null;
   return token;
+}
+
+/** Why a token in the wrong form or place was refused. */
+function malformation(ctx: Context): string {
+  if (ctx.get("Authorization") !== "") return "the Authorization header is malformed";
+  return isStreamRequest(ctx)
+    ? "access_token is malformed"
+    : "access_token is taken on streams only (Accept: text/event-stream); send the token in an Authorization: Bearer header";
 }
 
 /**
@@ -75,7 +88,7 @@ export function authentication(
     }
     const token = bearerToken(ctx);
     if (token === undefined) throw unauthorized();
-    if (token === null) throw unauthorized("the Authorization header is malformed");
+    if (token === null) throw unauthorized(malformation(ctx));
     try {
       ctx.state.principal = await verifier.verify(token);
     } catch (error) {

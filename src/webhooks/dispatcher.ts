@@ -347,7 +347,8 @@ export class Dispatcher {
     };
     if (decision.kind === "acknowledged") this.logger.debug(fields, "ping delivered");
     else if (decision.kind === "retry") {
-      this.logger.info(
+      // A failing callback is the subscriber's to mend, but an operator wants to see it: warn, not info.
+      this.logger.warn(
         { ...fields, error: exchange.error, retryAt: new Date(decision.at).toISOString() },
         "ping failed",
       );

@@ -54,7 +54,11 @@ export class CallbackChecker {
     try {
       await this.guard.checkHost(hostname);
     } catch (error) {
-      if (error instanceof AddressRefused) throw refused(`resolves to ${error.message}`);
+      if (error instanceof AddressRefused) {
+        throw refused(
+          `the host ${hostname} resolves to ${error.address}, an internal address that callbacks may not reach (see SEINTJE_CALLBACK_ALLOW)`,
+        );
+      }
       throw refused(
         `the host ${hostname} does not resolve (${(error as NodeJS.ErrnoException).code ?? "error"})`,
       );

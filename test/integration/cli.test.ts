@@ -48,26 +48,29 @@ describe("the seintje command", () => {
   });
 
   it("mints a token with the generated key that the service accepts", async () => {
-    const minted = await runToEnd(
-      ["token", "--scope", "read:brk-* publish:brk-a", "--ttl", "10m", "--sub", "alice"],
-      {
-        SEINTJE_DATA_DIR: dir,
-        SEINTJE_JWT_ISSUER: "https://seintje.example",
-      },
-    );
-    assert.equal(minted.code, 0, minted.stderr);
-    const token = minted.stdout.trim();
-    const claims = decodeJwt(token);
-    assert.equal(claims.scope, "read:brk-* publish:brk-a");
-    assert.equal(claims.sub, "alice");
-    assert.equal(claims.iss, "https://seintje.example");
-    assert.ok(claims.exp! - claims.iat! === 600);
-
     const server = await startServerProcess({
       SEINTJE_DATA_DIR: dir,
       SEINTJE_JWT_ISSUER: "https://seintje.example",
     });
+    assert.ok(
+      server.lines.some((line) => line.includes("generated a new signing key") && line.includes(dir)),
+      "the first start says it made a key, and where",
+    );
     try {
+      const minted = await runToEnd(
+        ["token", "--scope", "read:brk-* publish:brk-a", "--ttl", "10m", "--sub", "alice"],
+        {
+          SEINTJE_DATA_DIR: dir,
+          SEINTJE_JWT_ISSUER: "https://seintje.example",
+        },
+      );
+      assert.equal(minted.code, 0, minted.stderr);
+      const token = minted.stdout.trim();
+      const claims = decodeJwt(token);
+      assert.equal(claims.scope, "read:brk-* publish:brk-a");
+      assert.equal(claims.sub, "alice");
+      assert.equal(claims.iss, "https://seintje.example");
+      assert.ok(claims.exp! - claims.iat! === 600);
       const allowed = await call(`${server.url}/v1/feeds`, { headers: { authorization: `Bearer ${token}` } });
       assert.equal(allowed.status, 200);
       const refused = await call(`${server.url}/v1/feeds/zaken`, {
@@ -78,6 +81,60 @@ describe("the seintje command", () => {
       server.child.kill("SIGTERM");
       await server.exited;
     }
+  });
+
+  it("never makes a key to mint with: elsewhere it fails, saying where it looked and how to point it", async () => {
+    const elsewhere = tempDir("seintje-elsewhere-");
+    try {
+      // Run from another directory, as from docs/: the default data dir ./data holds no key.
+      const result = await runToEnd(["token", "--scope", "read"], {}, 20_000, elsewhere);
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stdout, "");
+      assert.match(
+        result.stderr,
+        new RegExp(`no signing key at ${join(elsewhere, "data", "signing-key.jwk")}`),
+      );
+      assert.match(result.stderr, /--data-dir/);
+      assert.match(result.stderr, /SEINTJE_DATA_DIR/);
+      assert.equal(existsSync(join(elsewhere, "data")), false, "no key, no data dir made");
+      // Named, the service's key is found from anywhere.
+      const named = await runToEnd(["token", "--scope", "read", "--data-dir", dir], {}, 20_000, elsewhere);
+      assert.equal(named.code, 0, named.stderr);
+      assert.equal(decodeJwt(named.stdout.trim()).scope, "read");
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a second process on the same SQLite file, and a taken port, with exit code 2", async () => {
+    const server = await startServerProcess({ SEINTJE_DATA_DIR: dir });
+    const other = tempDir("seintje-port-");
+    try {
+      const second = await runToEnd(["serve"], { SEINTJE_DATA_DIR: dir });
+      assert.equal(second.code, 2, second.stderr);
+      assert.match(
+        second.stderr,
+        new RegExp(`${join(dir, "seintje.db")} is served by another seintje process`),
+      );
+      assert.match(second.stderr, /PostgreSQL/);
+
+      const port = new URL(server.url).port;
+      const taken = await runToEnd(["serve"], { SEINTJE_DATA_DIR: other, SEINTJE_PORT: port });
+      assert.equal(taken.code, 2, taken.stderr);
+      assert.match(taken.stderr, new RegExp(`SEINTJE_PORT: 127\\.0\\.0\\.1:${port} is in use`));
+      assert.doesNotMatch(taken.stderr, /\n\s+at /, "no stack trace");
+      assert.equal((await call(`${server.url}/healthz`)).status, 200, "the first one serves on");
+    } finally {
+      server.child.kill("SIGTERM");
+      await server.exited;
+      rmSync(other, { recursive: true, force: true });
+    }
+    // Once the first has stopped, the file is free again.
+    const again = await startServerProcess({ SEINTJE_DATA_DIR: dir });
+    // An answer shows that start-up is over, signal handlers included.
+    assert.equal((await call(`${again.url}/healthz`)).status, 200);
+    again.child.kill("SIGTERM");
+    assert.equal(await again.exited, 0);
   });
 
   it("refuses a token request without grants, with a bad grant or a bad ttl", async () => {

@@ -233,6 +233,11 @@ describe("the SSE stream", () => {
       headers: { authorization: "" },
     });
     assert.equal(json.status, 401, "not on the JSON feed");
+    assert.match(
+      json.body.detail,
+      /access_token is taken on streams only/,
+      "says why, not 'header malformed'",
+    );
     const elsewhere = await call(`${svc.url}/v1/feeds/browser?access_token=${reader}`, {
       headers: { authorization: "" },
     });
