@@ -1,7 +1,9 @@
 import { hostname } from "node:os";
 import { resolve } from "node:path";
+import type { DatabaseConfig } from "./db/database.js";
 import { MAX_REQUEST_BYTES } from "./events/encoding.js";
 import { type Duration, durationProblem, parseDuration } from "./log/duration.js";
+import { MAX_WAIT_SECONDS } from "./log/reader.js";
 import { parseAllowEntry } from "./webhooks/guard.js";
 
 /**
@@ -11,9 +13,7 @@ import { parseAllowEntry } from "./webhooks/guard.js";
  * checks at boot come from the same place. A bad value stops the service with a message naming the variable.
  */
 
-export type Database =
-  | { dialect: "sqlite"; filename: string }
-  | { dialect: "postgres"; url: string; pool: { min: number; max: number } };
+export type Database = DatabaseConfig;
 
 export interface Config {
   host: string;
@@ -485,7 +485,7 @@ export function loadConfig(env: Env = process.env): Config {
     keepaliveSeconds: integer(env, "SEINTJE_KEEPALIVE", 15, 1, 3600),
     streamRetryMs: integer(env, "SEINTJE_STREAM_RETRY", 2000, 0, 3_600_000),
     corsOrigins: corsOrigins(env),
-    maxWaitSeconds: 60,
+    maxWaitSeconds: MAX_WAIT_SECONDS,
     webhooks: webhooks(env),
     limits: limits(env),
     metrics: metrics(env),

@@ -25,7 +25,7 @@ import { CallbackClient } from "./webhooks/client.js";
 import { Dispatcher } from "./webhooks/dispatcher.js";
 import { AddressGuard } from "./webhooks/guard.js";
 import { CallbackChecker } from "./webhooks/registration.js";
-import { checkSealingKey, SecretBox } from "./webhooks/secrets.js";
+import { checkSealingKey, SealingKeyMismatch, SecretBox } from "./webhooks/secrets.js";
 
 /**
  * A running seintje: storage, the log, the HTTP server. Started in order and stopped in reverse; stop() is safe
@@ -177,7 +177,9 @@ export async function startService(
       const ran = await migrate(storage);
       if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
     }
-    await checkSealingKey(storage, box);
+    await checkSealingKey(storage, box).catch((error: unknown) => {
+      throw error instanceof SealingKeyMismatch ? new ConfigError("SEINTJE_DATA_DIR", error.message) : error;
+    });
     await wakeups?.start();
     const services: Services = {
       storage,

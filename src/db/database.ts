@@ -5,7 +5,11 @@ import type BetterSqlite3 from "better-sqlite3";
 import knex, { type Knex } from "knex";
 import pg from "pg";
 import { MIGRATIONS, type Migration } from "../../migrations/index.js";
-import type { Database as DatabaseConfig } from "../config.js";
+
+/** Which database to open: what the configuration (DATABASE_URL, SEINTJE_DB_POOL_*) says. */
+export type DatabaseConfig =
+  | { dialect: "sqlite"; filename: string }
+  | { dialect: "postgres"; url: string; pool: { min: number; max: number } };
 
 /** Anything a query can run on: the pool or an open transaction. */
 export type Queryable = Knex | Knex.Transaction;

@@ -1,5 +1,4 @@
 import pg from "pg";
-import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
 import { onPostgres, pgTypes, type Queryable } from "./database.js";
 
@@ -15,6 +14,19 @@ import { onPostgres, pgTypes, type Queryable } from "./database.js";
  */
 
 export const CHANNEL = "seintje_wakeups";
+
+/**
+ * What this node's wake-up bus must offer for other nodes' changes to reach it. Declared here, by its user, so that
+ * storage needs nothing from the domain; the domain's WakeupBus has this shape.
+ */
+export interface WakeupTarget {
+  /** The newest head the bus knows of a feed. */
+  headOf(feedId: number): number;
+  appended(feedId: number, head: number): void;
+  removed(feedId: number): void;
+  /** The feeds the bus knows of. */
+  feedIds(): Iterable<number>;
+}
 
 interface Message {
   /** The node that made the change; it has told its own bus already. */
@@ -63,7 +75,7 @@ export class PgWakeups {
     private readonly url: string,
     private readonly node: string,
     private readonly reader: Queryable,
-    private readonly bus: WakeupBus,
+    private readonly bus: WakeupTarget,
     private readonly logger: Logger,
   ) {}
 

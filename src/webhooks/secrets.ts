@@ -1,5 +1,4 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
-import { ConfigError } from "../config.js";
 import type { Storage } from "../db/database.js";
 import { settleSetting } from "../db/settings.js";
 import { loadPrivateFile } from "../files.js";
@@ -77,11 +76,16 @@ const KEY_CHECK = "webhook-secrets-key-check";
 export async function checkSealingKey(storage: Storage, box: SecretBox): Promise<void> {
   if (!(await storage.reader.schema.hasTable("settings"))) return;
   const recorded = await settleSetting(storage.writer, KEY_CHECK, box.checkValue(), Date.now());
-  if (recorded !== box.checkValue()) {
-    throw new ConfigError(
-      "SEINTJE_DATA_DIR",
-      `${box.path} is not the key that this database's webhook secrets are sealed with. Every process on one ` +
+  if (recorded !== box.checkValue()) throw new SealingKeyMismatch(box.path);
+}
+
+/** The data dir's sealing key is not the one the database's secrets are sealed with. */
+export class SealingKeyMismatch extends Error {
+  constructor(readonly path: string) {
+    super(
+      `${path} is not the key that this database's webhook secrets are sealed with. Every process on one ` +
         "database needs the same webhook-secrets.key: copy it from the data dir of the node that created the database.",
     );
+    this.name = "SealingKeyMismatch";
   }
 }
