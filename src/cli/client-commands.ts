@@ -9,6 +9,7 @@ import { SeintjeClient } from "../client/client.js";
 import { CursorGoneError, SeintjeError } from "../client/errors.js";
 import type { CloudEventInput, Feed, Subscription } from "../client/types.js";
 import { loadConfig } from "../config.js";
+import { parseSequence } from "../log/sequence.js";
 import { type Command, CommandFailed, EXIT, UsageError } from "./command.js";
 
 /**
@@ -212,7 +213,7 @@ ${CONNECTION_HELP}`,
       },
     });
     const feed = onePositional(positionals, tail);
-    if (!/^(0|[1-9][0-9]*)$/.test(values.after)) throw new UsageError("--after takes a sequence", tail);
+    if (parseSequence(values.after) === undefined) throw new UsageError("--after takes a sequence", tail);
     if (values.mode !== "poll" && values.mode !== "stream")
       throw new UsageError("--mode is poll or stream", tail);
     const count = values.count === undefined ? Number.POSITIVE_INFINITY : Number(values.count);

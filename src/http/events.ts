@@ -6,7 +6,7 @@ import { findFeed } from "../db/feeds.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
 import { checkFeedName, getFeed } from "../log/feeds.js";
-import { type FeedPage, pollPage, type ReadQuery, readEvent } from "../log/reader.js";
+import { type FeedPage, PAGE_LIMIT, pollPage, type ReadQuery, readEvent } from "../log/reader.js";
 import type { RejectReason } from "../metrics.js";
 import { authorize } from "./auth.js";
 import { expectsContinue, readBody } from "./body.js";
@@ -22,9 +22,6 @@ import {
 import { serveStream, streamCursor, wantsStream } from "./stream.js";
 
 /** `/v1/feeds/{feed}/events`: publishing and the pull feed. */
-
-const DEFAULT_LIMIT = 100;
-const MAX_LIMIT = 1000;
 
 /** The page as JSON, built from the stored event texts without parsing or re-serializing them. */
 function pageBody(page: FeedPage): string {
@@ -125,7 +122,7 @@ export function eventRouter(services: Services): Router {
     authorize(ctx, "read", feed);
     const query: ReadQuery = {
       after: cursorParameter(ctx.query),
-      limit: integerParameter(ctx.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+      limit: integerParameter(ctx.query, "limit", PAGE_LIMIT.default, 1, PAGE_LIMIT.max),
       filters: {
         types: listParameter(ctx.query, "type", FILTER_LIMITS.types, FILTER_LIMITS.length),
         subject: stringParameter(ctx.query, "subject", FILTER_LIMITS.length),

@@ -4,7 +4,14 @@ import type { Feed } from "../client/types.js";
 import type { FeedRow, FeedSettings } from "../db/feeds.js";
 import { type Pointed, validationProblem } from "../errors.js";
 import { durationProblem } from "../log/duration.js";
-import { checkFeedName, deleteFeed, getFeed, listFeeds, putFeed } from "../log/feeds.js";
+import {
+  checkFeedName,
+  deleteFeed,
+  getFeed,
+  listFeeds,
+  MAX_FEED_DESCRIPTION,
+  putFeed,
+} from "../log/feeds.js";
 import { oldestKept } from "../log/reader.js";
 import { authorize } from "./auth.js";
 import { readJson } from "./body.js";
@@ -25,7 +32,6 @@ export function feedView(feed: FeedRow): Feed {
 }
 
 const MAX_SETTINGS_BYTES = 16 * 1024;
-const MAX_DESCRIPTION = 1000;
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -41,12 +47,12 @@ export function parseFeedSettings(body: unknown): FeedSettings {
       errors.push({ pointer: `/${key}`, detail: "is not a feed setting" });
   }
   const { description, retention } = body;
-  if (typeof description === "string" && description.length <= MAX_DESCRIPTION)
+  if (typeof description === "string" && description.length <= MAX_FEED_DESCRIPTION)
     settings.description = description;
   else if (description !== undefined && description !== null) {
     errors.push({
       pointer: "/description",
-      detail: `must be a string of at most ${MAX_DESCRIPTION} characters`,
+      detail: `must be a string of at most ${MAX_FEED_DESCRIPTION} characters`,
     });
   }
   if (isObject(retention)) {

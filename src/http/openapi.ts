@@ -2,8 +2,11 @@ import Router from "@koa/router";
 import { FILTER_LIMITS } from "../db/events.js";
 import { MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST } from "../events/encoding.js";
 import { MAX_DATA_DEPTH } from "../json.js";
-import { MAX_PAGE_BYTES } from "../log/reader.js";
+import { FEED_NAME_PATTERN, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
+import { MAX_PAGE_BYTES, MAX_WAIT_SECONDS, PAGE_LIMIT } from "../log/reader.js";
+import { SEQUENCE_PATTERN } from "../log/sequence.js";
 import { PING_EVENTS, PING_TYPE } from "../webhooks/ping.js";
+import { LIST_LIMITS, MAX_SUBSCRIPTION_DESCRIPTION } from "../webhooks/subscriptions.js";
 import type { Services } from "./context.js";
 
 /**
@@ -26,7 +29,7 @@ const API_VERSION_HEADER = { $ref: "#/components/headers/API-Version" };
 /** A sequence: a decimal string, the one cursor of every channel. */
 const SEQUENCE = {
   type: "string",
-  pattern: "^(0|[1-9][0-9]*)$",
+  pattern: SEQUENCE_PATTERN,
   description: "A feed's position: a decimal string, gap-free and strictly increasing within a feed.",
   examples: ["42"],
 };
@@ -36,7 +39,7 @@ const FEED_PARAMETER = {
   in: "path",
   required: true,
   description: "The feed's name.",
-  schema: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]{0,62}$" },
+  schema: { type: "string", pattern: FEED_NAME_PATTERN },
 };
 
 const SUBSCRIPTION_PARAMETER = {
@@ -164,7 +167,7 @@ const schemas = {
     type: "object",
     description: "An absent or null member means none: no description, no retention limit.",
     properties: {
-      description: { type: ["string", "null"], maxLength: 1000 },
+      description: { type: ["string", "null"], maxLength: MAX_FEED_DESCRIPTION },
       retention: {
         type: ["object", "null"],
         properties: {
@@ -269,8 +272,8 @@ const schemas = {
       feed: FEED_PARAMETER.schema,
       url: { type: "string", format: "uri" },
       types: { type: "array", items: { type: "string" } },
-      subject: { type: ["string", "null"] },
-      description: { type: ["string", "null"] },
+      subject: { type: ["string", "null"], minLength: 1, maxLength: FILTER_LIMITS.length },
+      description: { type: ["string", "null"], maxLength: MAX_SUBSCRIPTION_DESCRIPTION },
       status: { enum: ["active", "failing", "disabled"] },
       disabledReason: { type: ["string", "null"], "x-seintje-extension": true },
       acked: { ...ref("Sequence"), description: "The newest event the subscriber was told about." },
@@ -301,8 +304,8 @@ const schemas = {
         maxItems: FILTER_LIMITS.types,
         items: { type: "string", minLength: 1, maxLength: FILTER_LIMITS.length },
       },
-      subject: { type: "string", minLength: 1, maxLength: 256 },
-      description: { type: "string", maxLength: 1000 },
+      subject: { type: "string", minLength: 1, maxLength: FILTER_LIMITS.length },
+      description: { type: "string", maxLength: MAX_SUBSCRIPTION_DESCRIPTION },
       after: { ...ref("Sequence"), description: "Start after this sequence; the feed's head when absent." },
     },
     additionalProperties: false,
@@ -601,12 +604,16 @@ const paths = {
           description: "The cursor; absent or 0: from the oldest kept event.",
           schema: ref("Sequence"),
         },
-        { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 } },
+        {
+          name: "limit",
+          in: "query",
+          schema: { type: "integer", minimum: 1, maximum: PAGE_LIMIT.max, default: PAGE_LIMIT.default },
+        },
         {
           name: "wait",
           in: "query",
           description: "Seconds to hold the request while nothing is newer than `after` (long-poll).",
-          schema: { type: "number", minimum: 0, maximum: 60, default: 0 },
+          schema: { type: "number", minimum: 0, maximum: MAX_WAIT_SECONDS, default: 0 },
         },
         ...READ_FILTERS,
         {
@@ -680,7 +687,16 @@ const paths = {
       summary: "The subscriptions the token's sub created (all of a feed's for its admin)",
       tags: ["subscriptions"],
       parameters: [
-        { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 } },
+        {
+          name: "limit",
+          in: "query",
+          schema: {
+            type: "integer",
+            minimum: 1,
+            maximum: LIST_LIMITS.subscriptions.max,
+            default: LIST_LIMITS.subscriptions.default,
+          },
+        },
         {
           name: "after",
           in: "query",
@@ -754,7 +770,16 @@ const paths = {
       summary: "Delivery attempts, newest first",
       tags: ["subscriptions"],
       parameters: [
-        { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 100, default: 20 } },
+        {
+          name: "limit",
+          in: "query",
+          schema: {
+            type: "integer",
+            minimum: 1,
+            maximum: LIST_LIMITS.attempts.max,
+            default: LIST_LIMITS.attempts.default,
+          },
+        },
         {
           name: "before",
           in: "query",

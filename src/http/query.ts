@@ -1,5 +1,6 @@
 import type { ParsedUrlQuery } from "node:querystring";
 import { HttpProblem } from "../errors.js";
+import { parseSequence } from "../log/sequence.js";
 
 /** Query parameters: absent gives the default, malformed is a 400 naming the parameter. Unknown ones are ignored. */
 
@@ -13,14 +14,7 @@ function single(query: ParsedUrlQuery, name: string): string | undefined {
   return value;
 }
 
-const SEQUENCE = /^(0|[1-9][0-9]{0,15})$/;
-
-/** A sequence as a cursor: a decimal string without sign or leading zeros. */
-export function parseSequence(value: string | undefined): number | undefined {
-  if (value === undefined || !SEQUENCE.test(value)) return undefined;
-  const number = Number(value);
-  return Number.isSafeInteger(number) ? number : undefined;
-}
+export { parseSequence };
 
 export function cursorParameter(query: ParsedUrlQuery, name = "after"): number | undefined {
   const raw = query[name];

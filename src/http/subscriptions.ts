@@ -20,6 +20,8 @@ import { UUID } from "../webhooks/ids.js";
 import {
   changeSubscription,
   createSubscription,
+  LIST_LIMITS,
+  MAX_SUBSCRIPTION_DESCRIPTION,
   type NewSubscriptionInput,
   rotateSecret,
   type SubscriptionChanges,
@@ -67,7 +69,6 @@ function subscriptionView(row: SubscriptionRow, lastAttempt: AttemptRow | undefi
 }
 
 const MAX_BODY_BYTES = 16 * 1024;
-const MAX_DESCRIPTION = 1000;
 const MAX_TYPES = FILTER_LIMITS.types;
 const MAX_FILTER_LENGTH = FILTER_LIMITS.length;
 
@@ -115,12 +116,15 @@ function parseFields(
     else errors.push({ pointer: "/subject", detail: "must be a non-empty string or null" });
   }
   if (description !== undefined) {
-    if (description === null || (typeof description === "string" && description.length <= MAX_DESCRIPTION))
+    if (
+      description === null ||
+      (typeof description === "string" && description.length <= MAX_SUBSCRIPTION_DESCRIPTION)
+    )
       fields.description = description;
     else
       errors.push({
         pointer: "/description",
-        detail: `must be a string of at most ${MAX_DESCRIPTION} characters`,
+        detail: `must be a string of at most ${MAX_SUBSCRIPTION_DESCRIPTION} characters`,
       });
   }
   if (after !== undefined) {
@@ -206,7 +210,13 @@ export function subscriptionRouter(services: Services): Router {
 
   router.get("/", async (ctx) => {
     const principal = authorize(ctx, "subscribe");
-    const limit = integerParameter(ctx.query, "limit", 100, 1, 1000);
+    const limit = integerParameter(
+      ctx.query,
+      "limit",
+      LIST_LIMITS.subscriptions.default,
+      1,
+      LIST_LIMITS.subscriptions.max,
+    );
     const after = stringParameter(ctx.query, "after", 64);
     const anyAdmin = principal.grants.some((grant) => grant.action === "admin");
     const { rows, shown, last } = await readSnapshot(storage, async (trx) => {
@@ -268,7 +278,13 @@ export function subscriptionRouter(services: Services): Router {
 
   router.get("/:id/attempts", async (ctx) => {
     const row = await load(ctx);
-    const limit = integerParameter(ctx.query, "limit", 20, 1, 100);
+    const limit = integerParameter(
+      ctx.query,
+      "limit",
+      LIST_LIMITS.attempts.default,
+      1,
+      LIST_LIMITS.attempts.max,
+    );
     const beforeText = stringParameter(ctx.query, "before", 64);
     const before = beforeText === undefined ? undefined : parseSequence(beforeText);
     if (beforeText !== undefined && before === undefined) {

@@ -7,7 +7,10 @@ import type { WakeupBus } from "./wakeup.js";
 
 /** Feeds: create or replace settings, look up, list, delete. */
 
-export const FEED_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const FEED_NAME_PATTERN = "^[a-z0-9][a-z0-9._-]{0,62}$";
+export const FEED_NAME = new RegExp(FEED_NAME_PATTERN);
+/** The longest description of a feed, in characters. */
+export const MAX_FEED_DESCRIPTION = 1000;
 
 export function feedNotFound(name: string): HttpProblem {
   return new HttpProblem(404, "feedNotFound", `There is no feed named "${name}".`);

@@ -13,6 +13,11 @@ import type { WakeupBus } from "./wakeup.js";
  * skips one that commits later.
  */
 
+/** `limit` of a page: its default and most (the contract's). */
+export const PAGE_LIMIT = { default: 100, max: 1000 } as const;
+/** The longest a long-poll may wait, in seconds (`wait`, the contract's). */
+export const MAX_WAIT_SECONDS = 60;
+
 export interface ReadQuery {
   /** The cursor; undefined or 0 reads from the oldest kept event. */
   after: number | undefined;

@@ -16,6 +16,14 @@ import { generateSecret, type SecretBox } from "./secrets.js";
 /** How long the old secret keeps signing beside the new one after a rotation. */
 export const ROTATION_OVERLAP_MS = 24 * 3600 * 1000;
 
+/** The longest description of a subscription, in characters. */
+export const MAX_SUBSCRIPTION_DESCRIPTION = 1000;
+/** `limit` of the lists: their defaults and most. */
+export const LIST_LIMITS = {
+  subscriptions: { default: 100, max: 1000 },
+  attempts: { default: 20, max: 100 },
+} as const;
+
 export interface NewSubscriptionInput {
   feed: string;
   url: string;

@@ -105,6 +105,35 @@ describe("the OpenAPI document", () => {
     }
   });
 
+  it("gives the limits and patterns the server enforces, so that neither drifts from the other", async () => {
+    await call(`${svc.url}/v1/feeds/limits`, { method: "PUT" });
+    const read = document.paths["/feeds/{feed}/events"].get.parameters;
+    const parameter = (name: string) => read.find((entry: { name: string }) => entry.name === name).schema;
+    const status = async (query: string) => (await call(`${svc.url}/v1/feeds/limits/events?${query}`)).status;
+    assert.equal(await status(`limit=${parameter("limit").maximum}`), 200);
+    assert.equal(await status(`limit=${parameter("limit").maximum + 1}`), 400);
+    assert.equal(await status(`wait=${parameter("wait").maximum + 1}`), 400);
+    const types = (count: number) => Array.from({ length: count }, (_, index) => `type=t.${index}`).join("&");
+    assert.equal(await status(types(parameter("type").maxItems)), 200);
+    assert.equal(await status(types(parameter("type").maxItems + 1)), 400);
+    assert.equal(await status(`subject=${"s".repeat(parameter("subject").maxLength + 1)}`), 400);
+
+    const sequence = new RegExp(document.components.schemas.Sequence.pattern);
+    for (const text of ["0", "42", "1".repeat(16), "1".repeat(17), "042", "-1"]) {
+      const reply = await call(`${svc.url}/v1/feeds/limits/events?after=${text}`);
+      const refusedAsMalformed = reply.body.type === "urn:seintje:problem:invalid-cursor";
+      assert.equal(refusedAsMalformed, !sequence.test(text), `after=${text}: ${reply.text}`);
+    }
+    const feedName = new RegExp(document.paths["/feeds/{feed}"].parameters[0].schema.pattern);
+    for (const name of ["a", "0.a_b-c", "a".repeat(63), "a".repeat(64), "A", "-a"]) {
+      const reply = await call(`${svc.url}/v1/feeds/${name}`);
+      assert.equal(reply.status === 400, !feedName.test(name), name);
+    }
+    const subscriptions = document.paths["/subscriptions"].get.parameters[0].schema;
+    assert.equal((await call(`${svc.url}/v1/subscriptions?limit=${subscriptions.maximum}`)).status, 200);
+    assert.equal((await call(`${svc.url}/v1/subscriptions?limit=${subscriptions.maximum + 1}`)).status, 400);
+  });
+
   it("names every route the server registers, and none that it does not", () => {
     const routers = createRouters({ metricsAccess: "open" } as Services);
     const registered = new Set<string>();
