@@ -6,6 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { type Browser, chromium } from "playwright-core";
 import { cloudEvent, publish, putFeed } from "../support/http.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
+import { pause } from "../support/wait.js";
 
 /**
  * A page in headless Chromium (Debian's package) follows a feed with the browser's own EventSource, across a
@@ -13,7 +14,6 @@ import { startTestService, type TestService, tokenFor } from "../support/service
  */
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("a browser's EventSource", () => {
   let svc: TestService;
@@ -81,7 +81,7 @@ describe("a browser's EventSource", () => {
             .follower,
       );
     const waitFor = async (count: number) => {
-      for (let i = 0; i < 300 && (await follower()).ids.length < count; i += 1) await sleep(50);
+      for (let i = 0; i < 300 && (await follower()).ids.length < count; i += 1) await pause(50);
       return follower();
     };
 
@@ -90,7 +90,7 @@ describe("a browser's EventSource", () => {
     assert.equal((await waitFor(4)).ids.length, 4);
 
     svc.service.server.closeAllConnections();
-    await sleep(100);
+    await pause(100);
     for (let i = 0; i < 3; i += 1) await publish(svc.url, "browser", cloudEvent({ id: `after-${i}` }));
     const state = await waitFor(7);
     assert.ok(state.opens >= 2, "the browser reconnected");

@@ -5,8 +5,8 @@ import { after, before, describe, it } from "node:test";
 import { decodeJwt } from "jose";
 import { call } from "../support/http.js";
 import { runCli, runToEnd, type ServerProcess, startServerProcess } from "../support/process.js";
-import { eventually } from "../support/receiver.js";
 import { tempDir, tokenFor } from "../support/service.js";
+import { eventually } from "../support/wait.js";
 
 describe("the seintje command", () => {
   const dir = tempDir("seintje-cli-");

@@ -17,8 +17,9 @@ import {
 } from "../../src/client/index.js";
 import { cloudEvent as anyEvent } from "../support/http.js";
 import { type ServerProcess, startServerProcess } from "../support/process.js";
-import { eventually, startReceiver } from "../support/receiver.js";
+import { startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
+import { eventually } from "../support/wait.js";
 
 /** The SDK against a real service: publishing, following across restarts, pings, cursors. */
 

@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cloudEvent, publish, putFeed } from "../support/http.js";
 import { type Running, runScript } from "../support/process.js";
-import { eventually } from "../support/receiver.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
+import { eventually } from "../support/wait.js";
 
 /**
  * The examples in examples/ run as their headers say (from the repository's root, state where they keep it by

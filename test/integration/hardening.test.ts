@@ -7,9 +7,10 @@ import { MAX_PAGE_BYTES } from "../../src/log/reader.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readPage } from "../support/http.js";
 import { startServerProcess } from "../support/process.js";
-import { eventually, startReceiver } from "../support/receiver.js";
+import { startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
 import { startTcpProxy } from "../support/tcp-proxy.js";
+import { eventually } from "../support/wait.js";
 
 /**
  * What a hostile client found (issue #15): input that changed or lost data, or was answered with a 500. Every

@@ -3,13 +3,11 @@ import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
 import { sampleValue, scrape } from "../support/metrics.js";
-import { eventually } from "../support/receiver.js";
 import { startTestService, tokenFor } from "../support/service.js";
 import { openStream } from "../support/sse.js";
+import { eventually, pause } from "../support/wait.js";
 
 /** The limits a process keeps: streams, long-polls, publish rate, body size, slow clients. */
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function assertRefused(reply: { status: number; headers: Headers; body: any }, status: number, type: string) {
   assert.equal(reply.status, status);
@@ -102,7 +100,7 @@ describe("the publish rate per token", () => {
         1,
       );
 
-      await sleep(Number(replies[3]!.headers.get("retry-after")) * 1000);
+      await pause(Number(replies[3]!.headers.get("retry-after")) * 1000);
       assert.equal((await publish(svc.url, "rated", cloudEvent(), alice)).status, 201, "after Retry-After");
     } finally {
       await svc.stop();

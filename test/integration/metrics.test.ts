@@ -4,9 +4,10 @@ import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { call, cloudEvent, publish, publishBatch, putFeed, readPage } from "../support/http.js";
 import { sampleValue, scrape } from "../support/metrics.js";
-import { eventually, type Receiver, startReceiver } from "../support/receiver.js";
+import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
 import { openStream } from "../support/sse.js";
+import { eventually } from "../support/wait.js";
 
 /** `/metrics`: Prometheus text that moves with the traffic it describes. */
 

@@ -8,9 +8,10 @@ import { DIALECT, databaseEnv } from "../support/database.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
 import { scrape } from "../support/metrics.js";
 import { runToEnd, type ServerProcess, startServerProcess } from "../support/process.js";
-import { eventually, startReceiver } from "../support/receiver.js";
+import { startReceiver } from "../support/receiver.js";
 import { startTestService, tempDir, tokenFor } from "../support/service.js";
 import { openStream } from "../support/sse.js";
+import { eventually } from "../support/wait.js";
 
 /** Running the service: logs, retention in the background, shutdown, backup. */
 

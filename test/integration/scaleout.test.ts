@@ -5,16 +5,17 @@ import { EventSource } from "eventsource";
 import pg from "pg";
 import { DIALECT, databaseEnv } from "../support/database.js";
 import { call, cloudEvent, publishBatch, readAll, useToken } from "../support/http.js";
+import { sampleValue, scrape } from "../support/metrics.js";
 import { type ServerProcess, startServerProcess } from "../support/process.js";
 import { startReceiver } from "../support/receiver.js";
 import { tempDir, tokenFor } from "../support/service.js";
+import { eventually, pause } from "../support/wait.js";
 
 /**
  * Several `seintje serve` processes on one PostgreSQL database, as behind a load balancer. These run on the
  * PostgreSQL pass of the suite; SQLite serves one process by design.
  */
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const HOOKS = {
   SEINTJE_CALLBACK_HTTP: "true",
   SEINTJE_CALLBACK_ALLOW: "127.0.0.1",
@@ -72,16 +73,6 @@ function post(node: ServerProcess, cluster: Cluster, path: string, body: unknown
   });
 }
 
-async function until<T>(check: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 const onPostgres = {
   skip: DIALECT !== "postgres" && "several nodes need PostgreSQL (the PostgreSQL pass runs these)",
 };
@@ -133,16 +124,16 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
     };
     source.onmessage = (message) => arrived.set(JSON.parse(message.data).id, performance.now());
     try {
-      await until(async () => (open ? true : undefined), 5000, "the stream to open");
+      await eventually(async () => (open ? true : undefined), 5000, "the stream to open");
       const sent = new Map<string, number>();
       for (let index = 0; index < 200; index += 1) {
         const event = cloudEvent();
         sent.set(event.id as string, performance.now());
         const reply = await publishBatch(a.url, "latency", [event]);
         assert.equal(reply.status, 201);
-        await sleep(5);
+        await pause(5);
       }
-      await until(async () => (arrived.size >= 200 ? true : undefined), 10_000, "200 events on node B");
+      await eventually(async () => (arrived.size >= 200 ? true : undefined), 10_000, "200 events on node B");
       const latencies = [...sent].map(([id, at]) => arrived.get(id)! - at).sort((x, y) => x - y);
       const p99 = latencies[Math.ceil(latencies.length * 0.99) - 1]!;
       const p50 = latencies[Math.floor(latencies.length / 2)]!;
@@ -160,7 +151,7 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
     await call(`${a.url}/v1/feeds/waiting`, { method: "PUT", headers: cluster.headers });
     const started = performance.now();
     const waiting = call(`${b.url}/v1/feeds/waiting/events?after=0&wait=20`, { headers: cluster.headers });
-    await sleep(300);
+    await eventually(async () => sampleValue(await scrape(b.url), "seintje_longpolls_waiting") === 1);
     assert.equal((await publishBatch(a.url, "waiting", [cloudEvent()])).status, 201);
     const reply = await waiting;
     assert.equal(reply.status, 200);
@@ -183,7 +174,7 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
       for await (const chunk of response.body as AsyncIterable<Uint8Array>) text += Buffer.from(chunk);
       return text;
     })();
-    await sleep(300);
+    await eventually(async () => sampleValue(await scrape(b.url), "seintje_streams_open") === 1);
     const deleted = await call(`${a.url}/v1/feeds/doomed`, { method: "DELETE", headers: cluster.headers });
     assert.equal(deleted.status, 204);
     const timer = setTimeout(() => controller.abort(), 5000);
@@ -203,9 +194,9 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
       for (let round = 0; round < 40; round += 1) {
         const reply = await publishBatch((round % 2 === 0 ? a : b).url, "pinged", [cloudEvent()]);
         assert.equal(reply.status, 201);
-        await sleep(10);
+        await pause(10);
       }
-      const shown = await until(
+      const shown = await eventually(
         async () => {
           const reply = await call(`${b.url}/v1/subscriptions/${created.body.id}`, {
             headers: cluster.headers,
@@ -259,7 +250,7 @@ describe("a node that dies mid-delivery", onPostgres, () => {
         assert.equal(ping.headers["webhook-id"], first.get(ping.event.data.subscription), "the same ping");
       }
       for (const id of ids) {
-        await until(
+        await eventually(
           async () => {
             const reply = await call(`${b.url}/v1/subscriptions/${id}`, { headers: cluster.headers });
             return reply.body.acked === "2" ? true : undefined;
@@ -282,7 +273,7 @@ describe("the connection that listens for other nodes", onPostgres, () => {
       const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
       await call(`${a.url}/v1/feeds/cut`, { method: "PUT", headers: cluster.headers });
       const waiting = call(`${b.url}/v1/feeds/cut/events?after=0&wait=30`, { headers: cluster.headers });
-      await sleep(300);
+      await eventually(async () => sampleValue(await scrape(b.url), "seintje_longpolls_waiting") === 1);
       const database = new URL(cluster.env.DATABASE_URL!).pathname.slice(1);
       const admin = new pg.Client({ connectionString: cluster.env.DATABASE_URL });
       await admin.connect();
@@ -302,7 +293,7 @@ describe("the connection that listens for other nodes", onPostgres, () => {
       assert.equal(reply.status, 200);
       assert.equal(reply.body.events.length, 1);
       assert.ok(performance.now() - started < 10_000, "woken after the reconnect, before the wait ended");
-      await until(
+      await eventually(
         async () =>
           b.lines.some((line) => line.includes("lost the connection that listens")) ? true : undefined,
         2000,

@@ -5,8 +5,7 @@ import { EventSource } from "eventsource";
 import { call, cloudEvent, publish, publishBatch, putFeed } from "../support/http.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
 import { dataIds, openStream } from "../support/sse.js";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { eventually, pause } from "../support/wait.js";
 
 /** An `eventsource` client that sends the token in a header, collecting every message. */
 function follow(url: string, token: string) {
@@ -26,7 +25,7 @@ function follow(url: string, token: string) {
     opened: () => opened,
     async until(count: number, timeoutMs = 15_000) {
       const deadline = Date.now() + timeoutMs;
-      while (received.length < count && Date.now() < deadline) await sleep(20);
+      while (received.length < count && Date.now() < deadline) await pause(20);
       assert.ok(received.length >= count, `received ${received.length} of ${count}`);
     },
   };
@@ -110,14 +109,16 @@ describe("the SSE stream", () => {
       await client.until(5);
       // Drop every connection from the server side, then publish while the client is away.
       svc.service.server.closeAllConnections();
-      await sleep(100); // let this test's own pooled HTTP connections notice they were closed too
+      await pause(100); // let this test's own pooled HTTP connections notice they were closed too
       for (let i = 0; i < 5; i += 1) await publish(svc.url, "resume", cloudEvent());
       await client.until(10);
-      await sleep(300);
+      // One more, and when it has come nothing else came before it: each event once, in order.
+      await publish(svc.url, "resume", cloudEvent());
+      await client.until(11);
       assert.ok(client.opened() >= 2, "the client reconnected");
       assert.deepEqual(
         client.received.map((message) => Number(message.id)),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
       );
     } finally {
       client.source.close();
@@ -247,7 +248,10 @@ describe("the SSE stream", () => {
     });
     assert.equal(forbidden.status, 403);
     forbidden.close();
-    await sleep(50);
+    // The refused stream's request is logged once it is answered: wait for that line before reading the log.
+    await eventually(() =>
+      svc.logs.some((line) => line.status === 403 && line.path === "/v1/feeds/history/events"),
+    );
     const logText = svc.logs.map((line) => JSON.stringify(line)).join("\n");
     assert.ok(!logText.includes(reader.split(".")[1]!), "the token is not in the log");
     assert.ok(!logText.includes("access_token"), "nor the parameter");
@@ -300,7 +304,7 @@ describe("the SSE stream", () => {
           published = true;
           await publish(svc.url, "framed", cloudEvent({ id: "framed-live" }));
         }
-        await sleep(20);
+        await pause(20);
       }
     };
     /** Decodes a chunked body strictly (RFC 9112, 7.1): every size matches its bytes, every chunk ends in CRLF. */
@@ -347,7 +351,7 @@ describe("the SSE stream", () => {
     socket.write(
       `GET /v1/feeds/slow/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${token}\r\n\r\n`,
     );
-    for (let i = 0; i < 100 && !raw.includes("retry:"); i += 1) await sleep(10);
+    for (let i = 0; i < 100 && !raw.includes("retry:"); i += 1) await pause(10);
     socket.pause();
 
     // 5,000 events of about 4 KiB: 20 MB, far more than socket buffers and the hub's tail hold.
@@ -362,8 +366,14 @@ describe("the SSE stream", () => {
       );
       assert.equal(reply.status, 201);
     }
-    await sleep(300);
-    const [stats] = [...svc.service.streams];
+    const stats = await eventually(
+      () => {
+        const [open] = [...svc.service.streams];
+        return open && open.maxBuffered > 16 * 1024 ? open : undefined;
+      },
+      5000,
+      "the paused connection's buffer filling",
+    );
     assert.ok(stats, "the stream is open");
     t.diagnostic(`most bytes buffered for the paused connection: ${stats.maxBuffered}`);
     assert.ok(stats.maxBuffered > 16 * 1024, "the socket pushed back: the test exercised backpressure");
@@ -372,7 +382,7 @@ describe("the SSE stream", () => {
 
     socket.resume();
     const deadline = Date.now() + 30_000;
-    while (!raw.includes("id: 5000\n") && Date.now() < deadline) await sleep(50);
+    while (!raw.includes("id: 5000\n") && Date.now() < deadline) await pause(50);
     socket.destroy();
     const ids = [...raw.matchAll(/^id: (\d+)$/gm)].map((match) => Number(match[1]));
     assert.equal(ids.length, 5000);

@@ -7,8 +7,9 @@ import { ConfigError } from "../../src/config.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { call, cloudEvent, publish, publishBatch, putFeed } from "../support/http.js";
 import { startServerProcess } from "../support/process.js";
-import { eventually, type Receiver, startReceiver } from "../support/receiver.js";
+import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
+import { eventually, pause } from "../support/wait.js";
 
 /** Webhook wake-up pings against real receivers on 127.0.0.1. */
 
@@ -53,7 +54,21 @@ async function publishMany(svc: TestService, feed: string, count: number, type?:
   return events;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Waits until the dispatcher has looked for matching events up to `head` for this subscription: its `scanned`
+ * column, which it moves whether or not a ping follows. A "no ping" check made after this cannot pass only
+ * because the dispatcher had not got there yet.
+ */
+async function dispatcherPassed(svc: TestService, id: string, head: number): Promise<void> {
+  await eventually(
+    async () => {
+      const row = await svc.service.storage.reader("subscriptions").where({ id }).first("scanned");
+      return Number(row?.scanned) >= head;
+    },
+    5000,
+    `the dispatcher looked at ${id} up to ${head}`,
+  );
+}
 
 async function subscription(svc: TestService, id: string) {
   const reply = await call(`${svc.url}/v1/subscriptions/${id}`);
@@ -116,9 +131,17 @@ describe("webhook subscriptions", () => {
     const list = await call(`${svc.url}/v1/subscriptions`);
     assert.ok(list.body.subscriptions.some((entry: { id: string }) => entry.id === created.id));
     assert.equal(list.body.next, null);
-    // No ping for events from before the subscription.
-    await sleep(300);
-    assert.equal(receiver.pings.filter((ping) => ping.event.data.subscription === created.id).length, 0);
+    // No ping for events from before the subscription: its first ping announces only what came after.
+    await publish(svc.url, feed, cloudEvent());
+    const [first] = await eventually(() => {
+      const mine = receiver.pings.filter((ping) => ping.event.data.subscription === created.id);
+      return mine.length > 0 ? mine : undefined;
+    });
+    assert.equal(first!.event.data.after, "2");
+    assert.deepEqual(
+      first!.event.data.events.map((event: { sequence: string }) => event.sequence),
+      ["3"],
+    );
   });
 
   it("refuses a callback whose handshake fails, storing nothing", async () => {
@@ -346,8 +369,14 @@ describe("webhook subscriptions", () => {
     assert.equal(disabled.acked, "0");
     assert.match(disabled.disabledReason, /410/);
     receiver.respond = () => ({ status: 204 });
+    // A subscription made now takes the same appends: once it is pinged, the dispatcher has been past them.
+    const control = (await subscribe(svc, { feed, url: receiver.url })).body;
     await publishMany(svc, feed, 2);
-    await sleep(500);
+    await eventually(
+      () => receiver.pings.some((p) => p.event.data.subscription === control.id && p.event.data.head === "3"),
+      5000,
+      "the control subscription's ping",
+    );
     assert.equal(mine().length, 1, "a disabled subscription gets no pings");
     const enabled = await patch(svc, created.id, { status: "active" });
     assert.equal(enabled.status, 200, enabled.text);
@@ -377,7 +406,7 @@ describe("webhook subscriptions", () => {
       feed,
       cloudEvent({ type: "nl.example.vergunning.verleend", subject: "perceel-1" }),
     );
-    await sleep(500);
+    await dispatcherPassed(svc, created.id, 4);
     assert.equal(mine().length, 0);
     const match = cloudEvent({ type: "nl.example.vergunning.verleend", subject: "perceel-7" });
     await publish(svc.url, feed, match);
@@ -391,7 +420,7 @@ describe("webhook subscriptions", () => {
       ping!.event.data.url,
       `${svc.url}/v1/feeds/${feed}/events?after=0&type=nl.example.vergunning.&subject=perceel-7`,
     );
-    await sleep(300);
+    await dispatcherPassed(svc, created.id, 7);
     assert.equal(mine().length, 1, "the non-matching events after it cause no ping");
   });
 
@@ -402,7 +431,7 @@ describe("webhook subscriptions", () => {
     receiver.respond = () => ({ status: 204, delayMs: 300 });
     for (let i = 0; i < 50; i += 1) {
       await publishMany(svc, feed, 10);
-      await sleep(10);
+      await pause(10);
     }
     await eventually(
       async () => (await subscription(svc, created.id)).acked === "500",
@@ -519,8 +548,13 @@ describe("webhook subscriptions", () => {
       const deleted = await call(`${svc.url}/v1/subscriptions/${created.id}`, { method: "DELETE" });
       assert.equal(deleted.status, 204);
       assert.equal((await call(`${svc.url}/v1/subscriptions/${created.id}`)).status, 404);
+      const control = (await subscribe(svc, { feed, url: receiver.url })).body;
       await publish(svc.url, feed, cloudEvent());
-      await sleep(300);
+      await eventually(
+        () => receiver.pings.some((p) => p.event.data.subscription === control.id),
+        5000,
+        "the control subscription's ping: the dispatcher has been past the append",
+      );
       assert.equal(other.pings.length, 1, "no ping after deletion");
     } finally {
       await other.close();
@@ -776,7 +810,7 @@ describe("pings and the service's lifecycle", () => {
       await call(`${first.url}/v1/subscriptions/${created.id}/test`, { method: "POST" });
       assert.equal((await call(`${first.url}${attempts}`)).body.attempts.length, 1);
       await first.service.stop(1000);
-      await sleep(1100);
+      await pause(1100);
       // The first look of a new start prunes.
       const second = await startTestService(env, { dir });
       try {

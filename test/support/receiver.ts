@@ -109,18 +109,3 @@ export async function startReceiver(path = "/hook"): Promise<Receiver> {
   receiver.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`;
   return receiver;
 }
-
-/** Waits until `condition` holds, checking every 20 ms, for at most `timeoutMs`. */
-export async function eventually<T>(
-  condition: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 10_000,
-  what = "the condition",
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await condition();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
