@@ -9,8 +9,9 @@ import { parseAllowEntry } from "./webhooks/guard.js";
 /**
  * Configuration: defaults < environment, validated once at start.
  *
- * Every option is declared once in OPTIONS with its default and a one-line why, so the table in the README and the
- * checks at boot come from the same place. A bad value stops the service with a message naming the variable.
+ * Every option is declared once in OPTIONS with its default and a one-line why: the parser takes its defaults from
+ * there (`text`), and `seintje help` and the tables in the docs show the same entries (a test keeps them equal).
+ * A bad value stops the service with a message naming the variable.
  */
 
 export type Database = DatabaseConfig;
@@ -226,7 +227,7 @@ export const OPTIONS: readonly Option[] = [
   },
   {
     variable: "SEINTJE_MAX_REQUEST_BYTES",
-    default: "1048576",
+    default: String(MAX_REQUEST_BYTES),
     meaning: "largest publish request body (413 beyond it); an event stays at most 64 KiB",
   },
   {
@@ -270,14 +271,35 @@ const SIGNATURE_ALGORITHMS = [
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
-function text(env: Env, variable: string): string | undefined {
+/** The variable's value as set, or undefined when it is unset or empty. */
+function given(env: Env, variable: string): string | undefined {
   const value = env[variable]?.trim();
   return value === undefined || value === "" ? undefined : value;
 }
 
-function integer(env: Env, variable: string, fallback: number, min: number, max: number): number {
-  const raw = text(env, variable);
-  if (raw === undefined) return fallback;
+const DEFAULTS = new Map(OPTIONS.map((option) => [option.variable, option.default]));
+
+/**
+ * The variable's value, or else its default from OPTIONS, the one place defaults are written. A default shown in
+ * words ("unset", "empty", or one with a <placeholder>) is no value: the option's own code derives it.
+ */
+function text(env: Env, variable: string): string | undefined {
+  const value = given(env, variable);
+  if (value !== undefined) return value;
+  const fallback = DEFAULTS.get(variable);
+  if (fallback === undefined) throw new Error(`${variable} is not in OPTIONS`);
+  return fallback === "unset" || fallback === "empty" || fallback.includes("<") ? undefined : fallback;
+}
+
+/** `text`, for an option whose default is a value: never undefined. */
+function required(env: Env, variable: string): string {
+  const value = text(env, variable);
+  if (value === undefined) throw new Error(`${variable} has no default value in OPTIONS`);
+  return value;
+}
+
+function integer(env: Env, variable: string, min: number, max: number): number {
+  const raw = required(env, variable);
   if (!/^\d+$/.test(raw)) throw new ConfigError(variable, `expected a whole number, got "${raw}"`);
   const value = Number(raw);
   if (value < min || value > max)
@@ -285,9 +307,8 @@ function integer(env: Env, variable: string, fallback: number, min: number, max:
   return value;
 }
 
-function boolean(env: Env, variable: string, fallback: boolean): boolean {
-  const raw = text(env, variable)?.toLowerCase();
-  if (raw === undefined) return fallback;
+function boolean(env: Env, variable: string): boolean {
+  const raw = required(env, variable).toLowerCase();
   if (["true", "1", "yes", "on"].includes(raw)) return true;
   if (["false", "0", "no", "off"].includes(raw)) return false;
   throw new ConfigError(variable, `expected true or false, got "${raw}"`);
@@ -308,8 +329,8 @@ function database(env: Env, dataDir: string): Database {
     } catch {
       throw new ConfigError("DATABASE_URL", "not a valid postgres:// URL");
     }
-    const max = integer(env, "SEINTJE_DB_POOL_MAX", 10, 2, 1000);
-    const min = integer(env, "SEINTJE_DB_POOL_MIN", 0, 0, max);
+    const max = integer(env, "SEINTJE_DB_POOL_MAX", 2, 1000);
+    const min = integer(env, "SEINTJE_DB_POOL_MIN", 0, max);
     return { dialect: "postgres", url: raw, pool: { min, max } };
   }
   throw new ConfigError("DATABASE_URL", "expected sqlite:<path> or postgres://...");
@@ -338,12 +359,12 @@ function publicUrl(env: Env): string | undefined {
 }
 
 function auth(env: Env): AuthConfig {
-  const raw = text(env, "SEINTJE_AUTH")?.toLowerCase() ?? "on";
+  const raw = required(env, "SEINTJE_AUTH").toLowerCase();
   if (raw !== "on" && raw !== "off")
     throw new ConfigError("SEINTJE_AUTH", `expected on or off, got "${raw}"`);
   const jwksUrl = text(env, "SEINTJE_JWKS_URL");
   if (jwksUrl !== undefined) httpUrl("SEINTJE_JWKS_URL", jwksUrl);
-  const algorithms = (text(env, "SEINTJE_JWT_ALGORITHMS") ?? "ES256 ES384 EdDSA RS256 PS256").split(/[\s,]+/);
+  const algorithms = required(env, "SEINTJE_JWT_ALGORITHMS").split(/[\s,]+/);
   for (const algorithm of algorithms) {
     if (!SIGNATURE_ALGORITHMS.includes(algorithm)) {
       throw new ConfigError(
@@ -360,7 +381,7 @@ function auth(env: Env): AuthConfig {
     issuer: text(env, "SEINTJE_JWT_ISSUER"),
     audience: text(env, "SEINTJE_JWT_AUDIENCE"),
     algorithms,
-    jwksCooldownSeconds: integer(env, "SEINTJE_JWKS_COOLDOWN", 30, 0, 86_400),
+    jwksCooldownSeconds: integer(env, "SEINTJE_JWKS_COOLDOWN", 0, 86_400),
   };
 }
 
@@ -380,7 +401,12 @@ function corsOrigins(env: Env): string[] {
   return origins;
 }
 
-function seconds(variable: string, raw: string, min: number, max: number): number {
+function seconds(env: Env, variable: string, min: number, max: number): number {
+  return secondsOf(variable, required(env, variable), min, max);
+}
+
+/** Seconds, whole or with up to three decimals, from min to max; in milliseconds. */
+function secondsOf(variable: string, raw: string, min: number, max: number): number {
   const value = /^\d+(\.\d{1,3})?$/.test(raw) ? Number(raw) : Number.NaN;
   if (!(value >= min && value <= max)) {
     throw new ConfigError(variable, `expected seconds from ${min} to ${max}, got "${raw}"`);
@@ -388,48 +414,32 @@ function seconds(variable: string, raw: string, min: number, max: number): numbe
   return Math.round(value * 1000);
 }
 
-function duration(env: Env, variable: string, fallback: string): Duration {
-  const raw = text(env, variable) ?? fallback;
+function duration(env: Env, variable: string): Duration {
+  const raw = required(env, variable);
   const problem = durationProblem(raw);
   if (problem !== undefined) throw new ConfigError(variable, `"${raw}" ${problem}`);
   return parseDuration(raw)!;
 }
 
 function limits(env: Env): Limits {
-  const headersTimeoutMs = seconds(
-    "SEINTJE_HEADERS_TIMEOUT",
-    text(env, "SEINTJE_HEADERS_TIMEOUT") ?? "20",
-    0.1,
-    3600,
-  );
-  const requestTimeoutMs = seconds(
-    "SEINTJE_REQUEST_TIMEOUT",
-    text(env, "SEINTJE_REQUEST_TIMEOUT") ?? "60",
-    0.1,
-    3600,
-  );
+  const headersTimeoutMs = seconds(env, "SEINTJE_HEADERS_TIMEOUT", 0.1, 3600);
+  const requestTimeoutMs = seconds(env, "SEINTJE_REQUEST_TIMEOUT", 0.1, 3600);
   // Node refuses a headers timeout longer than the request timeout.
   if (requestTimeoutMs < headersTimeoutMs) {
     throw new ConfigError("SEINTJE_REQUEST_TIMEOUT", "must not be shorter than SEINTJE_HEADERS_TIMEOUT");
   }
   return {
-    maxRequestBytes: integer(
-      env,
-      "SEINTJE_MAX_REQUEST_BYTES",
-      MAX_REQUEST_BYTES,
-      64 * 1024,
-      64 * 1024 * 1024,
-    ),
+    maxRequestBytes: integer(env, "SEINTJE_MAX_REQUEST_BYTES", 64 * 1024, 64 * 1024 * 1024),
     headersTimeoutMs,
     requestTimeoutMs,
-    maxStreams: integer(env, "SEINTJE_MAX_STREAMS", 10_000, 0, 1_000_000),
-    maxLongPolls: integer(env, "SEINTJE_MAX_LONGPOLLS", 10_000, 0, 1_000_000),
-    publishRate: integer(env, "SEINTJE_PUBLISH_RATE", 0, 0, 1_000_000),
+    maxStreams: integer(env, "SEINTJE_MAX_STREAMS", 0, 1_000_000),
+    maxLongPolls: integer(env, "SEINTJE_MAX_LONGPOLLS", 0, 1_000_000),
+    publishRate: integer(env, "SEINTJE_PUBLISH_RATE", 0, 1_000_000),
   };
 }
 
 function metrics(env: Env): Config["metrics"] {
-  const raw = text(env, "SEINTJE_METRICS")?.toLowerCase() ?? "open";
+  const raw = required(env, "SEINTJE_METRICS").toLowerCase();
   if (raw !== "open" && raw !== "token" && raw !== "off") {
     throw new ConfigError("SEINTJE_METRICS", `expected open, token or off, got "${raw}"`);
   }
@@ -437,7 +447,7 @@ function metrics(env: Env): Config["metrics"] {
 }
 
 function webhooks(env: Env): WebhookConfig {
-  const schedule = (text(env, "SEINTJE_PING_RETRY") ?? "5,30,120,600,1800,3600,10800,21600,43200")
+  const schedule = required(env, "SEINTJE_PING_RETRY")
     .split(",")
     .map((part) => part.trim());
   const allow = (text(env, "SEINTJE_CALLBACK_ALLOW") ?? "")
@@ -452,22 +462,22 @@ function webhooks(env: Env): WebhookConfig {
     }
   }
   return {
-    allowHttp: boolean(env, "SEINTJE_CALLBACK_HTTP", false),
+    allowHttp: boolean(env, "SEINTJE_CALLBACK_HTTP"),
     allow,
-    retryScheduleMs: schedule.map((part) => seconds("SEINTJE_PING_RETRY", part, 0.01, 7 * 86_400)),
-    timeoutMs: seconds("SEINTJE_PING_TIMEOUT", text(env, "SEINTJE_PING_TIMEOUT") ?? "10", 0.1, 300),
-    disableAfter: duration(env, "SEINTJE_PING_DISABLE_AFTER", "P3D"),
-    concurrency: integer(env, "SEINTJE_PING_CONCURRENCY", 256, 1, 10_000),
-    attemptsKeep: duration(env, "SEINTJE_PING_ATTEMPTS_KEEP", "P7D"),
+    retryScheduleMs: schedule.map((part) => secondsOf("SEINTJE_PING_RETRY", part, 0.01, 7 * 86_400)),
+    timeoutMs: seconds(env, "SEINTJE_PING_TIMEOUT", 0.1, 300),
+    disableAfter: duration(env, "SEINTJE_PING_DISABLE_AFTER"),
+    concurrency: integer(env, "SEINTJE_PING_CONCURRENCY", 1, 10_000),
+    attemptsKeep: duration(env, "SEINTJE_PING_ATTEMPTS_KEEP"),
   };
 }
 
 /** Reads and checks the whole configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
-  const host = text(env, "SEINTJE_HOST") ?? "127.0.0.1";
-  const port = integer(env, "SEINTJE_PORT", 8080, 0, 65535);
-  const dataDir = resolve(text(env, "SEINTJE_DATA_DIR") ?? "./data");
-  const logLevel = text(env, "SEINTJE_LOG_LEVEL")?.toLowerCase() ?? "info";
+  const host = required(env, "SEINTJE_HOST");
+  const port = integer(env, "SEINTJE_PORT", 0, 65535);
+  const dataDir = resolve(required(env, "SEINTJE_DATA_DIR"));
+  const logLevel = required(env, "SEINTJE_LOG_LEVEL").toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError("SEINTJE_LOG_LEVEL", `expected one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
   }
@@ -478,23 +488,18 @@ export function loadConfig(env: Env = process.env): Config {
     database: database(env, dataDir),
     publicUrl: publicUrl(env),
     source: text(env, "SEINTJE_SOURCE") ?? `urn:seintje:${hostname()}`,
-    autoCreateFeeds: boolean(env, "SEINTJE_AUTO_CREATE_FEEDS", false),
-    retentionIntervalSeconds: integer(env, "SEINTJE_RETENTION_INTERVAL", 60, 1, 86_400),
+    autoCreateFeeds: boolean(env, "SEINTJE_AUTO_CREATE_FEEDS"),
+    retentionIntervalSeconds: integer(env, "SEINTJE_RETENTION_INTERVAL", 1, 86_400),
     logLevel,
     auth: auth(env),
-    keepaliveSeconds: integer(env, "SEINTJE_KEEPALIVE", 15, 1, 3600),
-    streamRetryMs: integer(env, "SEINTJE_STREAM_RETRY", 2000, 0, 3_600_000),
+    keepaliveSeconds: integer(env, "SEINTJE_KEEPALIVE", 1, 3600),
+    streamRetryMs: integer(env, "SEINTJE_STREAM_RETRY", 0, 3_600_000),
     corsOrigins: corsOrigins(env),
     maxWaitSeconds: MAX_WAIT_SECONDS,
     webhooks: webhooks(env),
     limits: limits(env),
     metrics: metrics(env),
-    shutdownTimeoutMs: seconds(
-      "SEINTJE_SHUTDOWN_TIMEOUT",
-      text(env, "SEINTJE_SHUTDOWN_TIMEOUT") ?? "10",
-      0.1,
-      3600,
-    ),
+    shutdownTimeoutMs: seconds(env, "SEINTJE_SHUTDOWN_TIMEOUT", 0.1, 3600),
   };
 }
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { describe, it } from "node:test";
-import { ConfigError, loadConfig, unknownVariables } from "../../src/config.js";
+import { ConfigError, loadConfig, OPTIONS, unknownVariables } from "../../src/config.js";
 
 describe("configuration", () => {
   it("has the contract's defaults", () => {
@@ -133,6 +133,17 @@ describe("configuration", () => {
     });
     assert.equal(config.autoCreateFeeds, true);
     assert.equal(config.publicUrl, "https://feeds.example.nl");
+  });
+
+  it("takes every default from the option table: setting a variable to its shown default changes nothing", () => {
+    const defaults = loadConfig({});
+    let literal = 0;
+    for (const option of OPTIONS) {
+      if (option.default === "unset" || option.default === "empty" || option.default.includes("<")) continue;
+      literal += 1;
+      assert.deepEqual(loadConfig({ [option.variable]: option.default }), defaults, option.variable);
+    }
+    assert.ok(literal >= 25, `${literal} options with a literal default`);
   });
 
   it("spots unknown SEINTJE_ variables", () => {
