@@ -27,12 +27,6 @@ export interface Page {
   bodies: string[];
 }
 
-/**
- * Bounds on filters, for readers and subscriptions alike. Each type prefix is one term of the query's OR, and
- * SQLite refuses an expression tree deeper than 1,000 ("Expression tree is too large"): 998 prefixes were a 500.
- */
-export const FILTER_LIMITS = { types: 20, length: 256 } as const;
-
 export interface Filters {
   /** Prefixes of `type`; an event matches when its type starts with any of them. */
   types: string[];

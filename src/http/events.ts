@@ -1,12 +1,17 @@
 import Router from "@koa/router";
 import type { Context } from "koa";
-import { FILTER_LIMITS } from "../db/events.js";
 import { storageFailure } from "../db/failures.js";
-import { findFeed } from "../db/feeds.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
-import { checkFeedName, getFeed } from "../log/feeds.js";
-import { type FeedPage, PAGE_LIMIT, pollPage, type ReadQuery, readEvent } from "../log/reader.js";
+import { checkFeedName, feedExists, getFeed } from "../log/feeds.js";
+import {
+  type FeedPage,
+  FILTER_LIMITS,
+  PAGE_LIMIT,
+  pollPage,
+  type ReadQuery,
+  readEvent,
+} from "../log/reader.js";
 import type { RejectReason } from "../metrics.js";
 import { authorize } from "./auth.js";
 import { expectsContinue, readBody } from "./body.js";
@@ -69,7 +74,7 @@ const REJECT_REASONS: Partial<Record<ProblemKind, RejectReason>> = {
 async function countRejected(services: Services, feed: string, error: unknown, events: number) {
   // A full or unreachable storage is counted as "unavailable": the events may be sent again.
   const kind = coerceError(error)?.kind ?? (storageFailure(error) ? "unavailable" : undefined);
-  const exists = kind !== "feedNotFound" && (await findFeed(services.storage.reader, feed)) !== undefined;
+  const exists = kind !== "feedNotFound" && (await feedExists(services.storage, feed));
   const reason = (kind && REJECT_REASONS[kind]) ?? "other";
   services.metrics.eventsRejected.inc({ feed: exists ? feed : "", reason }, events);
 }

@@ -1,9 +1,8 @@
 import Router from "@koa/router";
-import { FILTER_LIMITS } from "../db/events.js";
 import { MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST } from "../events/encoding.js";
 import { MAX_DATA_DEPTH } from "../json.js";
 import { FEED_NAME_PATTERN, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
-import { MAX_PAGE_BYTES, MAX_WAIT_SECONDS, PAGE_LIMIT } from "../log/reader.js";
+import { FILTER_LIMITS, MAX_PAGE_BYTES, MAX_WAIT_SECONDS, PAGE_LIMIT } from "../log/reader.js";
 import { SEQUENCE_PATTERN } from "../log/sequence.js";
 import { PING_EVENTS, PING_TYPE } from "../webhooks/ping.js";
 import { LIST_LIMITS, MAX_SUBSCRIPTION_DESCRIPTION } from "../webhooks/subscriptions.js";

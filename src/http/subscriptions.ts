@@ -3,26 +3,23 @@ import type { Context } from "koa";
 import { allows } from "../auth/grants.js";
 import type { Principal } from "../auth/verifier.js";
 import type { Attempt, Subscription } from "../client/types.js";
-import { type Queryable, readSnapshot } from "../db/database.js";
-import { FILTER_LIMITS } from "../db/events.js";
-import {
-  type AttemptRow,
-  deleteSubscription,
-  findSubscription,
-  lastAttempts,
-  listAttempts,
-  listSubscriptions,
-  type SubscriptionRow,
-} from "../db/subscriptions.js";
+import type { AttemptRow, SubscriptionRow } from "../db/subscriptions.js";
 import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
 import { FEED_NAME } from "../log/feeds.js";
+import { FILTER_LIMITS } from "../log/reader.js";
 import { UUID } from "../webhooks/ids.js";
 import {
   changeSubscription,
   createSubscription,
+  findVisible,
   LIST_LIMITS,
+  lastAttemptOf,
   MAX_SUBSCRIPTION_DESCRIPTION,
   type NewSubscriptionInput,
+  readAttempts,
+  readSubscription,
+  readSubscriptions,
+  removeSubscription,
   rotateSecret,
   type SubscriptionChanges,
   subscriptionNotFound,
@@ -161,17 +158,19 @@ export function subscriptionRouter(services: Services): Router {
   const { storage, webhooks } = services;
 
   /** The subscription named in the path, if the caller may see it; 404 otherwise (which says nothing more). */
-  async function load(ctx: Context, db: Queryable = storage.reader): Promise<SubscriptionRow> {
+  async function load(ctx: Context): Promise<SubscriptionRow> {
     const principal = authorize(ctx, "subscribe");
     const id = ctx.params.id!;
-    const row = UUID.test(id) ? await findSubscription(db, id) : undefined;
-    if (!row || !visible(principal, row)) throw subscriptionNotFound(id);
+    const row = UUID.test(id)
+      ? await findVisible(storage, id, (found) => visible(principal, found))
+      : undefined;
+    if (!row) throw subscriptionNotFound(id);
     return row;
   }
 
-  /** The subscription with its last attempt, read in `db`: a snapshot that `row` was read in, or after a write. */
-  async function view(row: SubscriptionRow, db: Queryable = storage.reader): Promise<Subscription> {
-    return subscriptionView(row, (await lastAttempts(db, [row.id])).get(row.id));
+  /** A subscription just written, with its last attempt. */
+  async function view(row: SubscriptionRow): Promise<Subscription> {
+    return subscriptionView(row, await lastAttemptOf(storage, row.id));
   }
 
   router.post("/", async (ctx) => {
@@ -219,29 +218,29 @@ export function subscriptionRouter(services: Services): Router {
     );
     const after = stringParameter(ctx.query, "after", 64);
     const anyAdmin = principal.grants.some((grant) => grant.action === "admin");
-    const { rows, shown, last } = await readSnapshot(storage, async (trx) => {
-      const rows = await listSubscriptions(trx, {
-        owner: anyAdmin ? undefined : (principal.subject ?? null),
-        after,
-        limit,
-      });
-      const shown = rows.filter((row) => visible(principal, row));
-      const last = await lastAttempts(
-        trx,
-        shown.map((row) => row.id),
-      );
-      return { rows, shown, last };
-    });
+    const page = await readSubscriptions(
+      storage,
+      { owner: anyAdmin ? undefined : (principal.subject ?? null), after, limit },
+      (row) => visible(principal, row),
+    );
     const next =
-      rows.length === limit
-        ? `${services.publicUrl()}/v1/subscriptions?${new URLSearchParams({ after: rows.at(-1)!.id, limit: String(limit) })}`
+      page.read === limit
+        ? `${services.publicUrl()}/v1/subscriptions?${new URLSearchParams({ after: page.last!, limit: String(limit) })}`
         : null;
-    ctx.body = { subscriptions: shown.map((row) => subscriptionView(row, last.get(row.id))), next };
+    ctx.body = {
+      subscriptions: page.shown.map(({ row, lastAttempt }) => subscriptionView(row, lastAttempt)),
+      next,
+    };
   });
 
   router.get("/:id", async (ctx) => {
-    // One snapshot: a delivery records its attempt and the subscription's new state in one transaction.
-    ctx.body = await readSnapshot(storage, async (trx) => view(await load(ctx, trx), trx));
+    const principal = authorize(ctx, "subscribe");
+    const id = ctx.params.id!;
+    const found = UUID.test(id)
+      ? await readSubscription(storage, id, (row) => visible(principal, row))
+      : undefined;
+    if (!found) throw subscriptionNotFound(id);
+    ctx.body = subscriptionView(found.row, found.lastAttempt);
   });
 
   router.patch("/:id", async (ctx) => {
@@ -266,7 +265,7 @@ export function subscriptionRouter(services: Services): Router {
   router.delete("/:id", async (ctx) => {
     const row = await load(ctx);
     authorize(ctx, "subscribe", row.feedName);
-    if (!(await deleteSubscription(storage.writer, row.id))) throw subscriptionNotFound(row.id);
+    if (!(await removeSubscription(storage, row.id))) throw subscriptionNotFound(row.id);
     ctx.status = 204;
   });
 
@@ -290,7 +289,7 @@ export function subscriptionRouter(services: Services): Router {
     if (beforeText !== undefined && before === undefined) {
       throw new HttpProblem(400, "badRequest", '"before" must be an attempt id.', { parameter: "before" });
     }
-    const attempts = await listAttempts(storage.reader, row.id, { before, limit });
+    const attempts = await readAttempts(storage, row.id, { before, limit });
     const next =
       attempts.length === limit
         ? `${services.publicUrl()}/v1/subscriptions/${row.id}/attempts?${new URLSearchParams({ before: String(attempts.at(-1)!.id), limit: String(limit) })}`

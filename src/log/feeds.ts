@@ -52,6 +52,10 @@ export async function getFeed(storage: Storage, name: string): Promise<FeedRow> 
   return feed;
 }
 
+export async function feedExists(storage: Storage, name: string): Promise<boolean> {
+  return (await feeds.findFeed(storage.reader, name)) !== undefined;
+}
+
 export function listFeeds(storage: Storage): Promise<FeedRow[]> {
   return feeds.listFeeds(storage.reader);
 }

@@ -13,6 +13,12 @@ import type { WakeupBus } from "./wakeup.js";
  * skips one that commits later.
  */
 
+/**
+ * Bounds on filters, for readers and subscriptions alike. Each type prefix is one term of the query's OR, and
+ * SQLite refuses an expression tree deeper than 1,000 ("Expression tree is too large"): 998 prefixes were a 500.
+ */
+export const FILTER_LIMITS = { types: 20, length: 256 } as const;
+
 /** `limit` of a page: its default and most (the contract's). */
 export const PAGE_LIMIT = { default: 100, max: 1000 } as const;
 /** The longest a long-poll may wait, in seconds (`wait`, the contract's). */

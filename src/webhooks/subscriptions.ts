@@ -1,8 +1,13 @@
-import type { Storage } from "../db/database.js";
+import { readSnapshot, type Storage } from "../db/database.js";
 import { findFeed } from "../db/feeds.js";
 import {
+  type AttemptRow,
+  deleteSubscription,
   findSubscription,
   insertSubscription,
+  lastAttempts,
+  listAttempts,
+  listSubscriptions,
   type SubscriptionRow,
   updateSubscription,
 } from "../db/subscriptions.js";
@@ -11,7 +16,10 @@ import { feedNotFound } from "../log/feeds.js";
 import { uuidv7 } from "./ids.js";
 import { generateSecret, type SecretBox } from "./secrets.js";
 
-/** Subscriptions: create, change, rotate the secret. The HTTP layer parses and authorizes; this writes. */
+/**
+ * Subscriptions: create, change, rotate the secret, delete, and read them with their attempts. The HTTP layer
+ * parses and authorizes; this reads and writes.
+ */
 
 /** How long the old secret keeps signing beside the new one after a rotation. */
 export const ROTATION_OVERLAP_MS = 24 * 3600 * 1000;
@@ -146,4 +154,82 @@ export async function rotateSecret(
     );
   });
   return secret;
+}
+
+/** A subscription with the last attempt recorded for it, as answers show them. */
+export interface SubscriptionWithAttempt {
+  row: SubscriptionRow;
+  lastAttempt: AttemptRow | undefined;
+}
+
+/** Who may see a subscription: the HTTP layer decides from the token, this layer reads. */
+export type Visibility = (row: SubscriptionRow) => boolean;
+
+/** The subscription, if it exists and `visible` lets the caller see it. */
+export async function findVisible(
+  storage: Storage,
+  id: string,
+  visible: Visibility,
+): Promise<SubscriptionRow | undefined> {
+  const row = await findSubscription(storage.reader, id);
+  return row && visible(row) ? row : undefined;
+}
+
+/**
+ * The subscription with its last attempt, read in one snapshot: a delivery records its attempt and the
+ * subscription's new state in one transaction, and read apart they showed the new attempt with the old status.
+ */
+export function readSubscription(
+  storage: Storage,
+  id: string,
+  visible: Visibility,
+): Promise<SubscriptionWithAttempt | undefined> {
+  return readSnapshot(storage, async (trx) => {
+    const row = await findSubscription(trx, id);
+    if (!row || !visible(row)) return undefined;
+    return { row, lastAttempt: (await lastAttempts(trx, [row.id])).get(row.id) };
+  });
+}
+
+/** The last attempt of a subscription just written, to show with it. */
+export async function lastAttemptOf(storage: Storage, id: string): Promise<AttemptRow | undefined> {
+  return (await lastAttempts(storage.reader, [id])).get(id);
+}
+
+/**
+ * A page of subscriptions (of `owner`, or all), in one snapshot with their last attempts. `read` is how many rows
+ * the page took, visible or not, so that the caller knows whether there is a next page.
+ */
+export function readSubscriptions(
+  storage: Storage,
+  options: { owner: string | null | undefined; after: string | undefined; limit: number },
+  visible: Visibility,
+): Promise<{ read: number; last: string | undefined; shown: SubscriptionWithAttempt[] }> {
+  return readSnapshot(storage, async (trx) => {
+    const rows = await listSubscriptions(trx, options);
+    const shown = rows.filter(visible);
+    const last = await lastAttempts(
+      trx,
+      shown.map((row) => row.id),
+    );
+    return {
+      read: rows.length,
+      last: rows.at(-1)?.id,
+      shown: shown.map((row) => ({ row, lastAttempt: last.get(row.id) })),
+    };
+  });
+}
+
+/** A subscription's attempts, newest first, before an attempt id. */
+export function readAttempts(
+  storage: Storage,
+  id: string,
+  options: { before: number | undefined; limit: number },
+): Promise<AttemptRow[]> {
+  return listAttempts(storage.reader, id, options);
+}
+
+/** Deletes a subscription; false when there was none. */
+export function removeSubscription(storage: Storage, id: string): Promise<boolean> {
+  return deleteSubscription(storage.writer, id);
 }

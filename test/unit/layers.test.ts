@@ -59,6 +59,17 @@ describe("the layers of src/", () => {
     assert.deepEqual(shown(wrong), []);
   });
 
+  it("lets HTTP reach storage only through the domain: no query family of src/db, types apart", () => {
+    const wrong = ALL.filter(
+      (edge) =>
+        under(edge.from, "http") &&
+        !edge.typeOnly &&
+        under(edge.to, "db") &&
+        !["db/database", "db/failures"].includes(edge.to),
+    );
+    assert.deepEqual(shown(wrong), []);
+  });
+
   it("keeps Koa and the HTTP layer out of everything below it", () => {
     const wrong = ALL.filter(
       (edge) =>
