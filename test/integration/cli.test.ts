@@ -107,10 +107,12 @@ describe("the seintje command", () => {
   });
 
   it("refuses a second process on the same SQLite file, and a taken port, with exit code 2", async () => {
-    const server = await startServerProcess({ SEINTJE_DATA_DIR: dir });
+    // SQLite on both runs of the suite: on PostgreSQL, several processes on one database is what scale-out is.
+    const sqlite = { SEINTJE_DATA_DIR: dir, DATABASE_URL: `sqlite:${join(dir, "seintje.db")}` };
+    const server = await startServerProcess(sqlite);
     const other = tempDir("seintje-port-");
     try {
-      const second = await runToEnd(["serve"], { SEINTJE_DATA_DIR: dir });
+      const second = await runToEnd(["serve"], sqlite);
       assert.equal(second.code, 2, second.stderr);
       assert.match(
         second.stderr,
@@ -130,7 +132,7 @@ describe("the seintje command", () => {
       rmSync(other, { recursive: true, force: true });
     }
     // Once the first has stopped, the file is free again.
-    const again = await startServerProcess({ SEINTJE_DATA_DIR: dir });
+    const again = await startServerProcess(sqlite);
     // An answer shows that start-up is over, signal handlers included.
     assert.equal((await call(`${again.url}/healthz`)).status, 200);
     again.child.kill("SIGTERM");
