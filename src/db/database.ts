@@ -226,6 +226,11 @@ export async function migrate(storage: Storage): Promise<string[]> {
   return names;
 }
 
+/** Whether the database answers (a query on the writer, which takes every write); throws when it does not. */
+export async function ping(storage: Storage): Promise<void> {
+  await storage.writer.raw("select 1");
+}
+
 /** The migrations that exist in the code but have not run on this database (read-only: no table is created). */
 export async function pendingMigrations(storage: Storage): Promise<string[]> {
   const table = migrationConfig.tableName as string;

@@ -151,17 +151,53 @@ export async function listSubscriptions(
   return (await query).map(toSubscription);
 }
 
-/** Column changes by their column names; `updated_at` is set here. Returns whether the row exists. */
+/** A change to a subscription, in the domain's words; `updateSubscription` knows the columns. */
+export interface SubscriptionUpdate {
+  url?: string;
+  types?: string[];
+  subject?: string | null;
+  description?: string | null;
+  status?: SubscriptionStatus;
+  disabledReason?: string | null;
+  /** Forget the pending ping and rescan from `acked`: the next ping is built afresh. */
+  freshPing?: { acked: number };
+  /** Forget the failure streak; the subscription is due now. */
+  cleanSlate?: boolean;
+  /** A sealed secret, with the previous one signing beside it until `previousSecretUntil`. */
+  secret?: { sealed: string; previous: string | null; previousUntil: number | null };
+}
+
+/** Applies a change; `updated_at` is set here. Returns whether the row exists. */
 export async function updateSubscription(
   db: Queryable,
   id: string,
-  changes: Record<string, unknown>,
+  update: SubscriptionUpdate,
   now: number,
 ): Promise<boolean> {
-  const count = await db("subscriptions")
-    .where({ id })
-    .update({ ...changes, updated_at: now });
-  return count > 0;
+  const columns: Record<string, unknown> = { updated_at: now };
+  if (update.url !== undefined) columns.url = update.url;
+  if (update.types !== undefined) columns.types = JSON.stringify(update.types);
+  if (update.subject !== undefined) columns.subject = update.subject;
+  if (update.description !== undefined) columns.description = update.description;
+  if (update.status !== undefined) columns.status = update.status;
+  if (update.disabledReason !== undefined) columns.disabled_reason = update.disabledReason;
+  if (update.freshPing) {
+    Object.assign(columns, {
+      ping_id: null,
+      ping_head: null,
+      ping_body: null,
+      scanned: update.freshPing.acked,
+    });
+  }
+  if (update.cleanSlate) Object.assign(columns, { failures: 0, failing_since: null, next_attempt_at: null });
+  if (update.secret) {
+    Object.assign(columns, {
+      secret: update.secret.sealed,
+      previous_secret: update.secret.previous,
+      previous_secret_until: update.secret.previousUntil,
+    });
+  }
+  return (await db("subscriptions").where({ id }).update(columns)) > 0;
 }
 
 export async function deleteSubscription(db: Queryable, id: string): Promise<boolean> {

@@ -1,5 +1,5 @@
 import Router from "@koa/router";
-import { pendingMigrations } from "../db/database.js";
+import { pendingMigrations, ping } from "../db/database.js";
 import { HttpProblem } from "../errors.js";
 import type { Services } from "./context.js";
 
@@ -17,7 +17,7 @@ export function healthRouter(services: Services): Router {
     if (services.stopping.aborted) throw new HttpProblem(503, "unavailable", "The service is shutting down.");
     let pending: string[];
     try {
-      await services.storage.writer.raw("select 1");
+      await ping(services.storage);
       pending = await pendingMigrations(services.storage);
     } catch (error) {
       services.logger.warn({ err: error }, "readiness check: database does not answer");

@@ -1,6 +1,5 @@
-import { randomUUID } from "node:crypto";
-import { pendingMigrations, type Queryable, type Storage } from "../db/database.js";
-import { type Filters, type Identity, matchingIdentities, newestMatching } from "../db/events.js";
+import { pendingMigrations, type Storage } from "../db/database.js";
+import { type DeliveryState, markClaimed, recordOutcomes, releaseAllLeases } from "../db/deliveries.js";
 import {
   type AttemptRow,
   findDue,
@@ -14,9 +13,10 @@ import {
 import { type Duration, subtractDuration } from "../log/duration.js";
 import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
-import type { Metrics, PingOutcome } from "../metrics.js";
+import type { Metrics } from "../metrics.js";
+import { Announcement, type AnnouncementOptions, type PreparedPing } from "./announcement.js";
 import type { CallbackClient, Exchange } from "./client.js";
-import { PING_EVENTS, pingBody, pingHeaders } from "./ping.js";
+import { attemptOf, Courier, outcomeOf } from "./courier.js";
 import { type Decision, decide, type RetryPolicy } from "./policy.js";
 import { checkSealingKey, type SecretBox } from "./secrets.js";
 
@@ -35,28 +35,17 @@ import { checkSealingKey, type SecretBox } from "./secrets.js";
  * by a new ping (new id) at its next attempt, and never sent again.
  */
 
-export interface DispatcherOptions {
+export interface DispatcherOptions extends AnnouncementOptions {
   policy: RetryPolicy;
   concurrency: number;
   timeoutMs: number;
-  /** CloudEvents `source` of pings. */
-  source: string;
-  publicUrl(): string;
   /** The `WebHook-Request-Origin` of pings: the host name of the public URL. */
   requestOrigin(): string;
   attemptsKeep: Duration;
 }
 
-/** A claimed subscription with the ping to send. */
-interface Claimed {
-  subscription: SubscriptionRow;
-  pingId: string;
-  head: number;
-  body: string;
-}
-
 interface Outcome {
-  claimed: Claimed;
+  claimed: PreparedPing;
   attempt: NewAttempt | undefined;
   /** Undefined: hand the ping back untouched (shutdown). */
   decision: Decision | undefined;
@@ -74,11 +63,8 @@ const LEASE_MARGIN_MS = 5_000;
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_BATCH = 1000;
 
-function filtersOf(subscription: Pick<SubscriptionRow, "types" | "subject">): Filters {
-  return { types: subscription.types, subject: subscription.subject ?? undefined };
-}
-
 export class Dispatcher {
+  private readonly courier: Courier;
   private readonly deliveries = new Set<Promise<void>>();
   private readonly outcomes: Outcome[] = [];
   private readonly abort = new AbortController();
@@ -100,12 +86,14 @@ export class Dispatcher {
   constructor(
     private readonly storage: Storage,
     private readonly bus: WakeupBus,
-    private readonly client: CallbackClient,
+    client: CallbackClient,
     private readonly box: SecretBox,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
     private readonly options: DispatcherOptions,
-  ) {}
+  ) {
+    this.courier = new Courier(client, box, options.requestOrigin);
+  }
 
   start(): void {
     this.unlisten = this.bus.listen({ appended: () => this.kick(), removed: () => undefined });
@@ -122,9 +110,7 @@ export class Dispatcher {
     await checkSealingKey(this.storage, this.box);
     // SQLite serves one process: a lease left by a crashed run of this service can be released at once rather
     // than waiting for it to lapse. PostgreSQL may have other live nodes, whose leases must stand.
-    if (this.storage.dialect === "sqlite") {
-      await this.storage.writer("subscriptions").update({ lease_owner: null, lease_until: null });
-    }
+    if (this.storage.dialect === "sqlite") await releaseAllLeases(this.storage.writer);
     this.ready = true;
     return true;
   }
@@ -195,103 +181,30 @@ export class Dispatcher {
   }
 
   /** Claims up to `limit` due subscriptions and prepares their pings, in one transaction. */
-  private async claim(limit: number): Promise<Claimed[]> {
+  private async claim(limit: number): Promise<PreparedPing[]> {
     const now = Date.now();
     // A read-only look first: most kicks find nothing, and on SQLite that look must not hold the write lock.
     if ((await findDue(this.storage.reader, now, 1)).length === 0) return [];
     return this.storage.writer.transaction(async (trx) => {
-      const claimed: Claimed[] = [];
-      const lookups = new Lookups(trx);
+      const claimed: PreparedPing[] = [];
+      const announcement = new Announcement(trx, this.options);
       for (const subscription of await findDue(trx, now, limit, true)) {
-        const ping = await this.prepare(lookups, subscription, now);
-        const changes: Record<string, unknown> = { scanned: subscription.feedHead };
-        if (ping) {
-          Object.assign(changes, {
-            lease_owner: this.storage.node,
-            lease_until: now + this.options.timeoutMs + LEASE_MARGIN_MS,
-            ping_id: ping.pingId,
-            ping_head: ping.head,
-            ping_body: ping.body,
-          });
-          claimed.push(ping);
-        }
-        await trx("subscriptions").where({ id: subscription.id }).update(changes);
+        const ping = await announcement.prepare(subscription, now);
+        if (ping) claimed.push(ping);
+        const lease = ping && {
+          owner: this.storage.node,
+          until: now + this.options.timeoutMs + LEASE_MARGIN_MS,
+          pingId: ping.pingId,
+          head: ping.head,
+          body: ping.body,
+        };
+        await markClaimed(trx, subscription.id, subscription.feedHead, lease);
       }
       return claimed;
     });
   }
 
-  /**
-   * The ping a due subscription gets: the pending one unchanged, or a new one when matching events arrived beyond
-   * it (or there is none yet). Undefined when no matching event lies beyond `acked`.
-   */
-  private async prepare(
-    lookups: Lookups,
-    subscription: SubscriptionRow,
-    now: number,
-  ): Promise<Claimed | undefined> {
-    const announced = subscription.pingHead ?? subscription.acked;
-    const newest = await lookups.newest(subscription, announced, subscription.feedHead);
-    if (newest === undefined) {
-      if (subscription.pingId === null || subscription.pingBody === null) return undefined;
-      return {
-        subscription,
-        pingId: subscription.pingId,
-        head: subscription.pingHead ?? subscription.acked,
-        body: subscription.pingBody,
-      };
-    }
-    const pingId = randomUUID();
-    const body = await this.buildBody(lookups, subscription, pingId, newest, new Date(now), false);
-    return { subscription, pingId, head: newest, body };
-  }
-
-  private async buildBody(
-    lookups: Lookups,
-    subscription: SubscriptionRow,
-    pingId: string,
-    head: number,
-    time: Date,
-    test: boolean,
-  ): Promise<string> {
-    const events = await lookups.identities(subscription, subscription.acked, head);
-    return pingBody(pingId, this.options.source, time, this.options.publicUrl(), {
-      feed: subscription.feedName,
-      subscription: subscription.id,
-      after: subscription.acked,
-      head,
-      types: subscription.types,
-      subject: subscription.subject,
-      events: events.slice(0, PING_EVENTS),
-      truncated: events.length > PING_EVENTS,
-      ...(subscription.acked < subscription.feedPrunedThrough
-        ? { oldest: subscription.feedPrunedThrough + 1 }
-        : {}),
-      ...(test ? { test: true } : {}),
-    });
-  }
-
-  /** The secrets that sign now: the current one, and the previous one while its rotation window lasts. */
-  private secrets(subscription: SubscriptionRow, now: number): string[] {
-    const secrets = [this.box.open(subscription.secret, subscription.id)];
-    if (
-      subscription.previousSecret !== null &&
-      subscription.previousSecretUntil !== null &&
-      subscription.previousSecretUntil > now
-    ) {
-      secrets.push(this.box.open(subscription.previousSecret, subscription.id));
-    }
-    return secrets;
-  }
-
-  private send(subscription: SubscriptionRow, pingId: string, body: string, signal?: AbortSignal) {
-    const now = new Date();
-    const secrets = this.secrets(subscription, now.getTime());
-    const headers = pingHeaders(pingId, body, secrets, now, this.options.requestOrigin());
-    return this.client.exchange("POST", subscription.url, headers, body, signal);
-  }
-
-  private launch(claimed: Claimed): void {
+  private launch(claimed: PreparedPing): void {
     this.inFlight += 1;
     const delivery = this.deliver(claimed)
       .catch((error) =>
@@ -307,10 +220,10 @@ export class Dispatcher {
     this.deliveries.add(delivery);
   }
 
-  private async deliver(claimed: Claimed): Promise<void> {
+  private async deliver(claimed: PreparedPing): Promise<void> {
     const { subscription } = claimed;
     const at = Date.now();
-    const exchange = await this.send(subscription, claimed.pingId, claimed.body, this.abort.signal);
+    const exchange = await this.courier.send(claimed, this.abort.signal);
     if (exchange.statusCode === null && this.abort.signal.aborted) {
       this.metrics.pings.inc({ outcome: "handed-back" });
       this.record({ claimed, attempt: undefined, decision: undefined });
@@ -326,7 +239,7 @@ export class Dispatcher {
     this.log(subscription, claimed, exchange, decision);
     this.record({
       claimed,
-      attempt: attemptOf(subscription.id, claimed.pingId, claimed.head, at, exchange, false),
+      attempt: attemptOf(claimed, at, exchange, false),
       decision,
     });
   }
@@ -336,7 +249,12 @@ export class Dispatcher {
     this.metrics.pingDuration.observe(exchange.durationMs / 1000);
   }
 
-  private log(subscription: SubscriptionRow, claimed: Claimed, exchange: Exchange, decision: Decision): void {
+  private log(
+    subscription: SubscriptionRow,
+    claimed: PreparedPing,
+    exchange: Exchange,
+    decision: Decision,
+  ): void {
     const fields = {
       subscription: subscription.id,
       feed: subscription.feedName,
@@ -395,38 +313,16 @@ export class Dispatcher {
   }
 
   private async write(batch: Outcome[]): Promise<void> {
-    const now = Date.now();
+    const outcomes = batch.map(({ claimed, decision }) => ({
+      subscriptionId: claimed.subscription.id,
+      pingId: claimed.pingId,
+      state: decision === undefined ? undefined : stateAfter(decision, claimed.head),
+    }));
+    const attempts = batch.flatMap((outcome) => (outcome.attempt ? [outcome.attempt] : []));
     try {
-      await this.storage.writer.transaction(async (trx) => {
-        const ids = [...new Set(batch.map((outcome) => outcome.claimed.subscription.id))];
-        const existing = new Set(
-          (await trx("subscriptions").select("id").whereIn("id", ids)).map((row: { id: string }) => row.id),
-        );
-        await insertAttempts(
-          trx,
-          batch.flatMap((outcome) =>
-            outcome.attempt && existing.has(outcome.attempt.subscriptionId) ? [outcome.attempt] : [],
-          ),
-        );
-        for (const { claimed, decision } of batch) {
-          if (!existing.has(claimed.subscription.id)) continue;
-          const mine = trx("subscriptions").where({
-            id: claimed.subscription.id,
-            lease_owner: this.storage.node,
-          });
-          const release = { lease_owner: null, lease_until: null, updated_at: now };
-          const changes = decision === undefined ? undefined : stateAfter(decision, claimed.head);
-          // The ping may have been replaced meanwhile (a PATCH changed filters, or re-enabled): then only the
-          // lease is given back.
-          const updated = changes
-            ? await mine
-                .clone()
-                .andWhere({ ping_id: claimed.pingId })
-                .update({ ...changes, ...release })
-            : 0;
-          if (updated === 0) await mine.clone().update(release);
-        }
-      });
+      await this.storage.writer.transaction((trx) =>
+        recordOutcomes(trx, this.storage.node, outcomes, attempts, Date.now()),
+      );
     } catch (error) {
       // The leases lapse by themselves and the pings are sent again: nothing is lost, at worst a ping repeats.
       this.logger.error({ err: error, outcomes: batch.length }, "ping outcomes could not be recorded");
@@ -454,15 +350,11 @@ export class Dispatcher {
    * `test: true`, acknowledging nothing. The attempt is recorded and returned.
    */
   async test(subscription: SubscriptionRow): Promise<AttemptRow> {
-    const lookups = new Lookups(this.storage.reader);
-    const newest = await lookups.newest(subscription, subscription.acked, subscription.feedHead);
-    const head = newest ?? subscription.acked;
-    const pingId = randomUUID();
     const at = Date.now();
-    const body = await this.buildBody(lookups, subscription, pingId, head, new Date(at), true);
-    const exchange = await this.send(subscription, pingId, body, this.abort.signal);
+    const ping = await new Announcement(this.storage.reader, this.options).test(subscription, at);
+    const exchange = await this.courier.send(ping, this.abort.signal);
     this.count(exchange);
-    const attempt = attemptOf(subscription.id, pingId, head, at, exchange, true);
+    const attempt = attemptOf(ping, at, exchange, true);
     await insertAttempts(this.storage.writer, [attempt]);
     const [row] = await listAttempts(this.storage.reader, subscription.id, { before: undefined, limit: 1 });
     return row!;
@@ -484,102 +376,23 @@ export class Dispatcher {
     await Promise.all([...this.deliveries]);
     while (this.flushing) await this.flushing;
     await this.flush();
-    await this.client.destroy();
+    await this.courier.destroy();
   }
 }
 
-/**
- * The event lookups of one claim. Subscriptions of one feed mostly stand at the same cursor with the same filters,
- * so one claim of a thousand subscriptions costs two queries, not two thousand.
- */
-class Lookups {
-  private readonly memo = new Map<string, Promise<unknown>>();
-
-  constructor(private readonly db: Queryable) {}
-
-  /** The newest matching sequence in (after, upTo]. */
-  newest(subscription: SubscriptionRow, after: number, upTo: number): Promise<number | undefined> {
-    const filters = filtersOf(subscription);
-    return this.cached(["newest", subscription.feedId, after, upTo, filters], () =>
-      newestMatching(this.db, subscription.feedId, after, upTo, filters),
-    );
-  }
-
-  /** The first PING_EVENTS + 1 matching identities in (after, upTo]. */
-  identities(subscription: SubscriptionRow, after: number, upTo: number): Promise<Identity[]> {
-    const filters = filtersOf(subscription);
-    return this.cached(["identities", subscription.feedId, after, upTo, filters], () =>
-      matchingIdentities(this.db, subscription.feedId, after, upTo, PING_EVENTS + 1, filters),
-    );
-  }
-
-  private cached<T>(key: unknown[], read: () => Promise<T>): Promise<T> {
-    const text = JSON.stringify(key);
-    let found = this.memo.get(text) as Promise<T> | undefined;
-    if (!found) {
-      found = read();
-      this.memo.set(text, found);
-    }
-    return found;
-  }
-}
-
-function outcomeOf(exchange: Exchange): PingOutcome {
-  const status = exchange.statusCode;
-  if (status !== null) return status >= 200 && status < 300 ? "delivered" : "failed";
-  return exchange.timedOut ? "timeout" : "network-error";
-}
-
-function attemptOf(
-  subscriptionId: string,
-  pingId: string,
-  head: number,
-  at: number,
-  exchange: Exchange,
-  test: boolean,
-): NewAttempt {
-  return {
-    subscriptionId,
-    pingId,
-    at,
-    head,
-    statusCode: exchange.statusCode,
-    durationMs: exchange.durationMs,
-    error: exchange.error,
-    test,
-  };
-}
-
-/** The subscription's columns after an attempt's decision. */
-function stateAfter(decision: Decision, head: number): Record<string, unknown> {
+/** The subscription's delivery state after an attempt's decision. */
+function stateAfter(decision: Decision, head: number): DeliveryState {
   switch (decision.kind) {
     case "acknowledged":
-      return {
-        acked: head,
-        status: "active",
-        ping_id: null,
-        ping_head: null,
-        ping_body: null,
-        failures: 0,
-        failing_since: null,
-        next_attempt_at: null,
-      };
+      return { kind: "acknowledged", head };
     case "retry":
       return {
-        status: "failing",
+        kind: "failing",
         failures: decision.failures,
-        failing_since: decision.failingSince,
-        next_attempt_at: decision.at,
+        failingSince: decision.failingSince,
+        nextAttemptAt: decision.at,
       };
     case "disable":
-      return {
-        status: "disabled",
-        disabled_reason: decision.reason,
-        ping_id: null,
-        ping_head: null,
-        ping_body: null,
-        failing_since: decision.failingSince,
-        next_attempt_at: null,
-      };
+      return { kind: "disabled", reason: decision.reason, failingSince: decision.failingSince };
   }
 }

@@ -9,6 +9,7 @@ import {
   listAttempts,
   listSubscriptions,
   type SubscriptionRow,
+  type SubscriptionUpdate,
   updateSubscription,
 } from "../db/subscriptions.js";
 import { HttpProblem } from "../errors.js";
@@ -105,28 +106,26 @@ export async function changeSubscription(
   return storage.writer.transaction(async (trx) => {
     const current = await findSubscription(trx, id);
     if (!current) throw subscriptionNotFound(id);
-    const columns: Record<string, unknown> = {};
-    const freshPing = { ping_id: null, ping_head: null, ping_body: null, scanned: current.acked };
-    const cleanSlate = { failures: 0, failing_since: null, next_attempt_at: null };
-    if (changes.description !== undefined) columns.description = changes.description;
-    if (changes.types !== undefined)
-      Object.assign(columns, { types: JSON.stringify(changes.types) }, freshPing);
-    if (changes.subject !== undefined) Object.assign(columns, { subject: changes.subject }, freshPing);
+    const update: SubscriptionUpdate = {};
+    const freshPing = { acked: current.acked };
+    if (changes.description !== undefined) update.description = changes.description;
+    if (changes.types !== undefined) Object.assign(update, { types: changes.types, freshPing });
+    if (changes.subject !== undefined) Object.assign(update, { subject: changes.subject, freshPing });
     if (changes.url !== undefined && changes.url !== current.url) {
-      Object.assign(columns, { url: changes.url }, cleanSlate);
-      if (current.status === "failing") columns.status = "active";
+      Object.assign(update, { url: changes.url, cleanSlate: true });
+      if (current.status === "failing") update.status = "active";
     }
     if (changes.status === "active" && current.status !== "active") {
-      Object.assign(columns, { status: "active", disabled_reason: null }, cleanSlate, freshPing);
+      Object.assign(update, { status: "active", disabledReason: null, cleanSlate: true, freshPing });
     } else if (changes.status === "disabled" && current.status !== "disabled") {
-      Object.assign(
-        columns,
-        { status: "disabled", disabled_reason: "disabled on request" },
-        cleanSlate,
+      Object.assign(update, {
+        status: "disabled",
+        disabledReason: "disabled on request",
+        cleanSlate: true,
         freshPing,
-      );
+      });
     }
-    if (Object.keys(columns).length > 0) await updateSubscription(trx, id, columns, now);
+    if (Object.keys(update).length > 0) await updateSubscription(trx, id, update, now);
     return (await findSubscription(trx, id))!;
   });
 }
@@ -142,16 +141,9 @@ export async function rotateSecret(
   await storage.writer.transaction(async (trx) => {
     const current = await findSubscription(trx, id);
     if (!current) throw subscriptionNotFound(id);
-    await updateSubscription(
-      trx,
-      id,
-      {
-        secret: box.seal(secret, id),
-        previous_secret: current.secret,
-        previous_secret_until: now + ROTATION_OVERLAP_MS,
-      },
-      now,
-    );
+    const sealed = box.seal(secret, id);
+    const rotation = { sealed, previous: current.secret, previousUntil: now + ROTATION_OVERLAP_MS };
+    await updateSubscription(trx, id, { secret: rotation }, now);
   });
   return secret;
 }

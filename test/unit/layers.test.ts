@@ -91,6 +91,15 @@ describe("the layers of src/", () => {
     assert.deepEqual(shown(wrong), []);
   });
 
+  it("keeps SQL and table names in src/db: no other module queries a table", () => {
+    const TABLE_QUERY = /\b(?:trx|db|writer|reader)\("[a-z_]+"\)|\.raw\(/;
+    const wrong = sources(SRC)
+      .filter((file) => !under(relative(SRC, file), "db"))
+      .filter((file) => TABLE_QUERY.test(readFileSync(file, "utf8")))
+      .map((file) => relative(SRC, file));
+    assert.deepEqual(wrong, []);
+  });
+
   it("has no import cycles", () => {
     const graph = new Map<string, string[]>();
     for (const edge of ALL) {
