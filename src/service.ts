@@ -5,7 +5,7 @@ import { dirname } from "node:path";
 import { loadSigningKey } from "./auth/keys.js";
 import { TokenVerifier } from "./auth/verifier.js";
 import { type Config, ConfigError } from "./config.js";
-import { migrate, openStorage, type Storage } from "./db/database.js";
+import { migrate, openStorage, pendingMigrations, ping, type Storage } from "./db/database.js";
 import { WriteHealth } from "./db/failures.js";
 import { PgWakeups } from "./db/notify.js";
 import { lockSqliteFile, SqliteFileInUse } from "./db/sqlite-lock.js";
@@ -14,6 +14,8 @@ import { answerClientError, createApp, requestListener } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Admission, PublishRateLimit } from "./http/limits.js";
 import { Appender } from "./log/appender.js";
+import { Feeds } from "./log/feeds.js";
+import { FeedReader } from "./log/reader.js";
 import { RetentionScheduler } from "./log/retention.js";
 import { WakeupBus } from "./log/wakeup.js";
 import type { Logger } from "./logger.js";
@@ -26,6 +28,7 @@ import { Dispatcher } from "./webhooks/dispatcher.js";
 import { AddressGuard } from "./webhooks/guard.js";
 import { CallbackChecker } from "./webhooks/registration.js";
 import { checkSealingKey, SealingKeyMismatch, SecretBox } from "./webhooks/secrets.js";
+import { Subscriptions } from "./webhooks/subscriptions.js";
 
 /**
  * A running seintje: storage, the log, the HTTP server. Started in order and stopped in reverse; stop() is safe
@@ -182,9 +185,10 @@ export async function startService(
     });
     await wakeups?.start();
     const services: Services = {
-      storage,
+      feeds: new Feeds(storage, bus),
+      reader: new FeedReader(storage, bus),
+      database: { ping: () => ping(storage), pendingMigrations: () => pendingMigrations(storage) },
       writeHealth,
-      bus,
       appender,
       logger,
       verifier,
@@ -198,7 +202,7 @@ export async function startService(
       stopping: stopping.signal,
       webhooks: {
         dispatcher,
-        box,
+        subscriptions: new Subscriptions(storage, box),
         callbacks: new CallbackChecker(guard, client, hooks.allowHttp, origin),
       },
       metrics,

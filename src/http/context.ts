@@ -1,30 +1,35 @@
 import type { TokenVerifier } from "../auth/verifier.js";
-import type { Storage } from "../db/database.js";
 import type { WriteHealth } from "../db/failures.js";
 import type { Appender } from "../log/appender.js";
-import type { WakeupBus } from "../log/wakeup.js";
+import type { Feeds } from "../log/feeds.js";
+import type { FeedReader } from "../log/reader.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { StreamStats } from "../stream/connection.js";
 import type { StreamHub } from "../stream/hub.js";
 import type { Dispatcher } from "../webhooks/dispatcher.js";
 import type { CallbackChecker } from "../webhooks/registration.js";
-import type { SecretBox } from "../webhooks/secrets.js";
+import type { Subscriptions } from "../webhooks/subscriptions.js";
 import type { Admission, PublishRateLimit } from "./limits.js";
 
 /** What the subscription endpoints use. */
 export interface WebhookServices {
   dispatcher: Dispatcher;
   callbacks: CallbackChecker;
-  box: SecretBox;
+  subscriptions: Subscriptions;
 }
 
-/** What the HTTP layer is given: the domain's entry points, never Koa state shared between requests. */
+/**
+ * What the HTTP layer is given: the domain's entry points, never storage itself (every read and write goes
+ * through the domain) and never Koa state shared between requests.
+ */
 export interface Services {
-  storage: Storage;
+  feeds: Feeds;
+  reader: FeedReader;
+  /** Whether the database answers and which migrations it lacks, for /readyz. */
+  database: { ping(): Promise<void>; pendingMigrations(): Promise<string[]> };
   /** Whether writes fail for want of space, for /readyz and the problems answered. */
   writeHealth: WriteHealth;
-  bus: WakeupBus;
   appender: Appender;
   logger: Logger;
   /** Undefined when authentication is off. */

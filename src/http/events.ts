@@ -3,15 +3,8 @@ import type { Context } from "koa";
 import { storageFailure } from "../db/failures.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
-import { checkFeedName, feedExists, getFeed } from "../log/feeds.js";
-import {
-  type FeedPage,
-  FILTER_LIMITS,
-  PAGE_LIMIT,
-  pollPage,
-  type ReadQuery,
-  readEvent,
-} from "../log/reader.js";
+import { checkFeedName } from "../log/feeds.js";
+import { type FeedPage, FILTER_LIMITS, PAGE_LIMIT, type ReadQuery } from "../log/reader.js";
 import type { RejectReason } from "../metrics.js";
 import { authorize } from "./auth.js";
 import { expectsContinue, readBody } from "./body.js";
@@ -74,7 +67,7 @@ const REJECT_REASONS: Partial<Record<ProblemKind, RejectReason>> = {
 async function countRejected(services: Services, feed: string, error: unknown, events: number) {
   // A full or unreachable storage is counted as "unavailable": the events may be sent again.
   const kind = coerceError(error)?.kind ?? (storageFailure(error) ? "unavailable" : undefined);
-  const exists = kind !== "feedNotFound" && (await feedExists(services.storage, feed));
+  const exists = kind !== "feedNotFound" && (await services.feeds.exists(feed));
   const reason = (kind && REJECT_REASONS[kind]) ?? "other";
   services.metrics.eventsRejected.inc({ feed: exists ? feed : "", reason }, events);
 }
@@ -91,7 +84,7 @@ export function eventRouter(services: Services): Router {
     try {
       await services.publishRate.take(principal.subject ?? `address:${ctx.ip}`);
       // A client waiting for 100 Continue learns of a missing feed before it sends the body.
-      if (expectsContinue(ctx) && !services.appender.createsFeeds) await getFeed(services.storage, feed);
+      if (expectsContinue(ctx) && !services.appender.createsFeeds) await services.feeds.get(feed);
       const body = await readBody(ctx, services.maxRequestBytes);
       const contentType = ctx.get("Content-Type");
       const parsed = parsePublishRequest({
@@ -142,7 +135,7 @@ export function eventRouter(services: Services): Router {
     const gone = waitMs > 0 ? clientGone(ctx) : undefined;
     let page: FeedPage;
     try {
-      page = await pollPage(services.storage, services.bus, feed, query, waitMs, gone?.signal);
+      page = await services.reader.poll(feed, query, waitMs, gone?.signal);
     } finally {
       gone?.release();
       leave?.();
@@ -164,7 +157,7 @@ export function eventRouter(services: Services): Router {
       throw new HttpProblem(404, "eventNotFound", "An event's sequence is a positive decimal integer.");
     }
     ctx.type = "application/json";
-    ctx.body = await readEvent(services.storage, feed, sequence);
+    ctx.body = await services.reader.event(feed, sequence);
   });
 
   return router;

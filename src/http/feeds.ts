@@ -4,14 +4,7 @@ import type { Feed } from "../client/types.js";
 import type { FeedRow, FeedSettings } from "../db/feeds.js";
 import { type Pointed, validationProblem } from "../errors.js";
 import { durationProblem } from "../log/duration.js";
-import {
-  checkFeedName,
-  deleteFeed,
-  getFeed,
-  listFeeds,
-  MAX_FEED_DESCRIPTION,
-  putFeed,
-} from "../log/feeds.js";
+import { checkFeedName, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
 import { oldestKept } from "../log/reader.js";
 import { authorize } from "./auth.js";
 import { readJson } from "./body.js";
@@ -85,7 +78,7 @@ export function feedRouter(services: Services): Router {
 
   router.get("/", async (ctx) => {
     const { grants } = authorize(ctx, "read");
-    const readable = (await listFeeds(services.storage)).filter((feed) => allows(grants, "read", feed.name));
+    const readable = (await services.feeds.list()).filter((feed) => allows(grants, "read", feed.name));
     ctx.body = { feeds: readable.map(feedView) };
   });
 
@@ -94,7 +87,7 @@ export function feedRouter(services: Services): Router {
     checkFeedName(name);
     authorize(ctx, "admin", name);
     const body = await readJson(ctx, MAX_SETTINGS_BYTES, {});
-    const { feed, created } = await putFeed(services.storage, name, parseFeedSettings(body));
+    const { feed, created } = await services.feeds.put(name, parseFeedSettings(body));
     ctx.status = created ? 201 : 200;
     if (created) ctx.set("Location", `${services.publicUrl()}/v1/feeds/${name}`);
     ctx.body = feedView(feed);
@@ -103,13 +96,13 @@ export function feedRouter(services: Services): Router {
   router.get("/:feed", async (ctx) => {
     checkFeedName(ctx.params.feed!);
     authorize(ctx, "read", ctx.params.feed!);
-    ctx.body = feedView(await getFeed(services.storage, ctx.params.feed!));
+    ctx.body = feedView(await services.feeds.get(ctx.params.feed!));
   });
 
   router.delete("/:feed", async (ctx) => {
     checkFeedName(ctx.params.feed!);
     authorize(ctx, "admin", ctx.params.feed!);
-    await deleteFeed(services.storage, services.bus, ctx.params.feed!);
+    await services.feeds.delete(ctx.params.feed!);
     services.metrics.feedRemoved(ctx.params.feed!);
     ctx.status = 204;
   });

@@ -1,5 +1,4 @@
 import Router from "@koa/router";
-import { pendingMigrations, ping } from "../db/database.js";
 import { HttpProblem } from "../errors.js";
 import type { Services } from "./context.js";
 
@@ -17,8 +16,8 @@ export function healthRouter(services: Services): Router {
     if (services.stopping.aborted) throw new HttpProblem(503, "unavailable", "The service is shutting down.");
     let pending: string[];
     try {
-      await ping(services.storage);
-      pending = await pendingMigrations(services.storage);
+      await services.database.ping();
+      pending = await services.database.pendingMigrations();
     } catch (error) {
       services.logger.warn({ err: error }, "readiness check: database does not answer");
       throw new HttpProblem(503, "unavailable", "The database does not answer.");

@@ -1,9 +1,7 @@
 import type { Context } from "koa";
 import type { Filters } from "../db/events.js";
 import { HttpProblem } from "../errors.js";
-import { getFeed } from "../log/feeds.js";
 import { checkCursor } from "../log/reader.js";
-import { StreamConnection } from "../stream/connection.js";
 import { principalOf } from "./auth.js";
 import type { Services } from "./context.js";
 import { parseSequence } from "./query.js";
@@ -48,7 +46,7 @@ export async function serveStream(
   // Problems that make a stream pointless are answered as plain HTTP before it starts: no feed (404), a cursor
   // ahead of the head (400). A cursor retention has passed is answered in the stream, as `event: reset`.
   // One look at the feed row, no event read: the stream's own first page follows at once.
-  const row = await getFeed(services.storage, feed);
+  const row = await services.feeds.get(feed);
   checkCursor(row, cursor, false);
   if (services.stopping.aborted) {
     throw new HttpProblem(503, "unavailable", "The service is shutting down.", {}, { "Retry-After": "1" });
@@ -71,9 +69,7 @@ export async function serveStream(
   ctx.req.socket.setTimeout(0);
   ctx.req.socket.setNoDelay(true);
   ctx.res.writeHead(200, headers);
-  const stream = new StreamConnection(ctx.res, {
-    storage: services.storage,
-    hub: services.hub,
+  const stream = services.hub.connect(ctx.res, {
     logger: services.logger,
     feed,
     feedId: row.id,

@@ -9,18 +9,9 @@ import { FEED_NAME } from "../log/feeds.js";
 import { FILTER_LIMITS } from "../log/reader.js";
 import { UUID } from "../webhooks/ids.js";
 import {
-  changeSubscription,
-  createSubscription,
-  findVisible,
   LIST_LIMITS,
-  lastAttemptOf,
   MAX_SUBSCRIPTION_DESCRIPTION,
   type NewSubscriptionInput,
-  readAttempts,
-  readSubscription,
-  readSubscriptions,
-  removeSubscription,
-  rotateSecret,
   type SubscriptionChanges,
   subscriptionNotFound,
 } from "../webhooks/subscriptions.js";
@@ -155,14 +146,14 @@ function visible(principal: Principal, row: SubscriptionRow): boolean {
 
 export function subscriptionRouter(services: Services): Router {
   const router = new Router({ prefix: "/v1/subscriptions" });
-  const { storage, webhooks } = services;
+  const { webhooks } = services;
 
   /** The subscription named in the path, if the caller may see it; 404 otherwise (which says nothing more). */
   async function load(ctx: Context): Promise<SubscriptionRow> {
     const principal = authorize(ctx, "subscribe");
     const id = ctx.params.id!;
     const row = UUID.test(id)
-      ? await findVisible(storage, id, (found) => visible(principal, found))
+      ? await webhooks.subscriptions.findVisible(id, (found) => visible(principal, found))
       : undefined;
     if (!row) throw subscriptionNotFound(id);
     return row;
@@ -170,7 +161,7 @@ export function subscriptionRouter(services: Services): Router {
 
   /** A subscription just written, with its last attempt. */
   async function view(row: SubscriptionRow): Promise<Subscription> {
-    return subscriptionView(row, await lastAttemptOf(storage, row.id));
+    return subscriptionView(row, await webhooks.subscriptions.lastAttemptOf(row.id));
   }
 
   router.post("/", async (ctx) => {
@@ -194,12 +185,7 @@ export function subscriptionRouter(services: Services): Router {
       description: fields.description ?? null,
       after: fields.after,
     };
-    const { subscription, secret } = await createSubscription(
-      storage,
-      webhooks.box,
-      principal.subject ?? null,
-      input,
-    );
+    const { subscription, secret } = await webhooks.subscriptions.create(principal.subject ?? null, input);
     webhooks.dispatcher.kick();
     ctx.status = 201;
     ctx.set("Location", `${services.publicUrl()}/v1/subscriptions/${subscription.id}`);
@@ -218,8 +204,7 @@ export function subscriptionRouter(services: Services): Router {
     );
     const after = stringParameter(ctx.query, "after", 64);
     const anyAdmin = principal.grants.some((grant) => grant.action === "admin");
-    const page = await readSubscriptions(
-      storage,
+    const page = await webhooks.subscriptions.list(
       { owner: anyAdmin ? undefined : (principal.subject ?? null), after, limit },
       (row) => visible(principal, row),
     );
@@ -237,7 +222,7 @@ export function subscriptionRouter(services: Services): Router {
     const principal = authorize(ctx, "subscribe");
     const id = ctx.params.id!;
     const found = UUID.test(id)
-      ? await readSubscription(storage, id, (row) => visible(principal, row))
+      ? await webhooks.subscriptions.read(id, (row) => visible(principal, row))
       : undefined;
     if (!found) throw subscriptionNotFound(id);
     ctx.body = subscriptionView(found.row, found.lastAttempt);
@@ -257,7 +242,7 @@ export function subscriptionRouter(services: Services): Router {
       changes.url = webhooks.callbacks.parse(changes.url);
       if (changes.url !== row.url) await webhooks.callbacks.verify(changes.url);
     }
-    const changed = await changeSubscription(storage, row.id, changes);
+    const changed = await webhooks.subscriptions.change(row.id, changes);
     webhooks.dispatcher.kick();
     ctx.body = await view(changed);
   });
@@ -265,7 +250,7 @@ export function subscriptionRouter(services: Services): Router {
   router.delete("/:id", async (ctx) => {
     const row = await load(ctx);
     authorize(ctx, "subscribe", row.feedName);
-    if (!(await removeSubscription(storage, row.id))) throw subscriptionNotFound(row.id);
+    if (!(await webhooks.subscriptions.remove(row.id))) throw subscriptionNotFound(row.id);
     ctx.status = 204;
   });
 
@@ -289,7 +274,7 @@ export function subscriptionRouter(services: Services): Router {
     if (beforeText !== undefined && before === undefined) {
       throw new HttpProblem(400, "badRequest", '"before" must be an attempt id.', { parameter: "before" });
     }
-    const attempts = await readAttempts(storage, row.id, { before, limit });
+    const attempts = await webhooks.subscriptions.attempts(row.id, { before, limit });
     const next =
       attempts.length === limit
         ? `${services.publicUrl()}/v1/subscriptions/${row.id}/attempts?${new URLSearchParams({ before: String(attempts.at(-1)!.id), limit: String(limit) })}`
@@ -300,7 +285,7 @@ export function subscriptionRouter(services: Services): Router {
   router.post("/:id/rotate-secret", async (ctx) => {
     const row = await load(ctx);
     authorize(ctx, "subscribe", row.feedName);
-    const secret = await rotateSecret(storage, webhooks.box, row.id);
+    const secret = await webhooks.subscriptions.rotateSecret(row.id);
     // A secret must not be kept by any cache between the service and the one who asked.
     ctx.set("Cache-Control", "no-store");
     ctx.body = { secret };

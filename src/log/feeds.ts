@@ -69,3 +69,35 @@ export async function deleteFeed(storage: Storage, bus: WakeupBus, name: string)
   if (id === undefined) throw feedNotFound(name);
   bus.removed(id);
 }
+
+/**
+ * The feeds of one storage, as the HTTP layer uses them: it holds this, never the storage itself, so every read
+ * and write it makes goes through the domain.
+ */
+export class Feeds {
+  constructor(
+    private readonly storage: Storage,
+    private readonly bus: WakeupBus,
+  ) {}
+
+  put(name: string, settings: FeedSettings): Promise<{ feed: FeedRow; created: boolean }> {
+    return putFeed(this.storage, name, settings);
+  }
+
+  /** The feed, or a 404 problem. */
+  get(name: string): Promise<FeedRow> {
+    return getFeed(this.storage, name);
+  }
+
+  exists(name: string): Promise<boolean> {
+    return feedExists(this.storage, name);
+  }
+
+  list(): Promise<FeedRow[]> {
+    return listFeeds(this.storage);
+  }
+
+  delete(name: string): Promise<void> {
+    return deleteFeed(this.storage, this.bus, name);
+  }
+}

@@ -216,3 +216,21 @@ export async function readEvent(storage: Storage, name: string, sequence: number
   }
   return body;
 }
+
+/** The read side of one storage's log, as the HTTP layer uses it (see Feeds). */
+export class FeedReader {
+  constructor(
+    private readonly storage: Storage,
+    private readonly bus: WakeupBus,
+  ) {}
+
+  /** A page after the cursor, waiting up to `waitMs` for one when nothing is newer. */
+  poll(name: string, query: ReadQuery, waitMs: number, signal?: AbortSignal): Promise<FeedPage> {
+    return pollPage(this.storage, this.bus, name, query, waitMs, signal);
+  }
+
+  /** One event's stored JSON, or a 404 problem. */
+  event(name: string, sequence: number): Promise<string> {
+    return readEvent(this.storage, name, sequence);
+  }
+}

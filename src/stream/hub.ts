@@ -1,8 +1,9 @@
+import type { ServerResponse } from "node:http";
 import type { Storage } from "../db/database.js";
 import { type Entry, readEntries } from "../db/events.js";
 import type { WakeupBus, WakeupListener } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
-import type { StreamConnection } from "./connection.js";
+import { StreamConnection, type StreamOptions } from "./connection.js";
 import { eventMessage, httpChunk } from "./framing.js";
 
 /**
@@ -133,6 +134,10 @@ export class StreamHub implements WakeupListener {
     this.sweepMs = Math.min(1000, Math.max(50, options.keepaliveMs / 2));
     this.sweeper = setInterval(() => this.sweep(), this.sweepMs);
     this.sweeper.unref();
+  }
+  /** Starts a stream on `res`, which reads from this hub's storage when it falls behind. */
+  connect(res: ServerResponse, options: Omit<StreamOptions, "storage" | "hub">): StreamConnection {
+    return new StreamConnection(res, { ...options, storage: this.storage, hub: this });
   }
 
   /** How many streams are open. */

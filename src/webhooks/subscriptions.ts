@@ -225,3 +225,53 @@ export function readAttempts(
 export function removeSubscription(storage: Storage, id: string): Promise<boolean> {
   return deleteSubscription(storage.writer, id);
 }
+
+/** The subscriptions of one storage, as the HTTP layer uses them (it holds this, never the storage). */
+export class Subscriptions {
+  constructor(
+    private readonly storage: Storage,
+    private readonly box: SecretBox,
+  ) {}
+
+  create(
+    owner: string | null,
+    input: NewSubscriptionInput,
+  ): Promise<{ subscription: SubscriptionRow; secret: string }> {
+    return createSubscription(this.storage, this.box, owner, input);
+  }
+
+  change(id: string, changes: SubscriptionChanges): Promise<SubscriptionRow> {
+    return changeSubscription(this.storage, id, changes);
+  }
+
+  rotateSecret(id: string): Promise<string> {
+    return rotateSecret(this.storage, this.box, id);
+  }
+
+  findVisible(id: string, visible: Visibility): Promise<SubscriptionRow | undefined> {
+    return findVisible(this.storage, id, visible);
+  }
+
+  read(id: string, visible: Visibility): Promise<SubscriptionWithAttempt | undefined> {
+    return readSubscription(this.storage, id, visible);
+  }
+
+  lastAttemptOf(id: string): Promise<AttemptRow | undefined> {
+    return lastAttemptOf(this.storage, id);
+  }
+
+  list(
+    options: { owner: string | null | undefined; after: string | undefined; limit: number },
+    visible: Visibility,
+  ): ReturnType<typeof readSubscriptions> {
+    return readSubscriptions(this.storage, options, visible);
+  }
+
+  attempts(id: string, options: { before: number | undefined; limit: number }): Promise<AttemptRow[]> {
+    return readAttempts(this.storage, id, options);
+  }
+
+  remove(id: string): Promise<boolean> {
+    return removeSubscription(this.storage, id);
+  }
+}

@@ -70,6 +70,12 @@ describe("the layers of src/", () => {
     assert.deepEqual(shown(wrong), []);
   });
 
+  it("hands HTTP no storage: the Services it is given carry domain objects only", () => {
+    const context = readFileSync(join(SRC, "http/context.ts"), "utf8");
+    assert.doesNotMatch(context, /\bStorage\b/);
+    assert.doesNotMatch(context, /from "\.\.\/db\/database\.js"/);
+  });
+
   it("keeps Koa and the HTTP layer out of everything below it", () => {
     const wrong = ALL.filter(
       (edge) =>
