@@ -11,7 +11,7 @@ import { expectsContinue, readBody } from "./body.js";
 import type { Services } from "./context.js";
 import {
   cursorParameter,
-  integerParameter,
+  limitParameter,
   listParameter,
   parseSequence,
   secondsParameter,
@@ -120,7 +120,7 @@ export function eventRouter(services: Services): Router {
     authorize(ctx, "read", feed);
     const query: ReadQuery = {
       after: cursorParameter(ctx.query),
-      limit: integerParameter(ctx.query, "limit", PAGE_LIMIT.default, 1, PAGE_LIMIT.max),
+      limit: limitParameter(ctx.query, PAGE_LIMIT),
       filters: {
         types: listParameter(ctx.query, "type", FILTER_LIMITS.types, FILTER_LIMITS.length),
         subject: stringParameter(ctx.query, "subject", FILTER_LIMITS.length),

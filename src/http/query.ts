@@ -51,6 +51,11 @@ export function integerParameter(
   return value;
 }
 
+/** `limit`: a whole number from 1 to `limits.max`, `limits.default` when absent. */
+export function limitParameter(query: ParsedUrlQuery, limits: { default: number; max: number }): number {
+  return integerParameter(query, "limit", limits.default, 1, limits.max);
+}
+
 /** Seconds, whole or decimal, from 0 to max. */
 export function secondsParameter(query: ParsedUrlQuery, name: string, max: number): number {
   const raw = single(query, name);

@@ -18,7 +18,7 @@ import {
 import { authorize } from "./auth.js";
 import { readJson } from "./body.js";
 import type { Services } from "./context.js";
-import { integerParameter, parseSequence, stringParameter } from "./query.js";
+import { limitParameter, parseSequence, stringParameter } from "./query.js";
 
 /**
  * `/v1/subscriptions`: webhook wake-up ping subscriptions and their attempts. What they answer is typed by the
@@ -195,13 +195,7 @@ export function subscriptionRouter(services: Services): Router {
 
   router.get("/", async (ctx) => {
     const principal = authorize(ctx, "subscribe");
-    const limit = integerParameter(
-      ctx.query,
-      "limit",
-      LIST_LIMITS.subscriptions.default,
-      1,
-      LIST_LIMITS.subscriptions.max,
-    );
+    const limit = limitParameter(ctx.query, LIST_LIMITS.subscriptions);
     const after = stringParameter(ctx.query, "after", 64);
     const anyAdmin = principal.grants.some((grant) => grant.action === "admin");
     const page = await webhooks.subscriptions.list(
@@ -262,13 +256,7 @@ export function subscriptionRouter(services: Services): Router {
 
   router.get("/:id/attempts", async (ctx) => {
     const row = await load(ctx);
-    const limit = integerParameter(
-      ctx.query,
-      "limit",
-      LIST_LIMITS.attempts.default,
-      1,
-      LIST_LIMITS.attempts.max,
-    );
+    const limit = limitParameter(ctx.query, LIST_LIMITS.attempts);
     const beforeText = stringParameter(ctx.query, "before", 64);
     const before = beforeText === undefined ? undefined : parseSequence(beforeText);
     if (beforeText !== undefined && before === undefined) {
