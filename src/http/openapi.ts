@@ -664,7 +664,7 @@ const paths = {
   "/v1/subscriptions": {
     post: {
       operationId: "createSubscription",
-      summary: "Subscribe a callback to wake-up pings (grant subscribe on the feed)",
+      summary: "Subscribe a callback to wake-up pings (grants subscribe and read on the feed)",
       description:
         "The callback must pass the CloudEvents webhook handshake (OPTIONS with WebHook-Request-Origin) and the address guard; else 400 and nothing is stored.",
       tags: ["subscriptions"],
