@@ -12,9 +12,10 @@ import {
 import { join } from "node:path";
 
 /**
- * Builds dist/ for `npm start`, safely when several start at once (docs/scale-out.md starts two): one build at a
- * time (a lock directory), only when a source changed since the last build (a stamp), and into a fresh directory
- * that then takes dist/'s place, so that no process ever imports a half-written module. Before, `prestart` ran
+ * `npm run build` (which `npm install` and `npm start` run): builds dist/ safely when several start at once
+ * (docs/scale-out.md starts two): one build at a time (a lock directory), only when a source changed since the
+ * last build (a stamp), and into a fresh directory that then takes dist/'s place, so that no process ever imports
+ * a half-written module. Before, `prestart` ran
  * tsc into dist/ for every start, and a second start's rebuild crashed the first ("does not provide an export").
  */
 
