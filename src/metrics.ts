@@ -51,6 +51,10 @@ const QUERY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02
 export interface MetricSources {
   openStreams(): number;
   waitingLongPolls(): number;
+  /** The caps on open streams and waiting long-polls (SEINTJE_MAX_STREAMS, SEINTJE_MAX_LONGPOLLS). */
+  limits: { streams: number; longpolls: number };
+  /** Whether writes fail for want of space now. */
+  storageFull(): boolean;
   /** Subscriptions per status, read from the database at scrape time. */
   subscriptionsByStatus(): Promise<Record<string, number>>;
 }
@@ -180,6 +184,24 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(sources.waitingLongPolls());
+      },
+    });
+    new Gauge({
+      name: "seintje_limit",
+      help: "The configured caps: open streams and waiting long-polls per process (0: none held at all).",
+      labelNames: ["limit"] as const,
+      registers: [this.registry],
+      collect() {
+        this.set({ limit: "streams" }, sources.limits.streams);
+        this.set({ limit: "longpolls" }, sources.limits.longpolls);
+      },
+    });
+    new Gauge({
+      name: "seintje_storage_full",
+      help: "1 while writes fail because storage is full (writes answer 507, /readyz 503), else 0.",
+      registers: [this.registry],
+      collect() {
+        this.set(sources.storageFull() ? 1 : 0);
       },
     });
     new Gauge({

@@ -138,6 +138,8 @@ export async function startService(
   const metrics: Metrics = new Metrics({
     openStreams: () => admission.count("streams"),
     waitingLongPolls: () => admission.count("longpolls"),
+    limits: { streams: limits.maxStreams, longpolls: limits.maxLongPolls },
+    storageFull: () => writeHealth.full,
     subscriptionsByStatus: () => countByStatus(storage.reader),
   });
   const admission = new Admission({ streams: limits.maxStreams, longpolls: limits.maxLongPolls }, metrics);
