@@ -1,7 +1,9 @@
+import { accessSync, constants } from "node:fs";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import type { DatabaseConfig } from "./db/database.js";
 import { MAX_REQUEST_BYTES } from "./events/encoding.js";
+import type { KeySource } from "./files.js";
 import { type Duration, durationProblem, parseDuration } from "./log/duration.js";
 import { MAX_WAIT_SECONDS } from "./log/reader.js";
 import { parseAllowEntry } from "./webhooks/guard.js";
@@ -21,6 +23,8 @@ export interface Config {
   port: number;
   database: Database;
   dataDir: string;
+  /** Where the two keys come from; each empty means the data dir. */
+  keys: { secrets: KeySource; signing: KeySource };
   /** Base of absolute URLs; undefined means http://<the address actually bound>. */
   publicUrl: string | undefined;
   source: string;
@@ -124,6 +128,29 @@ export const OPTIONS: readonly Option[] = [
     variable: "SEINTJE_DATA_DIR",
     default: "./data",
     meaning: "home of the SQLite file, the generated signing key and the key that seals webhook secrets",
+  },
+  {
+    variable: "SEINTJE_SECRETS_KEY_FILE",
+    default: "unset",
+    meaning:
+      "file with the key that seals webhook secrets (base64 of 32 bytes); wins over `webhook-secrets.key` in the data dir",
+  },
+  {
+    variable: "SEINTJE_SECRETS_KEY",
+    default: "unset",
+    meaning:
+      "that key itself, for platforms that give secrets as variables (not with `SEINTJE_SECRETS_KEY_FILE`)",
+  },
+  {
+    variable: "SEINTJE_SIGNING_KEY_FILE",
+    default: "unset",
+    meaning:
+      "file with the service's token signing key (an Ed25519 private JWK); wins over `signing-key.jwk` in the data dir",
+  },
+  {
+    variable: "SEINTJE_SIGNING_KEY",
+    default: "unset",
+    meaning: "that key itself, as JWK text (not with `SEINTJE_SIGNING_KEY_FILE`)",
   },
   {
     variable: "SEINTJE_PUBLIC_URL",
@@ -472,6 +499,26 @@ function webhooks(env: Env): WebhookConfig {
   };
 }
 
+/**
+ * A key given as a file or as a variable, not both. A file must be readable now; its text is read when the key is
+ * loaded. The key's value is never put in a message.
+ */
+function keySource(env: Env, variable: string): KeySource {
+  const file = text(env, `${variable}_FILE`);
+  const value = text(env, variable);
+  if (file !== undefined && value !== undefined) {
+    throw new ConfigError(variable, `set either ${variable} or ${variable}_FILE, not both`);
+  }
+  if (file === undefined) return value === undefined ? {} : { text: value, name: variable };
+  const path = resolve(file);
+  try {
+    accessSync(path, constants.R_OK);
+  } catch {
+    throw new ConfigError(`${variable}_FILE`, `cannot read ${path}`);
+  }
+  return { file: path, name: `${variable}_FILE` };
+}
+
 /** Reads and checks the whole configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const host = required(env, "SEINTJE_HOST");
@@ -485,6 +532,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     port,
     dataDir,
+    keys: { secrets: keySource(env, "SEINTJE_SECRETS_KEY"), signing: keySource(env, "SEINTJE_SIGNING_KEY") },
     database: database(env, dataDir),
     publicUrl: publicUrl(env),
     source: text(env, "SEINTJE_SOURCE") ?? `urn:seintje:${hostname()}`,

@@ -41,3 +41,32 @@ export async function loadPrivateFile(
   createPrivateFile(path, await initial());
   return { path, text: readFileSync(path, "utf8"), created: true };
 }
+
+/**
+ * Where a key comes from: its text in a variable, a file a variable names, or else (empty) its file in the data
+ * dir. `name` is the variable, for messages; the text itself never goes into one.
+ */
+export interface KeySource {
+  text?: string;
+  file?: string;
+  name?: string;
+}
+
+/**
+ * The text of a key and where it came from (`path`: the file, or the variable's name). From the data dir it is
+ * created with `initial` on first use; given `initial` undefined, a key missing there is an ENOENT error.
+ */
+export async function loadKey(
+  dataDir: string,
+  name: string,
+  source: KeySource,
+  initial: (() => string | Promise<string>) | undefined,
+): Promise<{ path: string; text: string; created: boolean }> {
+  if (source.text !== undefined)
+    return { path: source.name ?? "a variable", text: source.text, created: false };
+  if (source.file !== undefined)
+    return { path: source.file, text: readFileSync(source.file, "utf8"), created: false };
+  if (initial) return loadPrivateFile(dataDir, name, initial);
+  const path = join(dataDir, name);
+  return { path, text: readFileSync(path, "utf8"), created: false };
+}

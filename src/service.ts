@@ -10,6 +10,7 @@ import { WriteHealth } from "./db/failures.js";
 import { PgWakeups } from "./db/notify.js";
 import { lockSqliteFile, SqliteFileInUse } from "./db/sqlite-lock.js";
 import { countByStatus } from "./db/subscriptions.js";
+import type { KeySource } from "./files.js";
 import { answerClientError, createApp, requestListener } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Admission, PublishRateLimit } from "./http/limits.js";
@@ -90,6 +91,16 @@ function listenProblem(error: Error & { code?: string }, config: Config): Error 
   return error;
 }
 
+/** Loads a key; one given by a variable that does not hold a usable key is a ConfigError naming the variable. */
+async function configuredKey<T>(source: KeySource, load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (error) {
+    if (source.name !== undefined) throw new ConfigError(source.name, (error as Error).message);
+    throw error;
+  }
+}
+
 /** The token verifier, or undefined (with a loud warning) when authentication is off. */
 async function createVerifier(config: Config, logger: Logger): Promise<TokenVerifier | undefined> {
   const auth = config.auth;
@@ -99,7 +110,9 @@ async function createVerifier(config: Config, logger: Logger): Promise<TokenVeri
     );
     return undefined;
   }
-  const signingKey = await loadSigningKey(config.dataDir);
+  const signingKey = await configuredKey(config.keys.signing, () =>
+    loadSigningKey(config.dataDir, config.keys.signing),
+  );
   if (signingKey.created) {
     logger.info(
       { path: signingKey.path },
@@ -154,8 +167,13 @@ export async function startService(
     served: (events) => metrics.eventsServed.inc({ channel: "stream" }, events),
   });
   const hooks = config.webhooks;
-  const box = await SecretBox.open(config.dataDir, (path) =>
-    logger.info({ path }, "generated a new key that seals webhook secrets; keep it with the backups"),
+  const box = await configuredKey(config.keys.secrets, () =>
+    SecretBox.open(
+      config.dataDir,
+      (path) =>
+        logger.info({ path }, "generated a new key that seals webhook secrets; keep it with the backups"),
+      config.keys.secrets,
+    ),
   );
   const guard = new AddressGuard(hooks.allow);
   const userAgent = `seintje/${VERSION}`;
@@ -183,7 +201,8 @@ export async function startService(
       if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
     }
     await checkSealingKey(storage, box).catch((error: unknown) => {
-      throw error instanceof SealingKeyMismatch ? new ConfigError("SEINTJE_DATA_DIR", error.message) : error;
+      if (!(error instanceof SealingKeyMismatch)) throw error;
+      throw new ConfigError(config.keys.secrets.name ?? "SEINTJE_DATA_DIR", error.message);
     });
     await wakeups?.start();
     const services: Services = {

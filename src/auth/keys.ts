@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import {
   type CryptoKey,
@@ -8,7 +7,7 @@ import {
   importJWK,
   type JWK,
 } from "jose";
-import { loadPrivateFile } from "../files.js";
+import { type KeySource, loadKey } from "../files.js";
 
 /**
  * The service's own signing key: an Ed25519 key pair created in the data directory on first start, readable by
@@ -41,22 +40,27 @@ async function generate(): Promise<string> {
  */
 export async function loadSigningKey(
   dataDir: string,
+  source: KeySource = {},
 ): Promise<SigningKey & { path: string; created: boolean }> {
-  const { path, text, created } = await loadPrivateFile(dataDir, SIGNING_KEY_FILE, generate);
+  const { path, text, created } = await loadKey(dataDir, SIGNING_KEY_FILE, source, generate);
   return { ...(await parseSigningKey(path, text)), path, created };
 }
 
-/** The signing key in `dataDir`, which must exist; MissingSigningKey says where it was looked for. */
-export async function readSigningKey(dataDir: string): Promise<SigningKey> {
-  const path = resolve(dataDir, SIGNING_KEY_FILE);
-  let text: string;
+/**
+ * The service's signing key: from SEINTJE_SIGNING_KEY(_FILE) when `source` says so, else from `dataDir`, where it
+ * must exist; MissingSigningKey says where it was looked for.
+ */
+export async function readSigningKey(dataDir: string, source: KeySource = {}): Promise<SigningKey> {
+  let loaded: { path: string; text: string };
   try {
-    text = await readFile(path, "utf8");
+    loaded = await loadKey(dataDir, SIGNING_KEY_FILE, source, undefined);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") throw new MissingSigningKey(path);
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new MissingSigningKey(resolve(dataDir, SIGNING_KEY_FILE));
+    }
     throw error;
   }
-  return parseSigningKey(path, text);
+  return parseSigningKey(loaded.path, loaded.text);
 }
 
 export class MissingSigningKey extends Error {
@@ -70,7 +74,12 @@ export class MissingSigningKey extends Error {
 }
 
 async function parseSigningKey(path: string, text: string): Promise<SigningKey> {
-  const jwk = JSON.parse(text) as JWK;
+  let jwk: JWK;
+  try {
+    jwk = JSON.parse(text) as JWK;
+  } catch {
+    throw new Error(`${path} does not hold a JWK (JSON)`);
+  }
   if (
     jwk.kty !== "OKP" ||
     jwk.crv !== "Ed25519" ||

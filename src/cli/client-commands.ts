@@ -62,11 +62,13 @@ function tokenSource(
   const token = given ?? process.env.SEINTJE_TOKEN?.trim();
   if (token) return token;
   const config = loadConfig();
-  if (!config.auth.enabled || !existsSync(join(dataDir, SIGNING_KEY_FILE))) return undefined;
+  const source = config.keys.signing;
+  const configured = source.text !== undefined || source.file !== undefined;
+  if (!config.auth.enabled || (!configured && !existsSync(join(dataDir, SIGNING_KEY_FILE)))) return undefined;
   let minted: { token: string; until: number } | undefined;
   return async () => {
     if (!minted || Date.now() > minted.until) {
-      const key = await readSigningKey(dataDir);
+      const key = await readSigningKey(dataDir, source);
       const fresh = await mintToken(key, {
         scope,
         subject: `seintje-cli@${hostname()}`,

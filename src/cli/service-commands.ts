@@ -140,9 +140,11 @@ each optionally :FEEDGLOB, e.g. --scope "read:brk-* publish:brk-a". --ttl takes 
       throw new UsageError(`--ttl takes a duration like 90s, 15m, 1h or 7d, not "${values.ttl}"`, token);
     }
     const config = loadConfig();
-    const key = await readSigningKey(values["data-dir"] ?? config.dataDir).catch((error: unknown) => {
-      throw error instanceof MissingSigningKey ? new CommandFailed(error.message) : error;
-    });
+    const key = await readSigningKey(values["data-dir"] ?? config.dataDir, config.keys.signing).catch(
+      (error: unknown) => {
+        throw error instanceof MissingSigningKey ? new CommandFailed(error.message) : error;
+      },
+    );
     const minted = await mintToken(key, {
       scope,
       subject: values.sub ?? "seintje-cli",

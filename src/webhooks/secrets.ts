@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
 import type { Storage } from "../db/database.js";
 import { settleSetting } from "../db/settings.js";
-import { loadPrivateFile } from "../files.js";
+import { type KeySource, loadKey } from "../files.js";
 
 /**
  * Webhook secrets. A secret is `whsec_` + base64 of 32 random bytes (crypto.randomBytes, a CSPRNG), the form
@@ -27,15 +27,22 @@ export class SecretBox {
     readonly path: string,
   ) {}
 
-  /** Loads the sealing key from `dataDir`, creating it on first use. */
-  static async open(dataDir: string, created?: (path: string) => void): Promise<SecretBox> {
+  /**
+   * Loads the sealing key: from SEINTJE_SECRETS_KEY(_FILE) when `source` says so, else from `dataDir`, where it is
+   * created on first use (`created` is told its path).
+   */
+  static async open(
+    dataDir: string,
+    created?: (path: string) => void,
+    source: KeySource = {},
+  ): Promise<SecretBox> {
     const {
       path,
       text,
       created: isNew,
-    } = await loadPrivateFile(dataDir, KEY_FILE, () => `${randomBytes(32).toString("base64")}\n`);
+    } = await loadKey(dataDir, KEY_FILE, source, () => `${randomBytes(32).toString("base64")}\n`);
     const key = Buffer.from(text.trim(), "base64");
-    if (key.length !== 32) throw new Error(`${path} does not hold a 256-bit key`);
+    if (key.length !== 32) throw new Error(`${path} does not hold a 256-bit key (base64 of 32 bytes)`);
     if (isNew) created?.(path);
     return new SecretBox(key, path);
   }

@@ -5,12 +5,16 @@ import { Writable } from "node:stream";
 import { loadSigningKey } from "../../src/auth/keys.js";
 import { mintToken } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
+import type { KeySource } from "../../src/files.js";
 import { createLogger } from "../../src/logger.js";
 import { type Service, type StartOptions, startService } from "../../src/service.js";
 import { databaseEnv, dropDatabaseOf } from "./database.js";
 import { useToken } from "./http.js";
 
-/** A token signed with the generated key in `dir`, as `seintje token` would mint it. */
+/**
+ * A token signed with the generated key in `dir` (or with the key `source` names: SEINTJE_SIGNING_KEY(_FILE)), as
+ * `seintje token` would mint it.
+ */
 export async function tokenFor(
   dir: string,
   scope: string,
@@ -20,8 +24,9 @@ export async function tokenFor(
     issuer?: string | undefined;
     audience?: string | undefined;
   } = {},
+  source: KeySource = {},
 ): Promise<string> {
-  return mintToken(await loadSigningKey(dir), {
+  return mintToken(await loadSigningKey(dir, source), {
     scope,
     subject: claims.subject ?? "test",
     ttlSeconds: claims.ttlSeconds ?? 3600,
@@ -71,7 +76,12 @@ export async function startTestService(
   if (config.auth.enabled)
     useToken(
       service.url,
-      await tokenFor(dir, "admin", { issuer: config.auth.issuer, audience: config.auth.audience }),
+      await tokenFor(
+        dir,
+        "admin",
+        { issuer: config.auth.issuer, audience: config.auth.audience },
+        config.keys.signing,
+      ),
     );
   return {
     url: service.url,
