@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -19,12 +19,46 @@ const EXAMPLES = join(ROOT, "examples");
 /** Feed names of this run, so the state files the examples leave are this run's alone. */
 const FOLLOWED = `followed-${process.pid}`;
 const RECEIVED = `received-${process.pid}`;
-const STATE_FILES = [`.seintje-state/${FOLLOWED}.cursor`, `.seintje-state/${RECEIVED}.receiver.json`];
+const STATE_FILES = [
+  `.seintje-state/${FOLLOWED}.cursor`,
+  `.seintje-state/${RECEIVED}.receiver.json`,
+  `.seintje-state/${FOLLOWED}.python.cursor`,
+  `.seintje-state/${RECEIVED}.python.receiver.json`,
+];
 
 const git = (...args: string[]) => execFileSync("git", args, { cwd: ROOT, encoding: "utf8" });
 
 function runExample(file: string, args: string[], env: Record<string, string>): Running {
   return runScript(join(EXAMPLES, file), args, env);
+}
+
+/** An example in Python (standard library only), run as its header says: `python3 examples/python/<file>`. */
+function runPython(file: string, args: string[], env: Record<string, string>): Running {
+  const child = spawn("python3", [join(EXAMPLES, "python", file), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    stdout += chunk;
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** A port nothing listens on now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
 }
 
 async function stopped(running: Running): Promise<number | null> {
@@ -130,6 +164,70 @@ describe("the examples", () => {
       );
     } finally {
       await stopped(receiver);
+    }
+  });
+
+  it("python/consumer.py reads every event once across a restart", async () => {
+    // The TypeScript consumer's feed, read again by the Python one with its own cursor file.
+    const env = { SEINTJE_URL: svc.url, SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${FOLLOWED}`) };
+    const cursorFile = join(ROOT, STATE_FILES[2]!);
+    const first = runPython("consumer.py", [FOLLOWED], env);
+    await eventually(() => lines(first.stdout()).length === 4, 15_000, `4 events: ${first.stderr()}`);
+    assert.equal(await stopped(first), 0, first.stderr());
+    assert.equal(readFileSync(cursorFile, "utf8"), "4\n");
+    await publish(svc.url, FOLLOWED, cloudEvent({ type: "nl.example.after-python-restart" }));
+    const second = runPython("consumer.py", [FOLLOWED], env);
+    await eventually(() => lines(second.stdout()).length === 1, 15_000, `1 event: ${second.stderr()}`);
+    const [event] = lines(second.stdout());
+    assert.deepEqual([event.sequence, event.type], ["5", "nl.example.after-python-restart"]);
+    assert.equal(await stopped(second), 0, second.stderr());
+    assert.equal(
+      lines(first.stdout())
+        .map((line) => line.sequence)
+        .join(","),
+      "1,2,3,4",
+    );
+  });
+
+  it("python/receiver.py subscribes, verifies pings, and pulls what they announce", async () => {
+    const port = await freePort();
+    const receiver = runPython("receiver.py", [RECEIVED], {
+      SEINTJE_URL: svc.url,
+      SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${RECEIVED} subscribe:${RECEIVED}`, { subject: "python" }),
+      PORT: String(port),
+    });
+    try {
+      await eventually(
+        () => receiver.stderr().includes("receiving pings"),
+        15_000,
+        `started: ${receiver.stderr()}`,
+      );
+      const events = [cloudEvent(), cloudEvent()];
+      for (const event of events) await publish(svc.url, RECEIVED, event);
+      await eventually(() => lines(receiver.stdout()).length === 2, 15_000, `2 events: ${receiver.stderr()}`);
+      assert.deepEqual(
+        lines(receiver.stdout()).map((line) => line.id),
+        events.map((event) => event.id),
+        "only what came after its subscription, each once",
+      );
+      const forged = await fetch(`http://127.0.0.1:${port}/seintje`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/cloudevents+json",
+          "webhook-id": "forged",
+          "webhook-timestamp": String(Math.floor(Date.now() / 1000)),
+          "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")}`,
+        },
+        body: "{}",
+      });
+      assert.equal(forged.status, 401);
+      await eventually(
+        () => /refused a ping: bad-signature/.test(receiver.stderr()),
+        5_000,
+        receiver.stderr(),
+      );
+    } finally {
+      assert.equal(await stopped(receiver), 0, receiver.stderr());
     }
   });
 
