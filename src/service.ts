@@ -140,6 +140,16 @@ export async function startService(
   options: StartOptions = {},
 ): Promise<Service> {
   const verifier = await createVerifier(config, logger);
+  // Both keys are loaded before anything is opened: a key that is missing or wrong stops the start with nothing
+  // to undo.
+  const box = await configuredKey(config.keys.secrets, () =>
+    SecretBox.open(
+      config.dataDir,
+      (path) =>
+        logger.info({ path }, "generated a new key that seals webhook secrets; keep it with the backups"),
+      config.keys.secrets,
+    ),
+  );
   const releaseLock = lockDatabase(config);
   const storage = await openStorage(config.database, logger).catch((error: unknown) => {
     releaseLock();
@@ -167,14 +177,6 @@ export async function startService(
     served: (events) => metrics.eventsServed.inc({ channel: "stream" }, events),
   });
   const hooks = config.webhooks;
-  const box = await configuredKey(config.keys.secrets, () =>
-    SecretBox.open(
-      config.dataDir,
-      (path) =>
-        logger.info({ path }, "generated a new key that seals webhook secrets; keep it with the backups"),
-      config.keys.secrets,
-    ),
-  );
   const guard = new AddressGuard(hooks.allow);
   const userAgent = `seintje/${VERSION}`;
   const client = new CallbackClient(guard, { timeoutMs: hooks.timeoutMs, userAgent });
