@@ -5,6 +5,7 @@ import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
 import { checkFeedName } from "../log/feeds.js";
 import { type FeedPage, FILTER_LIMITS, PAGE_LIMIT, type ReadQuery } from "../log/reader.js";
+import { parseSequence } from "../log/sequence.js";
 import type { RejectReason } from "../metrics.js";
 import { authorize } from "./auth.js";
 import { expectsContinue, readBody } from "./body.js";
@@ -13,7 +14,6 @@ import {
   cursorParameter,
   limitParameter,
   listParameter,
-  parseSequence,
   secondsParameter,
   stringParameter,
 } from "./query.js";

@@ -14,8 +14,6 @@ function single(query: ParsedUrlQuery, name: string): string | undefined {
   return value;
 }
 
-export { parseSequence };
-
 export function cursorParameter(query: ParsedUrlQuery, name = "after"): number | undefined {
   const raw = query[name];
   if (raw === undefined) return undefined;

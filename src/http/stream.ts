@@ -2,9 +2,9 @@ import type { Context } from "koa";
 import type { Filters } from "../db/events.js";
 import { HttpProblem } from "../errors.js";
 import { checkCursor } from "../log/reader.js";
+import { parseSequence } from "../log/sequence.js";
 import { principalOf } from "./auth.js";
 import type { Services } from "./context.js";
-import { parseSequence } from "./query.js";
 
 /**
  * `GET /v1/feeds/{feed}/events` with `Accept: text/event-stream`: the feed as Server-Sent Events.

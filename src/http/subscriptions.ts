@@ -7,6 +7,7 @@ import type { AttemptRow, SubscriptionRow } from "../db/subscriptions.js";
 import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
 import { FEED_NAME } from "../log/feeds.js";
 import { FILTER_LIMITS } from "../log/reader.js";
+import { parseSequence } from "../log/sequence.js";
 import { UUID } from "../webhooks/ids.js";
 import {
   LIST_LIMITS,
@@ -14,11 +15,12 @@ import {
   type NewSubscriptionInput,
   type SubscriptionChanges,
   subscriptionNotFound,
+  type Visibility,
 } from "../webhooks/subscriptions.js";
 import { authorize } from "./auth.js";
 import { readJson } from "./body.js";
 import type { Services } from "./context.js";
-import { limitParameter, parseSequence, stringParameter } from "./query.js";
+import { limitParameter, stringParameter } from "./query.js";
 
 /**
  * `/v1/subscriptions`: webhook wake-up ping subscriptions and their attempts. What they answer is typed by the
@@ -148,15 +150,24 @@ export function subscriptionRouter(services: Services): Router {
   const router = new Router({ prefix: "/v1/subscriptions" });
   const { webhooks } = services;
 
-  /** The subscription named in the path, if the caller may see it; 404 otherwise (which says nothing more). */
-  async function load(ctx: Context): Promise<SubscriptionRow> {
+  /**
+   * What `find` reads of the subscription named in the path, if the caller may see it; 404 otherwise (which says
+   * nothing more).
+   */
+  async function named<T>(
+    ctx: Context,
+    find: (id: string, visibility: Visibility) => Promise<T | undefined>,
+  ) {
     const principal = authorize(ctx, "subscribe");
     const id = ctx.params.id!;
-    const row = UUID.test(id)
-      ? await webhooks.subscriptions.findVisible(id, (found) => visible(principal, found))
-      : undefined;
-    if (!row) throw subscriptionNotFound(id);
-    return row;
+    const found = UUID.test(id) ? await find(id, (row) => visible(principal, row)) : undefined;
+    if (found === undefined) throw subscriptionNotFound(id);
+    return found;
+  }
+
+  /** The subscription named in the path. */
+  function load(ctx: Context): Promise<SubscriptionRow> {
+    return named(ctx, (id, visibility) => webhooks.subscriptions.findVisible(id, visibility));
   }
 
   /** A subscription just written, with its last attempt. */
@@ -213,12 +224,7 @@ export function subscriptionRouter(services: Services): Router {
   });
 
   router.get("/:id", async (ctx) => {
-    const principal = authorize(ctx, "subscribe");
-    const id = ctx.params.id!;
-    const found = UUID.test(id)
-      ? await webhooks.subscriptions.read(id, (row) => visible(principal, row))
-      : undefined;
-    if (!found) throw subscriptionNotFound(id);
+    const found = await named(ctx, (id, visibility) => webhooks.subscriptions.read(id, visibility));
     ctx.body = subscriptionView(found.row, found.lastAttempt);
   });
 

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cloudEvent, publish, putFeed } from "../support/http.js";
-import { type Running, runScript } from "../support/process.js";
+import { type Running, runCommand, runScript } from "../support/process.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
 import { eventually } from "../support/wait.js";
 
@@ -34,21 +34,28 @@ function runExample(file: string, args: string[], env: Record<string, string>): 
 
 /** An example in Python (standard library only), run as its header says: `python3 examples/python/<file>`. */
 function runPython(file: string, args: string[], env: Record<string, string>): Running {
-  const child = spawn("python3", [join(EXAMPLES, "python", file), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+  return runCommand("python3", [join(EXAMPLES, "python", file), ...args], env, ROOT);
+}
+
+/** A ping not signed with the subscription's secret: the receiver answers 401 and says why on stderr. */
+async function assertRefusesForgedPing(port: number, receiver: Running): Promise<void> {
+  const forged = await fetch(`http://127.0.0.1:${port}/seintje`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/cloudevents+json",
+      "webhook-id": "forged",
+      "webhook-timestamp": String(Math.floor(Date.now() / 1000)),
+      "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")}`,
+    },
+    body: "{}",
   });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    stdout += chunk;
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+  assert.equal(forged.status, 401);
+  // The child's stderr reaches us through a pipe, which may be read after the HTTP answer.
+  await eventually(
+    () => /refused a ping: bad-signature/.test(receiver.stderr()),
+    5_000,
+    `refusal logged: ${receiver.stderr()}`,
+  );
 }
 
 /** A port nothing listens on now. */
@@ -111,12 +118,7 @@ describe("the examples", () => {
 
   it("receiver.ts subscribes, verifies pings, and pulls what they announce", async () => {
     await putFeed(svc.url, RECEIVED);
-    const port = await new Promise<number>((resolve) => {
-      const probe = createServer().listen(0, "127.0.0.1", () => {
-        const { port: free } = probe.address() as { port: number };
-        probe.close(() => resolve(free));
-      });
-    });
+    const port = await freePort();
     const receiver = runExample("receiver.ts", [RECEIVED], {
       SEINTJE_URL: svc.url,
       SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${RECEIVED} subscribe:${RECEIVED}`, {
@@ -144,24 +146,7 @@ describe("the examples", () => {
         "the cursor saved as 3",
       );
 
-      // A ping that is not signed with the subscription's secret is refused.
-      const forged = await fetch(`http://127.0.0.1:${port}/seintje`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/cloudevents+json",
-          "webhook-id": "forged",
-          "webhook-timestamp": String(Math.floor(Date.now() / 1000)),
-          "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")}`,
-        },
-        body: "{}",
-      });
-      assert.equal(forged.status, 401);
-      // The child's stderr reaches us through a pipe, which may be read after the HTTP answer.
-      await eventually(
-        () => /refused a ping: bad-signature/.test(receiver.stderr()),
-        5_000,
-        `refusal logged: ${receiver.stderr()}`,
-      );
+      await assertRefusesForgedPing(port, receiver);
     } finally {
       await stopped(receiver);
     }
@@ -210,22 +195,7 @@ describe("the examples", () => {
         events.map((event) => event.id),
         "only what came after its subscription, each once",
       );
-      const forged = await fetch(`http://127.0.0.1:${port}/seintje`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/cloudevents+json",
-          "webhook-id": "forged",
-          "webhook-timestamp": String(Math.floor(Date.now() / 1000)),
-          "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")}`,
-        },
-        body: "{}",
-      });
-      assert.equal(forged.status, 401);
-      await eventually(
-        () => /refused a ping: bad-signature/.test(receiver.stderr()),
-        5_000,
-        receiver.stderr(),
-      );
+      await assertRefusesForgedPing(port, receiver);
     } finally {
       assert.equal(await stopped(receiver), 0, receiver.stderr());
     }

@@ -16,7 +16,7 @@ export interface ServerProcess {
   exited: Promise<number | string>;
 }
 
-/** A script of the project's, from its TypeScript source, in a child process with its output collected. */
+/** A child process with its output collected. */
 export interface Running {
   child: ChildProcess;
   stdout(): string;
@@ -25,8 +25,19 @@ export interface Running {
   exited: Promise<number | null>;
 }
 
+/** A script of the project's, from its TypeScript source, in a child process with its output collected. */
 export function runScript(file: string, args: string[], env: Record<string, string>, cwd?: string): Running {
-  const child = spawn(process.execPath, ["--import", TSX, file, ...args], {
+  return runCommand(process.execPath, ["--import", TSX, file, ...args], env, cwd);
+}
+
+/** Any command in a child process (`python3 ...`), with its output collected. */
+export function runCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  cwd?: string,
+): Running {
+  const child = spawn(command, args, {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
     cwd,
