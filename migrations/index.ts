@@ -3,6 +3,7 @@ import * as feedsAndEvents from "./20261123_001_feeds_and_events.js";
 import * as subscriptions from "./20261123_002_subscriptions.js";
 import * as settings from "./20261123_003_settings.js";
 import * as subscriptionsNeedRead from "./20261130_004_subscriptions_need_read.js";
+import * as eventTypes from "./20261130_005_event_types.js";
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -18,4 +19,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ["20261123_002_subscriptions", subscriptions],
   ["20261123_003_settings", settings],
   ["20261130_004_subscriptions_need_read", subscriptionsNeedRead],
+  ["20261130_005_event_types", eventTypes],
 ];

@@ -18,6 +18,7 @@ import { Appender } from "./log/appender.js";
 import { Feeds } from "./log/feeds.js";
 import { FeedReader } from "./log/reader.js";
 import { RetentionScheduler } from "./log/retention.js";
+import { EventTypes, TypeRules } from "./log/types.js";
 import { WakeupBus } from "./log/wakeup.js";
 import type { Logger } from "./logger.js";
 import { Metrics } from "./metrics.js";
@@ -170,7 +171,10 @@ export async function startService(
   if (storage.reader !== storage.writer) metrics.watchQueries(storage.reader, "reader");
   const writeHealth = new WriteHealth(storage, logger);
   const retention = new RetentionScheduler(storage, config.retentionIntervalSeconds, logger, metrics);
-  const appender = new Appender(storage, bus, metrics, { autoCreateFeeds: config.autoCreateFeeds, logger });
+  const appender = new Appender(storage, bus, metrics, new TypeRules(bus), {
+    autoCreateFeeds: config.autoCreateFeeds,
+    logger,
+  });
   const stopping = new AbortController();
   const hub = new StreamHub(storage, bus, logger, {
     keepaliveMs: config.keepaliveSeconds * 1000,
@@ -209,6 +213,7 @@ export async function startService(
     await wakeups?.start();
     const services: Services = {
       feeds: new Feeds(storage, bus),
+      types: new EventTypes(storage),
       reader: new FeedReader(storage, bus),
       database: { ping: () => ping(storage), pendingMigrations: () => pendingMigrations(storage) },
       writeHealth,

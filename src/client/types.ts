@@ -64,12 +64,43 @@ export interface Feed {
   head: string;
   oldest: string | null;
   retention: Retention;
+  /** `open`: events of any type are taken; `declared`: only events of the feed's declared types. */
+  typePolicy: TypePolicy;
   createdAt: string;
 }
+
+export type TypePolicy = "open" | "declared";
 
 export interface FeedSettings {
   description?: string | null;
   retention?: Partial<Retention> | null;
+  typePolicy?: TypePolicy | null;
+}
+
+/**
+ * An event type of a feed: declared by an admin, or only seen (then `declared` is false and the members a
+ * declaration sets are null). `count` is how many events of it the feed holds now.
+ */
+export interface EventType {
+  type: string;
+  declared: boolean;
+  description: string | null;
+  /** A JSON Schema (draft 2020-12) that the `data` of every event of this type matches. */
+  schema: unknown;
+  example: unknown;
+  deprecated: boolean | null;
+  count: number;
+  lastPublished: string | null;
+  createdAt: string | null;
+  updatedAt: string | null;
+}
+
+/** The body of `PUT /v1/feeds/{feed}/types/{type}`; an absent or null member means none. */
+export interface EventTypeDeclaration {
+  description?: string | null;
+  schema?: unknown;
+  example?: unknown;
+  deprecated?: boolean | null;
 }
 
 export type SubscriptionStatus = "active" | "failing" | "disabled";

@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import { chunks, onPostgres, type Queryable } from "./database.js";
+import { countAppended, countRemoved } from "./types.js";
 
 /** Event rows: append, look up by identity, read after a cursor, prune from the bottom. */
 
@@ -37,7 +38,20 @@ export interface Filters {
 const ROWS_PER_INSERT = 500;
 const PAIRS_PER_LOOKUP = 400;
 
+/** Inserts the rows and counts them in the per-type figures, in the caller's transaction. */
 export async function insertEvents(db: Queryable, rows: EventRow[]): Promise<void> {
+  const counts = new Map<number, Map<string, number>>();
+  let now = 0;
+  for (const row of rows) {
+    let types = counts.get(row.feedId);
+    if (!types) {
+      types = new Map();
+      counts.set(row.feedId, types);
+    }
+    types.set(row.type, (types.get(row.type) ?? 0) + 1);
+    now = Math.max(now, row.appendedAt);
+  }
+  for (const [feedId, types] of counts) await countAppended(db, feedId, types, now);
   for (const slice of chunks(rows, ROWS_PER_INSERT)) {
     await db("events").insert(
       slice.map((row) => ({
@@ -177,8 +191,20 @@ export async function lastAppendedBefore(
   return last;
 }
 
+/**
+ * Deletes the feed's events up to `sequence` and uncounts them in the per-type figures, in the caller's
+ * transaction. The types are those of the rows this statement deleted (RETURNING), so two nodes pruning the same
+ * range at once cannot uncount an event twice. Returns how many it deleted.
+ */
 export async function deleteThrough(db: Queryable, feedId: number, sequence: number): Promise<number> {
-  return db("events").where("feed_id", feedId).andWhere("sequence", "<=", sequence).delete();
+  const rows: Array<{ type: string }> = await db("events")
+    .where("feed_id", feedId)
+    .andWhere("sequence", "<=", sequence)
+    .delete(["type"]);
+  const removed = new Map<string, number>();
+  for (const { type } of rows) removed.set(type, (removed.get(type) ?? 0) + 1);
+  await countRemoved(db, feedId, removed);
+  return rows.length;
 }
 
 export interface Entry {

@@ -10,13 +10,20 @@ export interface FeedRow {
   retentionMaxEvents: number | null;
   head: number;
   prunedThrough: number;
+  typePolicy: TypePolicy;
+  /** Raised by every change to the feed's declared types: a cache of them is current while this is unchanged. */
+  typesVersion: number;
   createdAt: number;
 }
+
+/** Whether a feed takes events of any type (`open`) or only of its declared types. */
+export type TypePolicy = "open" | "declared";
 
 export interface FeedSettings {
   description: string | null;
   retentionMaxAge: string | null;
   retentionMaxEvents: number | null;
+  typePolicy: TypePolicy;
 }
 
 interface StoredFeed {
@@ -27,6 +34,8 @@ interface StoredFeed {
   retention_max_events: number | string | null;
   head: number | string;
   pruned_through: number | string;
+  type_policy: string;
+  types_version: number | string;
   created_at: number | string;
 }
 
@@ -38,6 +47,8 @@ const COLUMNS = [
   "retention_max_events",
   "head",
   "pruned_through",
+  "type_policy",
+  "types_version",
   "created_at",
 ];
 
@@ -51,6 +62,8 @@ function toFeed(row: StoredFeed): FeedRow {
     retentionMaxEvents: row.retention_max_events === null ? null : Number(row.retention_max_events),
     head: Number(row.head),
     prunedThrough: Number(row.pruned_through),
+    typePolicy: row.type_policy === "declared" ? "declared" : "open",
+    typesVersion: Number(row.types_version),
     createdAt: Number(row.created_at),
   };
 }
@@ -101,6 +114,7 @@ export async function insertFeed(
       description: settings.description,
       retention_max_age: settings.retentionMaxAge,
       retention_max_events: settings.retentionMaxEvents,
+      type_policy: settings.typePolicy,
       head: 0,
       pruned_through: 0,
       created_at: now,
@@ -124,6 +138,7 @@ export async function updateFeedSettings(
     description: settings.description,
     retention_max_age: settings.retentionMaxAge,
     retention_max_events: settings.retentionMaxEvents,
+    type_policy: settings.typePolicy,
     updated_at: now,
   });
 }
@@ -136,8 +151,17 @@ export async function deleteFeed(trx: Queryable, name: string): Promise<number |
   const feed = await lockFeed(trx, name);
   if (!feed) return undefined;
   await trx("events").where({ feed_id: feed.id }).delete();
+  await trx("event_types").where({ feed_id: feed.id }).delete();
+  await trx("event_type_stats").where({ feed_id: feed.id }).delete();
   await trx("feeds").where({ id: feed.id }).delete();
   return feed.id;
+}
+
+/** Marks the feed's declared types as changed, so every node's cache of them is reloaded before the next append. */
+export async function bumpTypesVersion(db: Queryable, id: number): Promise<void> {
+  await db("feeds")
+    .where({ id })
+    .update({ types_version: db.raw("types_version + 1") });
 }
 
 export async function setHead(db: Queryable, id: number, head: number): Promise<void> {

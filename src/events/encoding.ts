@@ -29,6 +29,8 @@ export interface PreparedEvent {
   json: string;
   /** sha256 of the canonical JSON: equal digests mean the same content, whatever the key order or mode. */
   digest: string;
+  /** The event in structured form, as parsed: what its type's schema is checked against. */
+  attributes: Record<string, unknown>;
 }
 
 export interface ParsedRequest {
@@ -141,6 +143,7 @@ function prepare(event: Record<string, unknown>, pointer: string): PreparedEvent
     subject: (event.subject as string | undefined) ?? null,
     json,
     digest: createHash("sha256").update(canonicalJson(event)).digest("hex"),
+    attributes: event,
   };
 }
 

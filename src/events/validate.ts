@@ -28,7 +28,8 @@ const FEED_ATTRIBUTES = ["sequence", "sequencetype"] as const;
 
 const ATTRIBUTE_NAME = /^[a-z0-9]+$/;
 /** Reverse-DNS: a lower-case first label, then at least one more dot-separated label. */
-const REVERSE_DNS = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)+$/;
+export const REVERSE_DNS =
+  /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)+$/;
 /** RFC 3986 characters, with every `%` starting a percent-encoding. */
 const URI_REFERENCE = /^(?:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$/;
 const URI_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:/;

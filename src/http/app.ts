@@ -15,6 +15,7 @@ import { healthRouter } from "./health.js";
 import { metricsRouter } from "./metrics.js";
 import { API_VERSION, openApiRouter } from "./openapi.js";
 import { subscriptionRouter } from "./subscriptions.js";
+import { typeRouter } from "./types.js";
 
 /** Seconds a client is asked to wait when storage is full: freeing space takes an operator. */
 const FULL_RETRY_AFTER = "30";
@@ -148,6 +149,7 @@ export function createRouters(services: Services): Router[] {
     openApiRouter(services),
     feedRouter(services),
     eventRouter(services),
+    typeRouter(services),
     subscriptionRouter(services),
   ];
 }

@@ -3,6 +3,7 @@ import type { WriteHealth } from "../db/failures.js";
 import type { Appender } from "../log/appender.js";
 import type { Feeds } from "../log/feeds.js";
 import type { FeedReader } from "../log/reader.js";
+import type { EventTypes } from "../log/types.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { StreamStats } from "../stream/connection.js";
@@ -25,6 +26,7 @@ export interface WebhookServices {
  */
 export interface Services {
   feeds: Feeds;
+  types: EventTypes;
   reader: FeedReader;
   /** Whether the database answers and which migrations it lacks, for /readyz. */
   database: { ping(): Promise<void>; pendingMigrations(): Promise<string[]> };

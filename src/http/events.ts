@@ -98,14 +98,15 @@ export function eventRouter(services: Services): Router {
         events: parsed.events,
         batch: parsed.mode === "batch",
       });
-      ctx.status = appended.every((event) => event.repeat) ? 200 : 201;
+      const warnings = [...parsed.warnings, ...appended.warnings];
+      ctx.status = appended.events.every((event) => event.repeat) ? 200 : 201;
       ctx.body = {
-        events: appended.map((event) => ({
+        events: appended.events.map((event) => ({
           id: event.id,
           source: event.source,
           sequence: String(event.sequence),
         })),
-        ...(parsed.warnings.length > 0 ? { warnings: parsed.warnings } : {}),
+        ...(warnings.length > 0 ? { warnings } : {}),
       };
       services.metrics.publishDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     } catch (error) {

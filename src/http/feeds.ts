@@ -20,6 +20,7 @@ export function feedView(feed: FeedRow): Feed {
     head: String(feed.head),
     oldest: oldest === null ? null : String(oldest),
     retention: { maxAge: feed.retentionMaxAge, maxEvents: feed.retentionMaxEvents },
+    typePolicy: feed.typePolicy,
     createdAt: new Date(feed.createdAt).toISOString(),
   };
 }
@@ -30,16 +31,28 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-/** The PUT body: `{description?, retention?: {maxAge?, maxEvents?}}`; absent or null means none. */
+/**
+ * The PUT body: `{description?, retention?: {maxAge?, maxEvents?}, typePolicy?}`; absent or null means none (for
+ * typePolicy: `open`).
+ */
 export function parseFeedSettings(body: unknown): FeedSettings {
   const errors: Pointed[] = [];
-  const settings: FeedSettings = { description: null, retentionMaxAge: null, retentionMaxEvents: null };
+  const settings: FeedSettings = {
+    description: null,
+    retentionMaxAge: null,
+    retentionMaxEvents: null,
+    typePolicy: "open",
+  };
   if (!isObject(body)) throw validationProblem([{ pointer: "", detail: "must be a JSON object" }]);
   for (const key of Object.keys(body)) {
-    if (key !== "description" && key !== "retention")
+    if (key !== "description" && key !== "retention" && key !== "typePolicy")
       errors.push({ pointer: `/${key}`, detail: "is not a feed setting" });
   }
-  const { description, retention } = body;
+  const { description, retention, typePolicy } = body;
+  if (typePolicy === "open" || typePolicy === "declared") settings.typePolicy = typePolicy;
+  else if (typePolicy !== undefined && typePolicy !== null) {
+    errors.push({ pointer: "/typePolicy", detail: 'must be "open" or "declared"' });
+  }
   if (typeof description === "string" && description.length <= MAX_FEED_DESCRIPTION)
     settings.description = description;
   else if (description !== undefined && description !== null) {

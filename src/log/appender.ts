@@ -3,10 +3,11 @@ import type { Storage } from "../db/database.js";
 import { type EventRow, findByIdentity, insertEvents } from "../db/events.js";
 import { type FeedRow, insertFeed, lockFeed, setHead } from "../db/feeds.js";
 import { announceAppends } from "../db/notify.js";
-import { HttpProblem, type Pointed } from "../errors.js";
+import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
 import type { PreparedEvent } from "../events/encoding.js";
 import type { Metrics } from "../metrics.js";
 import { feedNotFound } from "./feeds.js";
+import type { TypeRules } from "./types.js";
 import type { WakeupBus } from "./wakeup.js";
 
 /**
@@ -27,8 +28,10 @@ import type { WakeupBus } from "./wakeup.js";
  * visible before it releases the transaction's locks, so the next holder and every later read see it. The cost:
  * appends to one feed take turns, each turn carrying a whole group; appends to different feeds do not wait.
  *
- * Each request is still all-or-nothing: a request that conflicts (409) or names a missing feed (404) is answered
- * with its problem and contributes no rows, while the rest of its group commits. If the group's transaction fails
+ * Each request is still all-or-nothing: a request that conflicts (409), names a missing feed (404) or has an event
+ * its feed's types refuse (400) is answered with its problem and contributes no rows, while the rest of its group
+ * commits. The types are checked here, under the feed's lock, so a schema changed on any node applies to the
+ * next append: the catalogue is compiled once per change and cached (see TypeRules). If the group's transaction fails
  * for a storage reason, each request is retried alone, so one bad request cannot fail its neighbours.
  */
 
@@ -47,13 +50,19 @@ export interface AppendRequest {
   batch: boolean;
 }
 
+/** What an append answers: each event's place, and warnings about the feed's types (a deprecated type). */
+export interface AppendOutcome {
+  events: AppendedEvent[];
+  warnings: Pointed[];
+}
+
 interface Pending extends AppendRequest {
-  resolve(events: AppendedEvent[]): void;
+  resolve(outcome: AppendOutcome): void;
   reject(error: unknown): void;
 }
 
 interface GroupResult {
-  outcomes: Array<AppendedEvent[] | HttpProblem>;
+  outcomes: Array<AppendOutcome | HttpProblem>;
   heads: Map<number, number>;
 }
 
@@ -81,6 +90,7 @@ export class Appender {
     private readonly storage: Storage,
     private readonly bus: WakeupBus,
     private readonly metrics: Metrics,
+    private readonly types: TypeRules,
     private readonly options: { autoCreateFeeds: boolean; logger: Logger; now?: () => number },
   ) {}
 
@@ -90,7 +100,7 @@ export class Appender {
   }
 
   /** Appends durably: resolves after the commit that stored the events (or found them stored before). */
-  append(request: AppendRequest): Promise<AppendedEvent[]> {
+  append(request: AppendRequest): Promise<AppendOutcome> {
     if (this.closed) {
       return Promise.reject(
         new HttpProblem(503, "unavailable", "The service is shutting down.", {}, { "Retry-After": "1" }),
@@ -159,7 +169,7 @@ export class Appender {
         pending.reject(outcome);
         return;
       }
-      const fresh = outcome.filter((event) => !event.repeat).length;
+      const fresh = outcome.events.filter((event) => !event.repeat).length;
       if (fresh > 0) this.metrics.eventsAppended.inc({ feed: pending.feed }, fresh);
       pending.resolve(outcome);
     });
@@ -167,13 +177,26 @@ export class Appender {
 
   private async apply(trx: Storage["writer"], group: Pending[]): Promise<GroupResult> {
     const now = (this.options.now ?? Date.now)();
-    const feeds = new Map<string, { row: FeedRow; head: number; known: Map<string, Known> } | null>();
+    const feeds = new Map<
+      string,
+      {
+        row: FeedRow;
+        head: number;
+        known: Map<string, Known>;
+        check: Awaited<ReturnType<TypeRules["checker"]>>;
+      } | null
+    >();
 
     // Feeds are locked in name order, so two nodes appending to the same feeds cannot deadlock.
     for (const name of [...new Set(group.map((pending) => pending.feed))].sort()) {
       let row = await lockFeed(trx, name);
       if (!row && this.options.autoCreateFeeds) {
-        const settings = { description: null, retentionMaxAge: null, retentionMaxEvents: null };
+        const settings = {
+          description: null,
+          retentionMaxAge: null,
+          retentionMaxEvents: null,
+          typePolicy: "open" as const,
+        };
         row = (await insertFeed(trx, name, settings, now)) ?? (await lockFeed(trx, name));
       }
       if (!row) {
@@ -190,16 +213,18 @@ export class Appender {
           digest: stored.digest,
         });
       }
-      feeds.set(name, { row, head: row.head, known });
+      feeds.set(name, { row, head: row.head, known, check: await this.types.checker(trx, row) });
     }
 
     const rows: EventRow[] = [];
-    const outcomes = group.map((pending): AppendedEvent[] | HttpProblem => {
+    const outcomes = group.map((pending): AppendOutcome | HttpProblem => {
       const feed = feeds.get(pending.feed);
       if (!feed) return feedNotFound(pending.feed);
-      const pointer = (index: number) => (pending.batch ? `/${index}/id` : "/id");
+      const prefix = (index: number) => (pending.batch ? `/${index}` : "");
       const appended: AppendedEvent[] = [];
       const conflicts: Pointed[] = [];
+      const invalid: Pointed[] = [];
+      const warnings: Pointed[] = [];
       const fresh = new Map<string, Known>();
       const freshRows: EventRow[] = [];
       let head = feed.head;
@@ -211,12 +236,15 @@ export class Appender {
             appended.push({ id: event.id, source: event.source, sequence: prior.sequence, repeat: true });
           } else {
             conflicts.push({
-              pointer: pointer(index),
+              pointer: `${prefix(index)}/id`,
               detail: `an event with this source and id is stored at sequence ${prior.sequence} with other content`,
             });
           }
           return;
         }
+        const findings = feed.check(event, prefix(index));
+        invalid.push(...findings.errors);
+        warnings.push(...findings.warnings);
         head += 1;
         fresh.set(key, { sequence: head, digest: event.digest });
         appended.push({ id: event.id, source: event.source, sequence: head, repeat: false });
@@ -232,6 +260,9 @@ export class Appender {
           appendedAt: now,
         });
       });
+      if (invalid.length > 0) {
+        return validationProblem(invalid, "An event does not meet its feed's event types.");
+      }
       if (conflicts.length > 0) {
         return new HttpProblem(
           409,
@@ -245,7 +276,7 @@ export class Appender {
       feed.head = head;
       for (const [key, known] of fresh) feed.known.set(key, known);
       rows.push(...freshRows);
-      return appended;
+      return { events: appended, warnings };
     });
 
     await insertEvents(trx, rows);
