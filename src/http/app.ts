@@ -5,6 +5,7 @@ import Koa from "koa";
 import compose from "koa-compose";
 import { storageFailure } from "../db/failures.js";
 import { coerceError, HttpProblem } from "../errors.js";
+import { asyncApiRouter } from "./asyncapi.js";
 import { authentication } from "./auth.js";
 import { expectsContinue } from "./body.js";
 import type { Services } from "./context.js";
@@ -147,6 +148,7 @@ export function createRouters(services: Services): Router[] {
     healthRouter(services),
     metricsRouter(services),
     openApiRouter(services),
+    asyncApiRouter(services),
     feedRouter(services),
     eventRouter(services),
     typeRouter(services),

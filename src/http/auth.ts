@@ -10,7 +10,7 @@ import type { Logger } from "../logger.js";
  */
 
 /** Paths that need no token; `/metrics` too unless SEINTJE_METRICS says otherwise. */
-const OPEN_PATHS = ["/healthz", "/readyz", "/v1/openapi.json"];
+const OPEN_PATHS = ["/healthz", "/readyz", "/v1/openapi.json", "/v1/asyncapi.json"];
 
 const REALM = 'Bearer realm="seintje"';
 

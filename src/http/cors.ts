@@ -9,7 +9,7 @@ import type Koa from "koa";
  * every origin (NL API Design Rules, /core/publish-openapi).
  */
 
-const OPEN_DOCUMENTS = new Set(["/v1/openapi.json"]);
+const OPEN_DOCUMENTS = new Set(["/v1/openapi.json", "/v1/asyncapi.json"]);
 
 /** How long a browser may keep a preflight's answer: ten minutes, so a changed configuration applies soon. */
 const PREFLIGHT_MAX_AGE_SECONDS = 600;

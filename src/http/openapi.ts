@@ -96,7 +96,7 @@ const CLOUD_EVENT_ATTRIBUTES = {
   data_base64: { type: "string", contentEncoding: "base64" },
 };
 
-const schemas = {
+export const SCHEMAS = {
   Sequence: SEQUENCE,
   CloudEvent: {
     type: "object",
@@ -920,7 +920,7 @@ export function openApiDocument() {
     paths: finishPaths(paths),
     webhooks,
     components: {
-      schemas,
+      schemas: SCHEMAS,
       responses,
       headers: {
         "API-Version": {
