@@ -1,12 +1,15 @@
 import Router from "@koa/router";
 import { MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST } from "../events/encoding.js";
+import { REVERSE_DNS } from "../events/validate.js";
 import { MAX_DATA_DEPTH } from "../json.js";
 import { FEED_NAME_PATTERN, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
 import { FILTER_LIMITS, MAX_PAGE_BYTES, MAX_WAIT_SECONDS, PAGE_LIMIT } from "../log/reader.js";
 import { SEQUENCE_PATTERN } from "../log/sequence.js";
+import { MAX_TYPE_LENGTH } from "../log/types.js";
 import { PING_EVENTS, PING_TYPE } from "../webhooks/ping.js";
 import { LIST_LIMITS, MAX_SUBSCRIPTION_DESCRIPTION } from "../webhooks/subscriptions.js";
 import type { Services } from "./context.js";
+import { MAX_DECLARATION_BYTES } from "./types.js";
 
 /**
  * The OpenAPI 3.1 document of the HTTP API, served at /v1/openapi.json. It is written here, by hand, as the
@@ -39,6 +42,19 @@ const FEED_PARAMETER = {
   required: true,
   description: "The feed's name.",
   schema: { type: "string", pattern: FEED_NAME_PATTERN },
+};
+
+const TYPE_PARAMETER = {
+  name: "type",
+  in: "path",
+  required: true,
+  description: "The event type, in reverse-DNS form.",
+  schema: { type: "string", pattern: REVERSE_DNS.source, maxLength: MAX_TYPE_LENGTH },
+};
+
+const TYPE_POLICY = {
+  enum: ["open", "declared"],
+  description: "open: events of any type are taken; declared: only events of the feed's declared types.",
 };
 
 const SUBSCRIPTION_PARAMETER = {
@@ -164,7 +180,7 @@ export const SCHEMAS = {
   },
   FeedSettings: {
     type: "object",
-    description: "An absent or null member means none: no description, no retention limit.",
+    description: "An absent or null member means none: no description, no retention limit, typePolicy open.",
     properties: {
       description: { type: ["string", "null"], maxLength: MAX_FEED_DESCRIPTION },
       retention: {
@@ -175,12 +191,13 @@ export const SCHEMAS = {
         },
         additionalProperties: false,
       },
+      typePolicy: { anyOf: [TYPE_POLICY, { type: "null" }] },
     },
     additionalProperties: false,
   },
   Feed: {
     type: "object",
-    required: ["name", "description", "head", "oldest", "retention", "createdAt"],
+    required: ["name", "description", "head", "oldest", "retention", "typePolicy", "createdAt"],
     properties: {
       name: FEED_PARAMETER.schema,
       description: { type: ["string", "null"] },
@@ -190,6 +207,7 @@ export const SCHEMAS = {
         description: "The oldest kept event; null when none is.",
       },
       retention: ref("Retention"),
+      typePolicy: TYPE_POLICY,
       createdAt: { type: "string", format: "date-time" },
     },
     additionalProperties: false,
@@ -229,8 +247,67 @@ export const SCHEMAS = {
       warnings: {
         type: "array",
         items: ref("Pointed"),
-        description: "The NL GOV profile's recommendations that the events do not follow.",
+        description:
+          "The NL GOV profile's recommendations that the events do not follow, and events of deprecated types.",
       },
+    },
+    additionalProperties: false,
+  },
+  EventType: {
+    type: "object",
+    description:
+      "A type of a feed: declared by an admin, or only seen in the feed's events (then declared is false and the members a declaration sets are null).",
+    required: [
+      "type",
+      "declared",
+      "description",
+      "schema",
+      "example",
+      "deprecated",
+      "count",
+      "lastPublished",
+      "createdAt",
+      "updatedAt",
+    ],
+    properties: {
+      type: TYPE_PARAMETER.schema,
+      declared: { type: "boolean" },
+      description: { type: ["string", "null"] },
+      schema: {
+        type: ["object", "boolean", "null"],
+        description: "A JSON Schema (draft 2020-12) that every event's data must match; null: any data.",
+      },
+      example: { description: "Example data of this type; null when none was given." },
+      deprecated: { type: ["boolean", "null"] },
+      count: { type: "integer", minimum: 0, description: "How many events of this type the feed holds now." },
+      lastPublished: {
+        type: ["string", "null"],
+        format: "date-time",
+        description: "When the newest of them was appended; null when the feed holds none.",
+      },
+      createdAt: { type: ["string", "null"], format: "date-time" },
+      updatedAt: { type: ["string", "null"], format: "date-time" },
+    },
+    additionalProperties: false,
+  },
+  EventTypeList: {
+    type: "object",
+    required: ["types"],
+    properties: { types: { type: "array", items: ref("EventType") } },
+    additionalProperties: false,
+  },
+  EventTypeDeclaration: {
+    type: "object",
+    description: "An absent or null member means none (not deprecated).",
+    properties: {
+      description: { type: ["string", "null"], maxLength: MAX_FEED_DESCRIPTION },
+      schema: {
+        type: ["object", "boolean", "null"],
+        description:
+          "A JSON Schema (draft 2020-12) for the events' data; it must compile, and references may not leave it.",
+      },
+      example: { description: "Example data; it must match the schema." },
+      deprecated: { type: ["boolean", "null"] },
     },
     additionalProperties: false,
   },
@@ -816,6 +893,80 @@ const paths = {
       },
     },
   },
+  "/v1/feeds/{feed}/types": {
+    parameters: [FEED_PARAMETER],
+    get: {
+      operationId: "listTypes",
+      summary: "The feed's declared types and the types of events it holds (grant read)",
+      tags: ["types"],
+      responses: {
+        "200": { description: "The types, by name.", content: json(ref("EventTypeList")) },
+        "404": problemRef("NotFound"),
+        ...AUTH_RESPONSES,
+      },
+    },
+  },
+  "/v1/feeds/{feed}/types/{type}": {
+    parameters: [FEED_PARAMETER, TYPE_PARAMETER],
+    put: {
+      operationId: "putType",
+      summary: "Declare an event type or replace its declaration (grant admin)",
+      description:
+        "The next publish to the feed applies it: events of the type must have JSON data that matches the schema.",
+      tags: ["types"],
+      requestBody: { required: false, content: json(ref("EventTypeDeclaration")) },
+      responses: {
+        "200": { description: "Replaced.", content: json(ref("EventType")) },
+        "201": {
+          description: "Declared.",
+          content: json(ref("EventType")),
+          headers: { Location: { schema: { type: "string", format: "uri" } } },
+        },
+        "404": problemRef("NotFound"),
+        ...AUTH_RESPONSES,
+        "413": problemResponse(`A declaration over ${MAX_DECLARATION_BYTES} bytes.`),
+        "415": problemRef("UnsupportedMediaType"),
+      },
+    },
+    get: {
+      operationId: "getType",
+      summary: "An event type, declared or seen (grant read)",
+      tags: ["types"],
+      responses: {
+        "200": { description: "The type.", content: json(ref("EventType")) },
+        "404": problemRef("NotFound"),
+        ...AUTH_RESPONSES,
+      },
+    },
+    delete: {
+      operationId: "deleteType",
+      summary: "Remove a type's declaration; the feed's events of it stay (grant admin)",
+      tags: ["types"],
+      responses: { "204": { description: "Removed." }, "404": problemRef("NotFound"), ...AUTH_RESPONSES },
+    },
+  },
+  "/v1/feeds/{feed}/asyncapi.json": {
+    parameters: [FEED_PARAMETER],
+    get: {
+      operationId: "feedAsyncapi",
+      summary: "The AsyncAPI 3.0 document of one feed, with a message per declared type (grant read)",
+      tags: ["types"],
+      responses: {
+        "200": { description: "AsyncAPI 3.0.", content: json({ type: "object" }) },
+        "404": problemRef("NotFound"),
+        ...AUTH_RESPONSES,
+      },
+    },
+  },
+  "/v1/asyncapi.json": {
+    get: {
+      operationId: "asyncapi",
+      summary: "The AsyncAPI 3.0 document of the stream, the pull feed and the ping, for any feed",
+      tags: ["operations"],
+      security: [],
+      responses: { "200": { description: "AsyncAPI 3.0.", content: json({ type: "object" }) } },
+    },
+  },
   "/v1/openapi.json": {
     get: {
       operationId: "openapi",
@@ -914,6 +1065,7 @@ export function openApiDocument() {
     tags: [
       { name: "feeds" },
       { name: "events", description: "Publishing, the pull feed, and the stream." },
+      { name: "types", description: "The catalogue of event types, and the AsyncAPI document of a feed." },
       { name: "subscriptions", description: "Webhook wake-up pings." },
       { name: "operations" },
     ],

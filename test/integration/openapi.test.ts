@@ -296,10 +296,58 @@ describe("the OpenAPI document", () => {
     conforms("DELETE", "/v1/subscriptions/{id}", await send("DELETE", `/v1/subscriptions/${id}`), 204);
   });
 
+  it("describes what the type endpoints answer, and publishing against a schema", async () => {
+    const base = svc.url;
+    await call(`${base}/v1/feeds/typed`, { method: "PUT" });
+    const declare = (type: string, body: unknown) =>
+      call(`${base}/v1/feeds/typed/types/${type}`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const template = "/v1/feeds/{feed}/types/{type}";
+    const schema = { type: "object", required: ["perceel"], properties: { perceel: { type: "string" } } };
+    conforms("PUT", template, await declare("nl.example.typed", { schema, deprecated: true }), 201);
+    conforms("PUT", template, await declare("nl.example.typed", { schema, example: { perceel: "1" } }), 200);
+    conforms("PUT", template, await declare("nl.example.typed", { schema, example: {} }), 400);
+    conforms("PUT", template, await declare("not-reverse-dns", {}), 400);
+    conforms("PUT", template, await declare("nl.example.x", { schema: { type: 1 } }), 400);
+    const publish = (data: unknown) =>
+      call(`${base}/v1/feeds/typed/events`, {
+        method: "POST",
+        headers: { "content-type": "application/cloudevents+json" },
+        body: JSON.stringify(cloudEvent({ type: "nl.example.typed", data })),
+      });
+    conforms("POST", "/v1/feeds/{feed}/events", await publish({ perceel: "1" }), 201);
+    conforms("POST", "/v1/feeds/{feed}/events", await publish({ perceel: 1 }), 400);
+    conforms("GET", "/v1/feeds/{feed}/types", await call(`${base}/v1/feeds/typed/types`), 200);
+    conforms("GET", template, await call(`${base}/v1/feeds/typed/types/nl.example.typed`), 200);
+    conforms("GET", template, await call(`${base}/v1/feeds/typed/types/nl.example.none`), 404);
+    conforms(
+      "GET",
+      "/v1/feeds/{feed}/asyncapi.json",
+      await call(`${base}/v1/feeds/typed/asyncapi.json`),
+      200,
+    );
+    conforms(
+      "DELETE",
+      template,
+      await call(`${base}/v1/feeds/typed/types/nl.example.typed`, { method: "DELETE" }),
+      204,
+    );
+    conforms(
+      "DELETE",
+      template,
+      await call(`${base}/v1/feeds/typed/types/nl.example.typed`, { method: "DELETE" }),
+      404,
+    );
+  });
+
   it("describes the operational endpoints", async () => {
     conforms("GET", "/healthz", await call(`${svc.url}/healthz`), 200);
     conforms("GET", "/readyz", await call(`${svc.url}/readyz`), 200);
     conforms("GET", "/metrics", await call(`${svc.url}/metrics`), 200);
     conforms("GET", "/v1/openapi.json", await call(`${svc.url}/v1/openapi.json`), 200);
+    conforms("GET", "/v1/asyncapi.json", await call(`${svc.url}/v1/asyncapi.json`), 200);
   });
 });
