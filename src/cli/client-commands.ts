@@ -13,7 +13,8 @@ import { parseSequence } from "../log/sequence.js";
 import { type Command, CommandFailed, EXIT, UsageError } from "./command.js";
 
 /**
- * The commands that talk to a running service over HTTP, through the SDK: publish, tail, feeds, subscriptions.
+ * The commands that talk to a running service over HTTP, through the SDK: publish, tail, feeds, types,
+ * subscriptions.
  *
  * Where: --url, else SEINTJE_URL, else SEINTJE_PUBLIC_URL, else the SEINTJE_HOST and SEINTJE_PORT the service
  * would listen on. As whom: --token, else SEINTJE_TOKEN, else (on the service's own machine) a short-lived token
@@ -107,28 +108,44 @@ function failure(error: unknown, url: string): CommandFailed {
   return new CommandFailed(`cannot reach ${url}: ${cause ?? (error as Error).message}`);
 }
 
-/** The data given as JSON text, @file or - (standard input). */
-async function readData(given: string): Promise<unknown> {
+function readStdin(): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let input = "";
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", (chunk: string) => {
+      input += chunk;
+    });
+    process.stdin.once("end", () => resolve(input));
+    process.stdin.once("error", reject);
+  });
+}
+
+/**
+ * JSON given to `option`: as text, @file or - (standard input); with `fileOnly`, a file's path or -. A file that
+ * cannot be read or text that is not JSON is a usage error of `command`.
+ */
+async function readJsonArgument(
+  given: string,
+  option: string,
+  command: Command,
+  fileOnly = false,
+): Promise<unknown> {
+  const path = fileOnly ? given : given.startsWith("@") ? given.slice(1) : undefined;
   const text =
     given === "-"
-      ? await new Promise<string>((resolve, reject) => {
-          let input = "";
-          process.stdin.setEncoding("utf8");
-          process.stdin.on("data", (chunk: string) => {
-            input += chunk;
-          });
-          process.stdin.once("end", () => resolve(input));
-          process.stdin.once("error", reject);
-        })
-      : given.startsWith("@")
-        ? await readFile(given.slice(1), "utf8").catch((error: Error) => {
-            throw new UsageError(`--data ${given}: ${error.message}`, publish);
+      ? await readStdin()
+      : path !== undefined
+        ? await readFile(path, "utf8").catch((error: Error) => {
+            throw new UsageError(`${option} ${given}: ${error.message}`, command);
           })
         : given;
   try {
     return JSON.parse(text);
   } catch {
-    throw new UsageError("--data takes JSON (text, @file or - for standard input)", publish);
+    const forms = fileOnly
+      ? "a file of JSON, or - for standard input"
+      : "JSON (text, @file or - for standard input)";
+    throw new UsageError(`${option} takes ${forms}`, command);
   }
 }
 
@@ -175,7 +192,7 @@ ${CONNECTION_HELP}`,
     if (values.time !== undefined) event.time = values.time;
     if (values.data !== undefined) {
       event.datacontenttype = "application/json";
-      event.data = await readData(values.data);
+      event.data = await readJsonArgument(values.data, "--data", publish);
     }
     const sdk = client(values, `publish:${feed}`);
     try {
@@ -340,5 +357,95 @@ ${CONNECTION_HELP}`,
         ...list.map((item) => [item.id, item.feed, item.status, item.acked, item.head, item.url]),
       ])}\n`,
     );
+  },
+};
+
+export const types: Command = {
+  name: "types",
+  summary: "list, show, declare or remove a feed's event types",
+  help: `Usage: seintje types list <feed> [--json]
+       seintje types get <feed> <type>
+       seintje types put <feed> <type> [--schema FILE] [--example FILE] [--description TEXT] [--deprecated]
+       seintje types delete <feed> <type>
+
+list shows the feed's declared types and the types of events it holds, with how many it holds and when the
+newest was appended. get prints one type as JSON. put declares a type or replaces its declaration (what it does
+not name is none): --schema a JSON Schema (draft 2020-12) for the events' data, --example example data that
+must match it (FILE may be - for standard input); the next publish to the feed applies it. delete removes the
+declaration; the feed's events stay. put and delete need admin on the feed, list and get read.
+
+${CONNECTION_HELP}`,
+  async run(args) {
+    const { values, positionals } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        ...CONNECTION_OPTIONS,
+        json: { type: "boolean" },
+        schema: { type: "string" },
+        example: { type: "string" },
+        description: { type: "string" },
+        deprecated: { type: "boolean" },
+      },
+    });
+    const [action, feed, type, ...extra] = positionals;
+    const takesType = action === "get" || action === "put" || action === "delete";
+    if (!["list", "get", "put", "delete"].includes(action ?? "")) {
+      throw new UsageError("types takes list, get, put or delete", types);
+    }
+    if (feed === undefined || (takesType ? type === undefined : type !== undefined) || extra.length > 0) {
+      throw new UsageError(`types ${action} takes a feed name${takesType ? " and a type" : ""}`, types);
+    }
+    const declares = [values.schema, values.example, values.description, values.deprecated];
+    if (action !== "put" && declares.some((value) => value !== undefined)) {
+      throw new UsageError("--schema, --example, --description and --deprecated go with put", types);
+    }
+    const sdk = client(values, `${action === "put" || action === "delete" ? "admin" : "read"}:${feed}`);
+    const declaration =
+      action === "put"
+        ? {
+            schema:
+              values.schema === undefined
+                ? undefined
+                : await readJsonArgument(values.schema, "--schema", types, true),
+            example:
+              values.example === undefined
+                ? undefined
+                : await readJsonArgument(values.example, "--example", types, true),
+            description: values.description,
+            deprecated: values.deprecated,
+          }
+        : undefined;
+    try {
+      if (action === "list") {
+        const list = await sdk.types.list(feed);
+        if (values.json) {
+          process.stdout.write(`${JSON.stringify(list)}\n`);
+          return;
+        }
+        process.stdout.write(
+          `${table([
+            ["TYPE", "DECLARED", "SCHEMA", "COUNT", "LAST PUBLISHED", "DESCRIPTION"],
+            ...list.map((entry) => [
+              entry.type,
+              entry.declared ? (entry.deprecated ? "deprecated" : "yes") : "no",
+              entry.schema === null ? "-" : "yes",
+              String(entry.count),
+              entry.lastPublished ?? "-",
+              entry.description ?? "",
+            ]),
+          ])}\n`,
+        );
+      } else if (action === "get") {
+        process.stdout.write(`${JSON.stringify(await sdk.types.get(feed, type!), null, 2)}\n`);
+      } else if (action === "put") {
+        process.stdout.write(`${JSON.stringify(await sdk.types.put(feed, type!, declaration), null, 2)}\n`);
+      } else {
+        await sdk.types.delete(feed, type!);
+      }
+    } catch (error) {
+      throw failure(error, sdk.url);
+    }
   },
 };

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { ConfigError, OPTIONS } from "../config.js";
 import { VERSION } from "../version.js";
-import { feeds, publish, subscriptions, tail } from "./client-commands.js";
+import { feeds, publish, subscriptions, tail, types } from "./client-commands.js";
 import { type Command, CommandFailed, EXIT, UsageError } from "./command.js";
 import { backup, migrateCommand, serve, token } from "./service-commands.js";
 
@@ -18,6 +18,7 @@ const COMMANDS: readonly Command[] = [
   publish,
   tail,
   feeds,
+  types,
   subscriptions,
 ];
 
@@ -37,7 +38,7 @@ Exit codes: 0 done, 1 failed (refused by the service, unreachable, an error), 2 
 Configuration of the service comes from the environment:
 ${OPTIONS.map((option) => `  ${option.variable.padEnd(28)} ${option.meaning} (default ${option.default})`).join("\n")}
 
-The commands that talk to a service (publish, tail, feeds, subscriptions) also read SEINTJE_URL and SEINTJE_TOKEN.
+The commands that talk to a service (publish, tail, feeds, types, subscriptions) also read SEINTJE_URL and SEINTJE_TOKEN.
 `;
 
 function find(name: string): Command | undefined {

@@ -5,6 +5,8 @@ import { isTransient, retryDelay } from "./retry.js";
 import type {
   Attempt,
   CloudEventInput,
+  EventType,
+  EventTypeDeclaration,
   Feed,
   FeedEvent,
   FeedPage,
@@ -188,6 +190,31 @@ export class SeintjeClient {
     delete: async (name: string): Promise<void> => {
       await this.request(`/v1/feeds/${encode(name)}`, { method: "DELETE" });
     },
+  };
+
+  /** A feed's catalogue of event types (declaring and removing need `admin`, reading `read`). */
+  readonly types = {
+    /** The declared types and the types of events the feed holds, by name. */
+    list: async (feed: string): Promise<EventType[]> =>
+      (await this.request<{ types: EventType[] }>(`/v1/feeds/${encode(feed)}/types`)).body.types,
+    get: async (feed: string, type: string): Promise<EventType> =>
+      (await this.request<EventType>(`/v1/feeds/${encode(feed)}/types/${encode(type)}`)).body,
+    /** Declares the type or replaces its declaration; the next publish to the feed applies it. */
+    put: async (feed: string, type: string, declaration: EventTypeDeclaration = {}): Promise<EventType> =>
+      (
+        await this.request<EventType>(`/v1/feeds/${encode(feed)}/types/${encode(type)}`, {
+          method: "PUT",
+          body: JSON.stringify(declaration),
+          contentType: "application/json",
+        })
+      ).body,
+    /** Removes the declaration; the feed's events of the type stay. */
+    delete: async (feed: string, type: string): Promise<void> => {
+      await this.request(`/v1/feeds/${encode(feed)}/types/${encode(type)}`, { method: "DELETE" });
+    },
+    /** The feed's AsyncAPI 3.0 document, with a message per declared type. */
+    asyncApi: async (feed: string): Promise<Record<string, unknown>> =>
+      (await this.request<Record<string, unknown>>(`/v1/feeds/${encode(feed)}/asyncapi.json`)).body,
   };
 
   readonly subscriptions = {

@@ -197,10 +197,12 @@ export async function lastAppendedBefore(
  * range at once cannot uncount an event twice. Returns how many it deleted.
  */
 export async function deleteThrough(db: Queryable, feedId: number, sequence: number): Promise<number> {
-  const rows: Array<{ type: string }> = await db("events")
-    .where("feed_id", feedId)
-    .andWhere("sequence", "<=", sequence)
-    .delete(["type"]);
+  // Raw, because knex drops RETURNING on SQLite (which has it since 3.35).
+  const result = await db.raw("delete from events where feed_id = ? and sequence <= ? returning type", [
+    feedId,
+    sequence,
+  ]);
+  const rows: Array<{ type: string }> = onPostgres(db) ? result.rows : result;
   const removed = new Map<string, number>();
   for (const { type } of rows) removed.set(type, (removed.get(type) ?? 0) + 1);
   await countRemoved(db, feedId, removed);

@@ -1,4 +1,4 @@
-import type { Queryable } from "./database.js";
+import { onPostgres, type Queryable } from "./database.js";
 
 /**
  * Event type rows: the types a feed declares (`event_types`) and, per type it holds events of, how many and when
@@ -149,10 +149,17 @@ export async function countRemoved(
   feedId: number,
   removed: Map<string, number>,
 ): Promise<void> {
+  const emptied: string[] = [];
   for (const [type, count] of removed) {
-    await db("event_type_stats")
-      .where({ feed_id: feedId, type })
-      .update({ count: db.raw("?? - ?", ["count", count]) });
+    // Raw, because knex drops RETURNING on SQLite (which has it since 3.35).
+    const result = await db.raw(
+      "update event_type_stats set count = count - ? where feed_id = ? and type = ? returning count",
+      [count, feedId, type],
+    );
+    const rows: Array<{ count: number | string }> = onPostgres(db) ? result.rows : result;
+    if (rows.some((row) => Number(row.count) <= 0)) emptied.push(type);
   }
-  await db("event_type_stats").where({ feed_id: feedId }).andWhere("count", "<=", 0).delete();
+  if (emptied.length > 0) {
+    await db("event_type_stats").where({ feed_id: feedId }).whereIn("type", emptied).delete();
+  }
 }

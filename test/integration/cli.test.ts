@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { decodeJwt } from "jose";
@@ -276,6 +276,62 @@ describe("the seintje commands that talk to a service", () => {
     assert.match(subscriptions.stdout, /^ID\s+FEED\s+STATUS\s+ACKED\s+HEAD\s+URL$/m);
   });
 
+  it("declares a type from a schema file, lists, shows and removes it, and publishing then meets the schema", async () => {
+    const schemaFile = join(dir, "perceel.schema.json");
+    writeFileSync(schemaFile, JSON.stringify({ type: "object", required: ["perceel"] }));
+    const exampleFile = join(dir, "perceel.example.json");
+    writeFileSync(exampleFile, JSON.stringify({ perceel: "4711" }));
+    const type = "nl.example.cli.perceel";
+    const put = await runToEnd(
+      [
+        "types",
+        "put",
+        "cli",
+        type,
+        "--schema",
+        schemaFile,
+        "--example",
+        exampleFile,
+        "--description",
+        "Perceel",
+      ],
+      env,
+    );
+    assert.equal(put.code, 0, put.stderr);
+    assert.deepEqual(JSON.parse(put.stdout).schema, { type: "object", required: ["perceel"] });
+
+    const refused = await runToEnd(["publish", "cli", "--type", type, "--data", '{"n": 1}'], env);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /400 [\s\S]*\/data\/perceel: is required by the type's schema/);
+    const accepted = await runToEnd(["publish", "cli", "--type", type, "--data", '{"perceel": "1"}'], env);
+    assert.equal(accepted.code, 0, accepted.stderr);
+    assert.equal((await runToEnd(["publish", "cli", "--type", "nl.example.cli.seen"], env)).code, 0);
+
+    const list = await runToEnd(["types", "list", "cli"], env);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^TYPE\s+DECLARED\s+SCHEMA\s+COUNT\s+LAST PUBLISHED\s+DESCRIPTION$/m);
+    assert.match(
+      list.stdout,
+      new RegExp(`^${type.replace(/\./g, "\\.")}\\s+yes\\s+yes\\s+1\\s+\\S+\\s+Perceel$`, "m"),
+    );
+    assert.match(list.stdout, /^nl\.example\.cli\.seen\s+no\s+-\s+1\s/m, "a type seen, not declared");
+    const got = await runToEnd(["types", "get", "cli", type], env);
+    assert.equal(JSON.parse(got.stdout).count, 1);
+
+    const bad = await runToEnd(["types", "put", "cli", type, "--schema", join(dir, "missing.json")], env);
+    assert.equal(bad.code, 2);
+    const invalidFile = join(dir, "invalid.schema.json");
+    writeFileSync(invalidFile, JSON.stringify({ type: "objec" }));
+    const invalid = await runToEnd(["types", "put", "cli", type, "--schema", invalidFile], env);
+    assert.equal(invalid.code, 1, "a schema that is not one is the service's 400");
+    assert.match(invalid.stderr, /400 [\s\S]*\/schema\/type: /);
+
+    assert.equal((await runToEnd(["types", "delete", "cli", type], env)).code, 0);
+    const gone = await runToEnd(["types", "delete", "cli", type], env);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /404 /);
+  });
+
   it("explains bad arguments with exit code 2 and refusals with exit code 1", async () => {
     for (const args of [
       ["publish", "cli"],
@@ -286,6 +342,11 @@ describe("the seintje commands that talk to a service", () => {
       ["tail", "cli", "--after=x"],
       ["tail", "cli", "--count", "0"],
       ["feeds", "--colour"],
+      ["types"],
+      ["types", "show", "cli"],
+      ["types", "get", "cli"],
+      ["types", "list", "cli", "nl.example.x"],
+      ["types", "list", "cli", "--deprecated"],
     ]) {
       const result = await runToEnd(args, env);
       assert.equal(result.code, 2, args.join(" "));
@@ -311,6 +372,7 @@ describe("the seintje commands that talk to a service", () => {
       "publish",
       "tail",
       "feeds",
+      "types",
       "subscriptions",
     ]) {
       const help = await runToEnd(["help", command], {});

@@ -184,6 +184,33 @@ describe("the SDK", () => {
     }
   });
 
+  it("manages a feed's event types, and publishing meets their schemas", async () => {
+    await client.feeds.put("typed-sdk", { typePolicy: "declared" });
+    const type = "nl.example.sdk.typed";
+    const declared = await client.types.put("typed-sdk", type, {
+      description: "typed",
+      schema: { type: "object", required: ["n"] },
+      example: { n: 1 },
+    });
+    assert.equal(declared.declared, true);
+    assert.deepEqual(declared.example, { n: 1 });
+    const refused = await client
+      .publish("typed-sdk", { type, source: "urn:nld:test", data: { m: 1 } })
+      .catch((error) => error as SeintjeError);
+    assert.equal((refused as SeintjeError).status, 400);
+    assert.equal((refused as SeintjeError).problem?.errors?.[0]?.pointer, "/data/n");
+    await client.publish("typed-sdk", { type, source: "urn:nld:test", data: { n: 2 } });
+    assert.equal((await client.types.get("typed-sdk", type)).count, 1);
+    assert.deepEqual(
+      (await client.types.list("typed-sdk")).map((entry) => entry.type),
+      [type],
+    );
+    const document = await client.types.asyncApi("typed-sdk");
+    assert.equal(document.asyncapi, "3.0.0");
+    await client.types.delete("typed-sdk", type);
+    assert.equal((await client.types.get("typed-sdk", type)).declared, false, "seen, no longer declared");
+  });
+
   for (const mode of ["poll", "stream"] as const) {
     it(`throws CursorGoneError with oldest when retention passed the cursor (${mode})`, async () => {
       const feed = `pruned-${mode}`;

@@ -27,6 +27,7 @@ describe("feeds", () => {
         head: "0",
         oldest: null,
         retention: { maxAge: "P30D", maxEvents: null },
+        typePolicy: "open",
         createdAt: undefined,
       },
     );

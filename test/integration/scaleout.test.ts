@@ -110,6 +110,27 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
     }
   });
 
+  it("applies a type's schema declared on node A to the next publish on node B", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    await call(`${a.url}/v1/feeds/typed`, { method: "PUT", headers: cluster.headers });
+    const type = "nl.example.typed";
+    const event = (data: unknown) => cloudEvent({ type, data });
+    // B compiles the feed's (empty) catalogue and caches it.
+    assert.equal((await publishBatch(b.url, "typed", [event("text")])).status, 201);
+    const declare = (schema: unknown) =>
+      call(`${a.url}/v1/feeds/typed/types/${type}`, {
+        method: "PUT",
+        headers: { ...cluster.headers, "content-type": "application/json" },
+        body: JSON.stringify({ schema }),
+      });
+    assert.equal((await declare({ type: "object", required: ["n"] })).status, 201);
+    const refused = await publishBatch(b.url, "typed", [event({ m: 1 })]);
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.errors[0].pointer, "/0/data/n");
+    assert.equal((await declare({ type: "object" })).status, 200);
+    assert.equal((await publishBatch(b.url, "typed", [event({ m: 1 })])).status, 201);
+  });
+
   it("streams on node B what is published on node A, p99 under 100 ms over 200 events", async () => {
     const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
     await call(`${a.url}/v1/feeds/latency`, { method: "PUT", headers: cluster.headers });
