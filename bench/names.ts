@@ -1,6 +1,7 @@
 /** The benchmark scenarios by name, in the order they run; bench/run.ts holds them, the test checks them. */
 export const SCENARIO_NAMES = [
   "publish-single",
+  "publish-schema",
   "publish-batch",
   "read-sequential",
   "read-depth",

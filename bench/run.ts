@@ -14,7 +14,13 @@ import { whyNoNchan } from "./nchan.js";
 import { longpollFanout, sseFanout, sseMemory } from "./scenarios/fanout.js";
 import { pingCoalescing, pingFanout, pingThroughput } from "./scenarios/pings.js";
 import { pgCrossNode, pgPublish } from "./scenarios/postgres.js";
-import { publishBatch, publishSingle, readDepth, readSequential } from "./scenarios/throughput.js";
+import {
+  publishBatch,
+  publishSchema,
+  publishSingle,
+  readDepth,
+  readSequential,
+} from "./scenarios/throughput.js";
 
 /**
  * `npm run bench [-- <scenario...>] [--quick] [--json <file>]`: runs the scenarios one after another, each with its
@@ -24,6 +30,7 @@ import { publishBatch, publishSingle, readDepth, readSequential } from "./scenar
 
 export const SCENARIOS: readonly Scenario[] = [
   publishSingle,
+  publishSchema,
   publishBatch,
   readSequential,
   readDepth,

@@ -84,6 +84,89 @@ export const publishSingle: Scenario = {
   },
 };
 
+/** The schema of publish-schema's events: ten members, each with a rule to check. */
+const PARCEL_SCHEMA = {
+  type: "object",
+  required: [
+    "object",
+    "note",
+    "perceel",
+    "gemeente",
+    "oppervlakte",
+    "datum",
+    "status",
+    "eigenaar",
+    "aandeel",
+    "actief",
+  ],
+  properties: {
+    object: { type: "integer", minimum: 1 },
+    note: { type: "string", maxLength: 1000 },
+    perceel: { type: "string", pattern: "^[A-Z]{3}[0-9]{2}-[A-Z]-[0-9]+$" },
+    gemeente: { type: "string", minLength: 1 },
+    oppervlakte: { type: "integer", minimum: 1 },
+    datum: { type: "string", format: "date" },
+    status: { enum: ["ingeschreven", "overgedragen", "vervallen"] },
+    eigenaar: { type: "string", maxLength: 200 },
+    aandeel: { type: "number", exclusiveMinimum: 0, maximum: 1 },
+    actief: { type: "boolean" },
+  },
+  additionalProperties: false,
+};
+
+export const publishSchema: Scenario = {
+  name: "publish-schema",
+  description:
+    "durable single-event POSTs/s into a feed whose type has a 10-member JSON Schema, beside the same into a feed without",
+  async run(size) {
+    const seintje = await startSeintje();
+    try {
+      await api(seintje, "PUT", "/v1/feeds/plain");
+      await api(seintje, "PUT", "/v1/feeds/typed", { typePolicy: "declared" });
+      await api(seintje, "PUT", "/v1/feeds/typed/types/nl.example.bench.changed", { schema: PARCEL_SCHEMA });
+      const typed: number[] = [];
+      const plain: number[] = [];
+      let errors = 0;
+      const publish = async (feed: string, round: number) => {
+        const result = await wrk(`${seintje.url}/`, {
+          connections: 50,
+          seconds: size.seconds,
+          script: "publish.lua",
+          env: { TOKEN: seintje.token, FEED: feed, DATA: "parcel", PREFIX: `${feed}-${round}-${Date.now()}` },
+        });
+        errors += result.errors;
+        return result.requestsPerSecond;
+      };
+      for (let round = 0; round < size.rounds; round += 1) {
+        // Alternating which goes first, so neither always meets the warmer (or the busier) machine.
+        if (round % 2 === 0) {
+          plain.push(await publish("plain", round));
+          typed.push(await publish("typed", round));
+        } else {
+          typed.push(await publish("typed", round));
+          plain.push(await publish("plain", round));
+        }
+      }
+      const held = await api(seintje, "GET", "/v1/feeds/typed");
+      return [
+        {
+          name: "durable single-event publishes, checked against a 10-member schema",
+          unit: "req/s",
+          ours: median(typed),
+          baseline: { name: "the same publishes into a feed without types", value: median(plain) },
+          target: ratioTarget("≥ 0.9 × without a schema", median(typed), median(plain), 0.9),
+          notes: [
+            `the typed feed holds ${(held as { head: string }).head} events, each checked`,
+            ...errorNote(errors),
+          ],
+        },
+      ];
+    } finally {
+      await seintje.stop();
+    }
+  },
+};
+
 /** A bare better-sqlite3 insert loop in its own process: rows per second. */
 async function sqliteInserts(seconds: number, perTransaction: number): Promise<number> {
   const dir = tempDir("seintje-bench-sqlite-");

@@ -5,7 +5,7 @@ import { checkSchema } from "../events/schema.js";
 import { checkFeedName, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
 import { checkTypeName, type Declaration, type TypeEntry } from "../log/types.js";
 import { authorize } from "./auth.js";
-import { readJson } from "./body.js";
+import { expectsContinue, readJson } from "./body.js";
 import type { Services } from "./context.js";
 
 /** `/v1/feeds/{feed}/types`: the feed's catalogue of event types. */
@@ -105,6 +105,8 @@ export function typeRouter(services: Services): Router {
     checkFeedName(feed);
     authorize(ctx, "admin", feed);
     checkTypeName(type);
+    // A client waiting for 100 Continue learns of a missing feed before it sends the body.
+    if (expectsContinue(ctx)) await services.feeds.get(feed);
     const declaration = parseDeclaration(await readJson(ctx, MAX_DECLARATION_BYTES, {}));
     const { entry, created } = await services.types.put(feed, type, declaration);
     ctx.status = created ? 201 : 200;

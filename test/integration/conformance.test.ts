@@ -204,6 +204,8 @@ describe("conformance details", () => {
       );
       assert.match(received, /content-type: application\/problem\+json/i);
     }
+    const declaration = `PUT /v1/feeds/no-such-feed/types/nl.example.t HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nAuthorization: Bearer ${token}\r\nContent-Length: 100\r\n\r\n`;
+    assert.equal(statusLine(await rawExchange(port, declaration, answered)), "HTTP/1.1 404 Not Found");
     const body = JSON.stringify(cloudEvent({ id: "continued" }));
     const waiting = await rawExchange(
       port,
