@@ -189,12 +189,16 @@ export function asyncApiDocument(publicUrl: string, feed?: FeedDescription) {
     },
     components: {
       messages: {
-        event: {
-          name: "event",
-          title: feed ? "An event of any other type" : "An event",
-          contentType: "application/cloudevents+json",
-          payload: schemaRef("StoredEvent"),
-        },
+        ...(eventMessages.event
+          ? {
+              event: {
+                name: "event",
+                title: feed ? "An event of any other type" : "An event",
+                contentType: "application/cloudevents+json",
+                payload: schemaRef("StoredEvent"),
+              },
+            }
+          : {}),
         page: {
           name: "page",
           title: "A page of the pull feed",
