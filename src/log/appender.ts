@@ -7,7 +7,7 @@ import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
 import type { PreparedEvent } from "../events/encoding.js";
 import type { Metrics } from "../metrics.js";
 import { feedNotFound } from "./feeds.js";
-import type { TypeRules } from "./types.js";
+import type { TypeCheck, TypeRules } from "./types.js";
 import type { WakeupBus } from "./wakeup.js";
 
 /**
@@ -31,8 +31,8 @@ import type { WakeupBus } from "./wakeup.js";
  * Each request is still all-or-nothing: a request that conflicts (409), names a missing feed (404) or has an event
  * its feed's types refuse (400) is answered with its problem and contributes no rows, while the rest of its group
  * commits. The types are checked here, under the feed's lock, so a schema changed on any node applies to the
- * next append: the catalogue is compiled once per change and cached (see TypeRules). If the group's transaction fails
- * for a storage reason, each request is retried alone, so one bad request cannot fail its neighbours.
+ * next append; the catalogue is compiled once per change and cached (see TypeRules). If the group's transaction
+ * fails for a storage reason, each request is retried alone, so one bad request cannot fail its neighbours.
  */
 
 export interface AppendedEvent {
@@ -183,7 +183,7 @@ export class Appender {
         row: FeedRow;
         head: number;
         known: Map<string, Known>;
-        check: Awaited<ReturnType<TypeRules["checker"]>>;
+        check: TypeCheck;
       } | null
     >();
 

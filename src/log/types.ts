@@ -139,6 +139,9 @@ export class EventTypes {
   }
 }
 
+/** Checks one event of a request against its feed's types; `prefix` is the event's pointer (`/3` in a batch). */
+export type TypeCheck = (event: PreparedEvent, prefix: string) => Findings;
+
 /** What an append checks of an event of one declared type. */
 interface TypeRule {
   deprecated: boolean;
@@ -198,7 +201,7 @@ export class TypeRules {
    * Checks a request's fresh events against the feed's types and policy: errors (400) point into the structured
    * form (`/type`, `/data/perceel/nummer`, `/3/data/...` in a batch), warnings name deprecated types.
    */
-  async checker(db: Queryable, feed: FeedRow): Promise<(event: PreparedEvent, prefix: string) => Findings> {
+  async checker(db: Queryable, feed: FeedRow): Promise<TypeCheck> {
     const { rules } = await this.catalogue(db, feed);
     if (rules.size === 0 && feed.typePolicy === "open") return () => NONE;
     return (event, prefix) => {
