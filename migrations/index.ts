@@ -4,6 +4,7 @@ import * as subscriptions from "./20261123_002_subscriptions.js";
 import * as settings from "./20261123_003_settings.js";
 import * as subscriptionsNeedRead from "./20261130_004_subscriptions_need_read.js";
 import * as eventTypes from "./20261130_005_event_types.js";
+import * as publicFeeds from "./20261130_006_public_feeds.js";
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -20,4 +21,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ["20261123_003_settings", settings],
   ["20261130_004_subscriptions_need_read", subscriptionsNeedRead],
   ["20261130_005_event_types", eventTypes],
+  ["20261130_006_public_feeds", publicFeeds],
 ];

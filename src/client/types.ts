@@ -66,6 +66,8 @@ export interface Feed {
   retention: Retention;
   /** `open`: events of any type are taken; `declared`: only events of the feed's declared types. */
   typePolicy: TypePolicy;
+  /** Anyone may read the feed's events, types and documents without a token. */
+  public: boolean;
   createdAt: string;
 }
 
@@ -75,6 +77,7 @@ export interface FeedSettings {
   description?: string | null;
   retention?: Partial<Retention> | null;
   typePolicy?: TypePolicy | null;
+  public?: boolean | null;
 }
 
 /**

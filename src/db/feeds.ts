@@ -11,6 +11,8 @@ export interface FeedRow {
   head: number;
   prunedThrough: number;
   typePolicy: TypePolicy;
+  /** Anyone may read the feed's events, types and documents without a token. */
+  public: boolean;
   /** Raised by every change to the feed's declared types: a cache of them is current while this is unchanged. */
   typesVersion: number;
   createdAt: number;
@@ -24,6 +26,7 @@ export interface FeedSettings {
   retentionMaxAge: string | null;
   retentionMaxEvents: number | null;
   typePolicy: TypePolicy;
+  public: boolean;
 }
 
 interface StoredFeed {
@@ -35,6 +38,7 @@ interface StoredFeed {
   head: number | string;
   pruned_through: number | string;
   type_policy: string;
+  public: boolean | number;
   types_version: number | string;
   created_at: number | string;
 }
@@ -48,6 +52,7 @@ const COLUMNS = [
   "head",
   "pruned_through",
   "type_policy",
+  "public",
   "types_version",
   "created_at",
 ];
@@ -63,6 +68,8 @@ function toFeed(row: StoredFeed): FeedRow {
     head: Number(row.head),
     prunedThrough: Number(row.pruned_through),
     typePolicy: row.type_policy === "declared" ? "declared" : "open",
+    // SQLite keeps booleans as 0 and 1.
+    public: row.public === true || row.public === 1,
     typesVersion: Number(row.types_version),
     createdAt: Number(row.created_at),
   };
@@ -115,6 +122,7 @@ export async function insertFeed(
       retention_max_age: settings.retentionMaxAge,
       retention_max_events: settings.retentionMaxEvents,
       type_policy: settings.typePolicy,
+      public: settings.public,
       head: 0,
       pruned_through: 0,
       created_at: now,
@@ -139,6 +147,7 @@ export async function updateFeedSettings(
     retention_max_age: settings.retentionMaxAge,
     retention_max_events: settings.retentionMaxEvents,
     type_policy: settings.typePolicy,
+    public: settings.public,
     updated_at: now,
   });
 }

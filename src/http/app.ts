@@ -8,6 +8,7 @@ import { coerceError, HttpProblem } from "../errors.js";
 import { asyncApiRouter } from "./asyncapi.js";
 import { authentication } from "./auth.js";
 import { expectsContinue } from "./body.js";
+import { compression } from "./caching.js";
 import type { Services } from "./context.js";
 import { crossOrigin } from "./cors.js";
 import { eventRouter } from "./events.js";
@@ -80,6 +81,8 @@ function problems(services: Services): Koa.Middleware {
     if (problem) {
       ctx.status = problem.status;
       ctx.set(problem.headers);
+      // An error is about this request at this moment: no cache may keep it.
+      ctx.set("Cache-Control", "no-store");
       // Refused before its body was asked for: the client sends none, so this connection cannot carry another.
       if (expectsContinue(ctx) && !ctx.req.complete) ctx.set("Connection", "close");
       ctx.type = "application/problem+json";
@@ -131,6 +134,7 @@ export function createApp(services: Services): Koa {
   });
   app.use(requestLog(services));
   app.use(crossOrigin(services.corsOrigins));
+  app.use(compression());
   app.use(problems(services));
   app.use(
     authentication(services.verifier, services.logger, { openMetrics: services.metricsAccess === "open" }),

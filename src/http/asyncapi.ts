@@ -2,7 +2,7 @@ import Router from "@koa/router";
 import { checkFeedName } from "../log/feeds.js";
 import type { TypeEntry } from "../log/types.js";
 import { PING_TYPE } from "../webhooks/ping.js";
-import { authorize } from "./auth.js";
+import { authorizeRead } from "./auth.js";
 import type { Services } from "./context.js";
 import { API_VERSION, SCHEMAS } from "./openapi.js";
 
@@ -248,7 +248,7 @@ export function asyncApiRouter(services: Services): Router {
   router.get("/v1/feeds/:feed/asyncapi.json", async (ctx) => {
     const name = ctx.params.feed!;
     checkFeedName(name);
-    authorize(ctx, "read", name);
+    await authorizeRead(ctx, name, services.feeds);
     const [feed, types] = await Promise.all([services.feeds.get(name), services.types.list(name)]);
     ctx.set("Cache-Control", "no-cache");
     ctx.body = asyncApiDocument(services.publicUrl(), {

@@ -14,6 +14,15 @@ const OPEN_PATHS = ["/healthz", "/readyz", "/v1/openapi.json", "/v1/asyncapi.jso
 
 const REALM = 'Bearer realm="seintje"';
 
+/**
+ * Who a request without a token runs as on the paths a public feed opens: granted nothing, so it may read only what
+ * `authorizeRead` finds public; anywhere else it is refused with the 401 a missing token gets.
+ */
+const ANONYMOUS: Principal = { subject: undefined, grants: [], expiresAt: undefined };
+
+/** The GET paths of one feed that a public feed opens to anyone (contract 1.1, "Caching, public feeds"). */
+const PUBLIC_CAPABLE = /^\/v1\/feeds\/[^/]+(?:\/events(?:\/[^/]+)?|\/types(?:\/[^/]+)?|\/asyncapi\.json)?$/;
+
 /** Who a request runs as when authentication is off: allowed everything. */
 const UNAUTHENTICATED: Principal = {
   subject: undefined,
@@ -87,7 +96,13 @@ export function authentication(
       return next();
     }
     const token = bearerToken(ctx);
-    if (token === undefined) throw unauthorized();
+    if (token === undefined) {
+      if ((ctx.method === "GET" || ctx.method === "HEAD") && PUBLIC_CAPABLE.test(ctx.path)) {
+        ctx.state.principal = ANONYMOUS;
+        return next();
+      }
+      throw unauthorized();
+    }
     if (token === null) throw unauthorized(malformation(ctx));
     try {
       ctx.state.principal = await verifier.verify(token);
@@ -119,12 +134,33 @@ function forbidden(scope: string): HttpProblem {
   );
 }
 
-/** Throws 403 unless the request's token grants `action` on `feed` (or, without a feed, on some feed). */
+/**
+ * Throws 403 unless the request's token grants `action` on `feed` (or, without a feed, on some feed); 401 when the
+ * request has no token.
+ */
 export function authorize(ctx: Context, action: Action, feed?: string): Principal {
   const principal = principalOf(ctx);
-  if (!allows(principal.grants, action, feed))
+  if (!allows(principal.grants, action, feed)) {
+    if (principal === ANONYMOUS) throw unauthorized();
     throw forbidden(feed === undefined ? action : `${action}:${feed}`);
+  }
   return principal;
+}
+
+/**
+ * Lets a request read `feed` when its token grants `read` on it, or when the feed is public (then a request
+ * without a token, or with one that grants nothing here, may read too). The feed's publicness is looked up only
+ * when the grants do not already allow it, and a refusal is the same whether the feed exists or not.
+ */
+export async function authorizeRead(
+  ctx: Context,
+  feed: string,
+  feeds: { isPublic(feed: string): Promise<boolean> },
+): Promise<Principal> {
+  const principal = principalOf(ctx);
+  if (allows(principal.grants, "read", feed)) return principal;
+  if (await feeds.isPublic(feed)) return principal;
+  return authorize(ctx, "read", feed);
 }
 
 /** Throws 403 unless the token grants `action` on every feed: the grant without a feed glob. */

@@ -7,8 +7,9 @@ import { checkFeedName } from "../log/feeds.js";
 import { type FeedPage, FILTER_LIMITS, PAGE_LIMIT, type ReadQuery } from "../log/reader.js";
 import { parseSequence } from "../log/sequence.js";
 import type { RejectReason } from "../metrics.js";
-import { authorize } from "./auth.js";
+import { authorize, authorizeRead } from "./auth.js";
 import { expectsContinue, readBody } from "./body.js";
+import { answerCacheable, eventTag, immutable, pageCacheControl, pageTag } from "./caching.js";
 import type { Services } from "./context.js";
 import {
   cursorParameter,
@@ -26,9 +27,13 @@ function pageBody(page: FeedPage): string {
   return `{"events":[${page.bodies.join(",")}],"next":"${page.next}","head":"${page.head}"}`;
 }
 
+/**
+ * The next page's URL, canonical so that one page has one URL for caches: after, limit, each type (sorted, once),
+ * subject, wait, always in that order.
+ */
 function nextLink(services: Services, feed: string, ctx: Context, query: ReadQuery, next: number): string {
   const params = new URLSearchParams({ after: String(next), limit: String(query.limit) });
-  for (const type of query.filters.types) params.append("type", type);
+  for (const type of [...new Set(query.filters.types)].sort()) params.append("type", type);
   if (query.filters.subject !== undefined) params.set("subject", query.filters.subject);
   const wait = ctx.query.wait;
   if (typeof wait === "string") params.set("wait", wait);
@@ -118,7 +123,7 @@ export function eventRouter(services: Services): Router {
   router.get("/", async (ctx) => {
     const feed = ctx.params.feed!;
     checkFeedName(feed);
-    authorize(ctx, "read", feed);
+    await authorizeRead(ctx, feed, services.feeds);
     const query: ReadQuery = {
       after: cursorParameter(ctx.query),
       limit: limitParameter(ctx.query, PAGE_LIMIT),
@@ -144,21 +149,31 @@ export function eventRouter(services: Services): Router {
     services.metrics.pagesServed.inc({ waited: String(waitMs > 0) });
     services.metrics.eventsServed.inc({ channel: "pull" }, page.sequences.length);
     ctx.set("Link", nextLink(services, feed, ctx, query, page.next));
-    ctx.set("Cache-Control", "no-store");
-    ctx.type = "application/json";
-    ctx.body = pageBody(page);
+    const after = query.after ?? 0;
+    const start = Math.max(after, page.feed.prunedThrough);
+    answerCacheable(
+      ctx,
+      pageTag(page.feed, start, page.next, page.head),
+      pageCacheControl(page.feed, {
+        after,
+        next: page.next,
+        head: page.head,
+        empty: page.sequences.length === 0,
+      }),
+      pageBody(page),
+    );
   });
 
   router.get("/:sequence", async (ctx) => {
     const feed = ctx.params.feed!;
     checkFeedName(feed);
-    authorize(ctx, "read", feed);
+    await authorizeRead(ctx, feed, services.feeds);
     const sequence = parseSequence(ctx.params.sequence);
     if (sequence === undefined || sequence === 0) {
       throw new HttpProblem(404, "eventNotFound", "An event's sequence is a positive decimal integer.");
     }
-    ctx.type = "application/json";
-    ctx.body = await services.reader.event(feed, sequence);
+    const event = await services.reader.event(feed, sequence);
+    answerCacheable(ctx, eventTag(event.feed, sequence), immutable(event.feed), event.body);
   });
 
   return router;

@@ -6,7 +6,7 @@ import { type Pointed, validationProblem } from "../errors.js";
 import { durationProblem } from "../log/duration.js";
 import { checkFeedName, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
 import { oldestKept } from "../log/reader.js";
-import { authorize } from "./auth.js";
+import { authorize, authorizeRead } from "./auth.js";
 import { readJson } from "./body.js";
 import type { Services } from "./context.js";
 
@@ -21,6 +21,7 @@ export function feedView(feed: FeedRow): Feed {
     oldest: oldest === null ? null : String(oldest),
     retention: { maxAge: feed.retentionMaxAge, maxEvents: feed.retentionMaxEvents },
     typePolicy: feed.typePolicy,
+    public: feed.public,
     createdAt: new Date(feed.createdAt).toISOString(),
   };
 }
@@ -32,8 +33,8 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * The PUT body: `{description?, retention?: {maxAge?, maxEvents?}, typePolicy?}`; absent or null means none (for
- * typePolicy: `open`).
+ * The PUT body: `{description?, retention?: {maxAge?, maxEvents?}, typePolicy?, public?}`; absent or null means
+ * none (for typePolicy: `open`; for public: false).
  */
 export function parseFeedSettings(body: unknown): FeedSettings {
   const errors: Pointed[] = [];
@@ -42,13 +43,18 @@ export function parseFeedSettings(body: unknown): FeedSettings {
     retentionMaxAge: null,
     retentionMaxEvents: null,
     typePolicy: "open",
+    public: false,
   };
   if (!isObject(body)) throw validationProblem([{ pointer: "", detail: "must be a JSON object" }]);
   for (const key of Object.keys(body)) {
-    if (key !== "description" && key !== "retention" && key !== "typePolicy")
+    if (!["description", "retention", "typePolicy", "public"].includes(key))
       errors.push({ pointer: `/${key}`, detail: "is not a feed setting" });
   }
   const { description, retention, typePolicy } = body;
+  if (typeof body.public === "boolean") settings.public = body.public;
+  else if (body.public !== undefined && body.public !== null) {
+    errors.push({ pointer: "/public", detail: "must be true or false" });
+  }
   if (typePolicy === "open" || typePolicy === "declared") settings.typePolicy = typePolicy;
   else if (typePolicy !== undefined && typePolicy !== null) {
     errors.push({ pointer: "/typePolicy", detail: 'must be "open" or "declared"' });
@@ -108,7 +114,7 @@ export function feedRouter(services: Services): Router {
 
   router.get("/:feed", async (ctx) => {
     checkFeedName(ctx.params.feed!);
-    authorize(ctx, "read", ctx.params.feed!);
+    await authorizeRead(ctx, ctx.params.feed!, services.feeds);
     ctx.body = feedView(await services.feeds.get(ctx.params.feed!));
   });
 

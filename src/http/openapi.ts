@@ -180,7 +180,8 @@ export const SCHEMAS = {
   },
   FeedSettings: {
     type: "object",
-    description: "An absent or null member means none: no description, no retention limit, typePolicy open.",
+    description:
+      "An absent or null member means none: no description, no retention limit, typePolicy open, not public.",
     properties: {
       description: { type: ["string", "null"], maxLength: MAX_FEED_DESCRIPTION },
       retention: {
@@ -192,12 +193,13 @@ export const SCHEMAS = {
         additionalProperties: false,
       },
       typePolicy: { anyOf: [TYPE_POLICY, { type: "null" }] },
+      public: { type: ["boolean", "null"] },
     },
     additionalProperties: false,
   },
   Feed: {
     type: "object",
-    required: ["name", "description", "head", "oldest", "retention", "typePolicy", "createdAt"],
+    required: ["name", "description", "head", "oldest", "retention", "typePolicy", "public", "createdAt"],
     properties: {
       name: FEED_PARAMETER.schema,
       description: { type: ["string", "null"] },
@@ -208,6 +210,10 @@ export const SCHEMAS = {
       },
       retention: ref("Retention"),
       typePolicy: TYPE_POLICY,
+      public: {
+        type: "boolean",
+        description: "Anyone may read the feed's events, types and documents without a token.",
+      },
       createdAt: { type: "string", format: "date-time" },
     },
     additionalProperties: false,

@@ -4,7 +4,7 @@ import { type Pointed, validationProblem } from "../errors.js";
 import { checkSchema } from "../events/schema.js";
 import { checkFeedName, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
 import { checkTypeName, type Declaration, type TypeEntry } from "../log/types.js";
-import { authorize } from "./auth.js";
+import { authorize, authorizeRead } from "./auth.js";
 import { expectsContinue, readJson } from "./body.js";
 import type { Services } from "./context.js";
 
@@ -88,14 +88,14 @@ export function typeRouter(services: Services): Router {
   router.get("/", async (ctx) => {
     const feed = ctx.params.feed!;
     checkFeedName(feed);
-    authorize(ctx, "read", feed);
+    await authorizeRead(ctx, feed, services.feeds);
     ctx.body = { types: (await services.types.list(feed)).map(typeView) };
   });
 
   router.get("/:type", async (ctx) => {
     const { feed, type } = ctx.params as { feed: string; type: string };
     checkFeedName(feed);
-    authorize(ctx, "read", feed);
+    await authorizeRead(ctx, feed, services.feeds);
     checkTypeName(type);
     ctx.body = typeView(await services.types.get(feed, type));
   });

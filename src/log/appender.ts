@@ -196,6 +196,7 @@ export class Appender {
           retentionMaxAge: null,
           retentionMaxEvents: null,
           typePolicy: "open" as const,
+          public: false,
         };
         row = (await insertFeed(trx, name, settings, now)) ?? (await lockFeed(trx, name));
       }

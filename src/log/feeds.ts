@@ -93,6 +93,11 @@ export class Feeds {
     return feedExists(this.storage, name);
   }
 
+  /** Whether the feed exists and is public. */
+  async isPublic(name: string): Promise<boolean> {
+    return (await feeds.findFeed(this.storage.reader, name))?.public ?? false;
+  }
+
   list(): Promise<FeedRow[]> {
     return listFeeds(this.storage);
   }

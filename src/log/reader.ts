@@ -207,14 +207,18 @@ export async function pollPage(
   return page;
 }
 
-export async function readEvent(storage: Storage, name: string, sequence: number): Promise<string> {
+export async function readEvent(
+  storage: Storage,
+  name: string,
+  sequence: number,
+): Promise<{ feed: FeedRow; body: string }> {
   const feed = await findFeed(storage.reader, name);
   if (!feed) throw feedNotFound(name);
   const body = sequence > feed.prunedThrough ? await readOne(storage.reader, feed.id, sequence) : undefined;
   if (body === undefined) {
     throw new HttpProblem(404, "eventNotFound", `Feed "${name}" holds no event at sequence ${sequence}.`);
   }
-  return body;
+  return { feed, body };
 }
 
 /** The read side of one storage's log, as the HTTP layer uses it (see Feeds). */
@@ -229,8 +233,8 @@ export class FeedReader {
     return pollPage(this.storage, this.bus, name, query, waitMs, signal);
   }
 
-  /** One event's stored JSON, or a 404 problem. */
-  event(name: string, sequence: number): Promise<string> {
+  /** One event's stored JSON with its feed, or a 404 problem. */
+  event(name: string, sequence: number): Promise<{ feed: FeedRow; body: string }> {
     return readEvent(this.storage, name, sequence);
   }
 }

@@ -28,6 +28,7 @@ describe("feeds", () => {
         oldest: null,
         retention: { maxAge: "P30D", maxEvents: null },
         typePolicy: "open",
+        public: false,
         createdAt: undefined,
       },
     );
