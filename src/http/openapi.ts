@@ -65,6 +65,38 @@ const SUBSCRIPTION_PARAMETER = {
   schema: { type: "string", format: "uuid" },
 };
 
+/**
+ * A public feed's GET paths need no token (a sent token is still verified): a token or none. Where no token is sent
+ * and the feed is not public, the answer is the 401 of a missing token.
+ */
+const READ_SECURITY = [{ bearer: [] }, {}];
+
+const IF_NONE_MATCH = {
+  name: "If-None-Match",
+  in: "header",
+  description: "The ETag of a copy the client holds: a 304 without a body when it is still this one.",
+  schema: { type: "string" },
+};
+
+/** The validators and cache lifetime of a cacheable read, on its 200 and its 304 alike. */
+const CACHE_HEADERS = {
+  ETag: {
+    description: 'Strong; a compressed answer\'s names its encoding ("...-br").',
+    schema: { type: "string" },
+  },
+  "Cache-Control": {
+    description:
+      "`public` (a public feed) or `private`, `max-age=31536000, immutable` for what can never change (a complete page, an event); at the head `public, max-age=2` or `private, no-cache`.",
+    schema: { type: "string" },
+  },
+  Vary: { schema: { type: "string" }, description: "Accept, Accept-Encoding (and Origin with CORS)." },
+};
+
+const NOT_MODIFIED = {
+  description: "Not modified: the client's copy (If-None-Match) is current.",
+  headers: CACHE_HEADERS,
+};
+
 /** The answers every authenticated operation may give. */
 const AUTH_RESPONSES = {
   "401": problemRef("Unauthorized"),
@@ -599,8 +631,9 @@ const paths = {
     },
     get: {
       operationId: "getFeed",
-      summary: "A feed (grant read)",
+      summary: "A feed (grant read, or none on a public feed)",
       tags: ["feeds"],
+      security: READ_SECURITY,
       responses: {
         "200": { description: "The feed.", content: json(ref("Feed")) },
         "404": problemRef("NotFound"),
@@ -679,6 +712,7 @@ const paths = {
         `A page holds at most \`limit\` events and at most ${MAX_PAGE_BYTES} bytes of them (the first event always fits); \`next\` says where it stopped.`,
       ].join("\n\n"),
       tags: ["events"],
+      security: READ_SECURITY,
       parameters: [
         {
           name: "after",
@@ -711,11 +745,15 @@ const paths = {
             "Streams only: the bearer token, for browsers' EventSource, which cannot send headers.",
           schema: { type: "string" },
         },
+        IF_NONE_MATCH,
       ],
       responses: {
         "200": {
           description: "A page of events, or the stream.",
-          headers: { Link: { schema: { type: "string" }, description: 'The next page: <...>; rel="next".' } },
+          headers: {
+            Link: { schema: { type: "string" }, description: 'The next page: <...>; rel="next".' },
+            ...CACHE_HEADERS,
+          },
           content: {
             "application/json": { schema: ref("Page") },
             "text/event-stream": { schema: { type: "string", description: "Server-Sent Events." } },
@@ -726,6 +764,7 @@ const paths = {
         },
         ...AUTH_RESPONSES,
         "404": problemRef("NotFound"),
+        "304": NOT_MODIFIED,
         "410": problemResponse("Retention removed events after the cursor; `oldest` says where to resume."),
         "503": problemRef("Unavailable"),
       },
@@ -735,10 +774,13 @@ const paths = {
     parameters: [FEED_PARAMETER, { name: "sequence", in: "path", required: true, schema: ref("Sequence") }],
     get: {
       operationId: "readEvent",
-      summary: "One event (grant read)",
+      summary: "One event (grant read, or none on a public feed)",
       tags: ["events"],
+      security: READ_SECURITY,
+      parameters: [IF_NONE_MATCH],
       responses: {
-        "200": { description: "The event.", content: json(ref("StoredEvent")) },
+        "200": { description: "The event.", content: json(ref("StoredEvent")), headers: CACHE_HEADERS },
+        "304": NOT_MODIFIED,
         "404": problemRef("NotFound"),
         ...AUTH_RESPONSES,
       },
@@ -905,6 +947,7 @@ const paths = {
       operationId: "listTypes",
       summary: "The feed's declared types and the types of events it holds (grant read)",
       tags: ["types"],
+      security: READ_SECURITY,
       responses: {
         "200": { description: "The types, by name.", content: json(ref("EventTypeList")) },
         "404": problemRef("NotFound"),
@@ -938,6 +981,7 @@ const paths = {
       operationId: "getType",
       summary: "An event type, declared or seen (grant read)",
       tags: ["types"],
+      security: READ_SECURITY,
       responses: {
         "200": { description: "The type.", content: json(ref("EventType")) },
         "404": problemRef("NotFound"),
@@ -957,6 +1001,7 @@ const paths = {
       operationId: "feedAsyncapi",
       summary: "The AsyncAPI 3.0 document of one feed, with a message per declared type (grant read)",
       tags: ["types"],
+      security: READ_SECURITY,
       responses: {
         "200": { description: "AsyncAPI 3.0.", content: json({ type: "object" }) },
         "404": problemRef("NotFound"),
