@@ -5,6 +5,7 @@ export const SCENARIO_NAMES = [
   "publish-batch",
   "read-sequential",
   "read-depth",
+  "cached-reads",
   "sse-fanout",
   "sse-memory",
   "longpoll-fanout",

@@ -11,6 +11,7 @@ import {
 } from "./harness.js";
 import { SCENARIO_NAMES } from "./names.js";
 import { whyNoNchan } from "./nchan.js";
+import { cachedReads } from "./scenarios/caching.js";
 import { longpollFanout, sseFanout, sseMemory } from "./scenarios/fanout.js";
 import { pingCoalescing, pingFanout, pingThroughput } from "./scenarios/pings.js";
 import { pgCrossNode, pgPublish } from "./scenarios/postgres.js";
@@ -34,6 +35,7 @@ export const SCENARIOS: readonly Scenario[] = [
   publishBatch,
   readSequential,
   readDepth,
+  cachedReads,
   sseFanout,
   sseMemory,
   longpollFanout,
