@@ -220,6 +220,23 @@ describe("the OpenAPI document", () => {
       await call(`${base}/v1/feeds/described/events/9`),
       404,
     );
+    const tagged = await call(`${base}/v1/feeds/described/events/1`);
+    const etag = { "if-none-match": tagged.headers.get("etag")! };
+    conforms(
+      "GET",
+      "/v1/feeds/{feed}/events/{sequence}",
+      await call(`${base}/v1/feeds/described/events/1`, { headers: etag }),
+      304,
+    );
+    const page = await call(`${base}/v1/feeds/described/events?after=0`);
+    conforms(
+      "GET",
+      "/v1/feeds/{feed}/events",
+      await call(`${base}/v1/feeds/described/events?after=0`, {
+        headers: { "if-none-match": page.headers.get("etag")! },
+      }),
+      304,
+    );
 
     const anonymous = await call(`${base}/v1/feeds`, { headers: { authorization: "Bearer x" } });
     conforms("GET", "/v1/feeds", anonymous, 401);
