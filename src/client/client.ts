@@ -256,6 +256,9 @@ export class SeintjeClient {
       const suffix = query.size > 0 ? `?${query}` : "";
       return (await this.request<AttemptPage>(`/v1/subscriptions/${encode(id)}/attempts${suffix}`)).body;
     },
+    /** Delivers the pending ping now, skipping the backoff; answers the attempt (a 409 when none is pending). */
+    retry: async (id: string): Promise<Attempt> =>
+      (await this.request<Attempt>(`/v1/subscriptions/${encode(id)}/retry`, { method: "POST" })).body,
     /** A new secret; the old one keeps signing beside it for 24 hours. */
     rotateSecret: async (id: string): Promise<string> =>
       (

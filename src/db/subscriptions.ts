@@ -139,6 +139,14 @@ export async function findSubscription(db: Queryable, id: string): Promise<Subsc
   return row ? toSubscription(row) : undefined;
 }
 
+/** The subscription, locked until the transaction ends (on PostgreSQL), as a claim by the dispatcher locks it. */
+export async function lockSubscription(db: Queryable, id: string): Promise<SubscriptionRow | undefined> {
+  const query = selectSubscriptions(db).where("s.id", id);
+  if (onPostgres(db)) query.forUpdate("s");
+  const row: Stored | undefined = await query.first();
+  return row ? toSubscription(row) : undefined;
+}
+
 /** A page of subscriptions in id order after `after`; `owner` undefined lists everyone's. */
 export async function listSubscriptions(
   db: Queryable,

@@ -3,6 +3,7 @@ import { type Action, allows, allowsEveryFeed } from "../auth/grants.js";
 import { InvalidToken, KeysUnavailable, type Principal, type TokenVerifier } from "../auth/verifier.js";
 import { HttpProblem } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { PING_DATA_SCHEMA_PATH } from "../webhooks/ping.js";
 
 /**
  * Bearer authentication (RFC 6750) and per-feed authorization. Authorization looks only at the token's grants and
@@ -10,7 +11,14 @@ import type { Logger } from "../logger.js";
  */
 
 /** Paths that need no token; `/metrics` too unless SEINTJE_METRICS says otherwise. */
-const OPEN_PATHS = ["/healthz", "/readyz", "/v1/openapi.json", "/v1/asyncapi.json"];
+const OPEN_PATHS = [
+  "/healthz",
+  "/readyz",
+  "/v1/openapi.json",
+  "/v1/asyncapi.json",
+  PING_DATA_SCHEMA_PATH,
+  "/.well-known/jwks.json",
+];
 
 const REALM = 'Bearer realm="seintje"';
 

@@ -6,7 +6,7 @@ import { FEED_NAME_PATTERN, MAX_FEED_DESCRIPTION } from "../log/feeds.js";
 import { FILTER_LIMITS, MAX_PAGE_BYTES, MAX_WAIT_SECONDS, PAGE_LIMIT } from "../log/reader.js";
 import { SEQUENCE_PATTERN } from "../log/sequence.js";
 import { MAX_TYPE_LENGTH } from "../log/types.js";
-import { PING_EVENTS, PING_TYPE } from "../webhooks/ping.js";
+import { PING_DATA_SCHEMA_PATH, PING_EVENTS, PING_TYPE } from "../webhooks/ping.js";
 import { LIST_LIMITS, MAX_SUBSCRIPTION_DESCRIPTION } from "../webhooks/subscriptions.js";
 import type { Services } from "./context.js";
 import { MAX_DECLARATION_BYTES } from "./types.js";
@@ -463,7 +463,17 @@ export const SCHEMAS = {
   Ping: {
     type: "object",
     description: "A wake-up ping: identifiers only, never event data.",
-    required: ["specversion", "id", "source", "type", "time", "subject", "datacontenttype", "data"],
+    required: [
+      "specversion",
+      "id",
+      "source",
+      "type",
+      "time",
+      "subject",
+      "datacontenttype",
+      "dataschema",
+      "data",
+    ],
     properties: {
       specversion: { const: "1.0" },
       id: { type: "string", description: "Equal to the webhook-id header." },
@@ -472,6 +482,11 @@ export const SCHEMAS = {
       time: { type: "string", format: "date-time" },
       subject: { type: "string", description: "The feed." },
       datacontenttype: { const: "application/json" },
+      dataschema: {
+        type: "string",
+        format: "uri",
+        description: `The JSON Schema of data, served at ${PING_DATA_SCHEMA_PATH} (versioned in its path).`,
+      },
       data: {
         type: "object",
         required: ["feed", "subscription", "after", "head", "url", "events", "truncated"],
@@ -919,6 +934,25 @@ const paths = {
       },
     },
   },
+  "/v1/subscriptions/{id}/retry": {
+    parameters: [SUBSCRIPTION_PARAMETER],
+    post: {
+      operationId: "retryPing",
+      summary: "Deliver the pending ping now, skipping the backoff (grant subscribe)",
+      description:
+        "The ping that waits for its retry, or a new one when events arrived beyond acked. The attempt counts like any other: an acknowledgement moves acked, a failure extends the streak.",
+      tags: ["subscriptions"],
+      responses: {
+        "200": { description: "The attempt.", content: json(ref("Attempt")) },
+        "400": problemRef("BadRequest"),
+        "404": problemRef("NotFound"),
+        "409": problemResponse(
+          "Nothing lies beyond acked, the subscription is disabled, or a delivery of it is in flight.",
+        ),
+        ...AUTH_RESPONSES,
+      },
+    },
+  },
   "/v1/subscriptions/{id}/rotate-secret": {
     parameters: [SUBSCRIPTION_PARAMETER],
     post: {
@@ -1016,6 +1050,15 @@ const paths = {
       tags: ["operations"],
       security: [],
       responses: { "200": { description: "AsyncAPI 3.0.", content: json({ type: "object" }) } },
+    },
+  },
+  "/v1/schemas/feed-updated/v1.json": {
+    get: {
+      operationId: "pingDataSchema",
+      summary: "The JSON Schema (draft 2020-12) of a ping's data, named by each ping's dataschema",
+      tags: ["subscriptions"],
+      security: [],
+      responses: { "200": { description: "A JSON Schema.", content: json({ type: "object" }) } },
     },
   },
   "/v1/openapi.json": {
@@ -1145,10 +1188,37 @@ export function openApiDocument() {
   };
 }
 
+/**
+ * The JSON Schema of a ping's `data`, as a document of its own: the OpenAPI document's, with the sequences it
+ * refers to written in.
+ */
+export function pingDataSchema(publicUrl: string): Record<string, unknown> {
+  const inline = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(inline);
+    if (typeof value !== "object" || value === null) return value;
+    const object = value as Record<string, unknown>;
+    if (object.$ref === "#/components/schemas/Sequence") {
+      const { $ref: _ref, ...rest } = object;
+      return { ...SEQUENCE, ...rest };
+    }
+    return Object.fromEntries(Object.entries(object).map(([key, member]) => [key, inline(member)]));
+  };
+  return {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    $id: `${publicUrl}${PING_DATA_SCHEMA_PATH}`,
+    title: `The data of a ${PING_TYPE} ping, version 1`,
+    ...(inline(SCHEMAS.Ping.properties.data) as Record<string, unknown>),
+  };
+}
+
 /** `GET /v1/openapi.json`: open to all, like the contract says. */
-export function openApiRouter(_services: Services): Router {
+export function openApiRouter(services: Services): Router {
   const router = new Router();
   const text = JSON.stringify(openApiDocument());
+  router.get(PING_DATA_SCHEMA_PATH, (ctx) => {
+    ctx.set("Cache-Control", "public, max-age=86400");
+    ctx.body = pingDataSchema(services.publicUrl());
+  });
   router.get("/v1/openapi.json", (ctx) => {
     ctx.set("Cache-Control", "public, max-age=300");
     ctx.type = "application/json";

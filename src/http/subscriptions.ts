@@ -260,6 +260,12 @@ export function subscriptionRouter(services: Services): Router {
     ctx.body = attemptView(await webhooks.dispatcher.test(row));
   });
 
+  router.post("/:id/retry", async (ctx) => {
+    const row = await load(ctx);
+    authorize(ctx, "subscribe", row.feedName);
+    ctx.body = attemptView(await webhooks.dispatcher.retry(row.id));
+  });
+
   router.get("/:id/attempts", async (ctx) => {
     const row = await load(ctx);
     const limit = limitParameter(ctx.query, LIST_LIMITS.attempts);

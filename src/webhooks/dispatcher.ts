@@ -5,11 +5,13 @@ import {
   findDue,
   insertAttempts,
   listAttempts,
+  lockSubscription,
   type NewAttempt,
   nextRetryAt,
   pruneAttempts,
   type SubscriptionRow,
 } from "../db/subscriptions.js";
+import { HttpProblem } from "../errors.js";
 import { type Duration, subtractDuration } from "../log/duration.js";
 import type { WakeupBus } from "../log/wakeup.js";
 import type { Logger } from "../logger.js";
@@ -357,6 +359,49 @@ export class Dispatcher {
     const attempt = attemptOf(ping, at, exchange, true);
     await insertAttempts(this.storage.writer, [attempt]);
     const [row] = await listAttempts(this.storage.reader, subscription.id, { before: undefined, limit: 1 });
+    return row!;
+  }
+
+  /**
+   * Delivers the subscription's pending ping now, skipping the backoff: the ping that waits for its retry, or a
+   * new one when events arrived beyond `acked`. The attempt counts like any other (an acknowledgement moves
+   * `acked`, a failure extends the streak) and is returned. A 409 when the subscription is disabled, when a
+   * delivery of it is in flight, or when nothing lies beyond `acked`.
+   */
+  async retry(id: string): Promise<AttemptRow> {
+    const now = Date.now();
+    const claimed = await this.storage.writer.transaction(async (trx) => {
+      const subscription = await lockSubscription(trx, id);
+      if (!subscription)
+        throw new HttpProblem(404, "subscriptionNotFound", `There is no subscription "${id}".`);
+      if (subscription.status === "disabled") {
+        throw new HttpProblem(
+          409,
+          "conflict",
+          "The subscription is disabled: re-enable it (PATCH status active).",
+        );
+      }
+      if (subscription.leaseUntil !== null && subscription.leaseUntil >= now) {
+        throw new HttpProblem(409, "conflict", "A ping of this subscription is being delivered right now.");
+      }
+      const ping = await new Announcement(trx, this.options).prepare(subscription, now);
+      if (!ping) {
+        throw new HttpProblem(409, "conflict", "Nothing lies beyond acked: there is no ping to deliver.");
+      }
+      await markClaimed(trx, subscription.id, subscription.feedHead, {
+        owner: this.storage.node,
+        until: now + this.options.timeoutMs + LEASE_MARGIN_MS,
+        pingId: ping.pingId,
+        head: ping.head,
+        body: ping.body,
+      });
+      return ping;
+    });
+    await this.deliver(claimed);
+    // deliver() queued the outcome; write it now, so that the answer shows it.
+    await this.flushing;
+    while (this.outcomes.length > 0) await this.flush();
+    const [row] = await listAttempts(this.storage.reader, id, { before: undefined, limit: 1 });
     return row!;
   }
 

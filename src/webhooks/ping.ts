@@ -8,6 +8,12 @@ import type { Identity } from "../db/events.js";
  */
 
 export const PING_TYPE = "nl.seintje.feed.updated";
+/**
+ * Where the JSON Schema of a ping's `data` is served, relative to the public URL: the ping's `dataschema`. The
+ * version in the path changes when the data changes incompatibly, so receivers can tell ping versions apart.
+ */
+export const PING_DATA_SCHEMA_PATH = "/v1/schemas/feed-updated/v1.json";
+
 /** How many event identities a ping lists at most. */
 export const PING_EVENTS = 100;
 
@@ -53,6 +59,7 @@ export function pingBody(id: string, source: string, time: Date, publicUrl: stri
     time: time.toISOString(),
     subject: data.feed,
     datacontenttype: "application/json",
+    dataschema: `${publicUrl}${PING_DATA_SCHEMA_PATH}`,
     data: {
       feed: data.feed,
       subscription: data.subscription,

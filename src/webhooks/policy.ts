@@ -7,9 +7,10 @@ import { type Duration, subtractDuration } from "../log/duration.js";
  * - Any 2xx acknowledges.
  * - 410 Gone disables at once: the receiver says it will never want pings again.
  * - Anything else (another status, a timeout, a network error, a refused address) is a failure: the next attempt
- *   waits the schedule's delay for this attempt (the last delay repeats) with ±20 % jitter, or, on 429 and 503,
- *   what `Retry-After` asks for, clamped to [1 s, the schedule's longest delay]. A subscription that has been
- *   failing for longer than the configured window is disabled instead.
+ *   waits the schedule's delay for this attempt (the last delay repeats) with ±20 % jitter, or, when the answer
+ *   has a `Retry-After`, what it asks for: never sooner (at least 1 s), and at most the disable window
+ *   (SEINTJE_PING_DISABLE_AFTER), past which the subscription would be disabled anyway. A subscription that has
+ *   been failing for longer than that window is disabled instead.
  */
 
 export interface RetryPolicy {
@@ -81,12 +82,11 @@ export function decide(
   }
   const failures = streak.failures + 1;
   let delay = scheduledDelay(policy, failures, random);
-  if (status === 429 || status === 503) {
-    const asked = parseRetryAfter(outcome.retryAfter, now);
-    if (asked !== undefined) {
-      const longest = Math.max(...policy.scheduleMs);
-      delay = Math.min(Math.max(asked, MIN_RETRY_AFTER_MS), Math.max(longest, MIN_RETRY_AFTER_MS));
-    }
+  const asked = parseRetryAfter(outcome.retryAfter, now);
+  if (asked !== undefined) {
+    // The ceiling is the disable window's length; a window beyond the range of dates sets none.
+    const ceiling = windowStart === undefined ? Number.POSITIVE_INFINITY : now - windowStart;
+    delay = Math.min(Math.max(asked, MIN_RETRY_AFTER_MS), Math.max(ceiling, MIN_RETRY_AFTER_MS));
   }
   return { kind: "retry", at: now + delay, failures, failingSince };
 }

@@ -65,7 +65,7 @@ describe("the ping retry policy", () => {
     assert.equal(later.kind === "retry" && later.failingSince, NOW);
   });
 
-  it("honours Retry-After on 429 and 503, in seconds or as a date, clamped", () => {
+  it("honours Retry-After as asked, never sooner, up to the disable window", () => {
     const at = (status: number, retryAfter: string) => {
       const decision = decide(policy, { statusCode: status, retryAfter }, fresh, NOW, middle);
       return decision.kind === "retry" ? decision.at - NOW : undefined;
@@ -74,9 +74,11 @@ describe("the ping retry policy", () => {
     assert.equal(at(503, "60"), 60_000);
     assert.equal(at(503, new Date(NOW + 90_000).toUTCString()), 90_000);
     assert.equal(at(429, "0"), 1000, "at least one second");
-    assert.equal(at(429, "999999"), 120_000, "at most the schedule's longest delay");
+    assert.equal(at(429, "3600"), 3_600_000, "longer than the schedule's longest delay, as asked");
+    assert.equal(at(429, String(4 * 86_400)), 3 * 86_400_000, "at most the disable window (P3D)");
     assert.equal(at(429, "soon"), 5000, "a malformed header falls back to the schedule");
-    assert.equal(at(500, "7"), 5000, "only 429 and 503 are honoured");
+    assert.equal(at(500, "7"), 7000, "whatever the status that asks");
+    assert.equal(decide(policy, { statusCode: 500 }, fresh, NOW, middle).kind, "retry");
   });
 
   it("disables at once on 410", () => {

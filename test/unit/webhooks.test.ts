@@ -136,6 +136,7 @@ describe("pings", () => {
       time: "2026-11-23T12:00:00.000Z",
       subject: "brk",
       datacontenttype: "application/json",
+      dataschema: "https://s.example/v1/schemas/feed-updated/v1.json",
       data: {
         feed: "brk",
         subscription: "s-1",
