@@ -4,6 +4,7 @@ import * as subscriptions from "./20261123_002_subscriptions.js";
 import * as settings from "./20261123_003_settings.js";
 import * as subscriptionsNeedRead from "./20261130_004_subscriptions_need_read.js";
 import * as eventTypes from "./20261130_005_event_types.js";
+import * as pingAuthentication from "./20261130_007_ping_authentication.js";
 import * as publicFeeds from "./20261130_006_public_feeds.js";
 
 export interface Migration {
@@ -22,4 +23,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ["20261130_004_subscriptions_need_read", subscriptionsNeedRead],
   ["20261130_005_event_types", eventTypes],
   ["20261130_006_public_feeds", publicFeeds],
+  ["20261130_007_ping_authentication", pingAuthentication],
 ];

@@ -2,7 +2,7 @@ import { mkdirSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname } from "node:path";
-import { loadSigningKey } from "./auth/keys.js";
+import { loadSigningKey, type SigningKey } from "./auth/keys.js";
 import { TokenVerifier } from "./auth/verifier.js";
 import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, pendingMigrations, ping, type Storage } from "./db/database.js";
@@ -102,15 +102,11 @@ async function configuredKey<T>(source: KeySource, load: () => Promise<T>): Prom
   }
 }
 
-/** The token verifier, or undefined (with a loud warning) when authentication is off. */
-async function createVerifier(config: Config, logger: Logger): Promise<TokenVerifier | undefined> {
-  const auth = config.auth;
-  if (!auth.enabled) {
-    logger.warn(
-      "AUTHENTICATION IS OFF (SEINTJE_AUTH=off): anyone who can reach this service can read, publish and delete every feed",
-    );
-    return undefined;
-  }
+/**
+ * The service's signing key: it signs the JWTs of pings that carry one and, with authentication on, verifies
+ * tokens; its public half is published at /.well-known/jwks.json.
+ */
+async function signingKeyOf(config: Config, logger: Logger): Promise<SigningKey> {
   const signingKey = await configuredKey(config.keys.signing, () =>
     loadSigningKey(config.dataDir, config.keys.signing),
   );
@@ -119,6 +115,18 @@ async function createVerifier(config: Config, logger: Logger): Promise<TokenVeri
       { path: signingKey.path },
       "generated a new signing key for tokens; keep it with the backups",
     );
+  }
+  return signingKey;
+}
+
+/** The token verifier, or undefined (with a loud warning) when authentication is off. */
+function createVerifier(config: Config, logger: Logger, signingKey: SigningKey): TokenVerifier | undefined {
+  const auth = config.auth;
+  if (!auth.enabled) {
+    logger.warn(
+      "AUTHENTICATION IS OFF (SEINTJE_AUTH=off): anyone who can reach this service can read, publish and delete every feed",
+    );
+    return undefined;
   }
   try {
     return new TokenVerifier({
@@ -140,7 +148,8 @@ export async function startService(
   logger: Logger,
   options: StartOptions = {},
 ): Promise<Service> {
-  const verifier = await createVerifier(config, logger);
+  const signingKey = await signingKeyOf(config, logger);
+  const verifier = createVerifier(config, logger, signingKey);
   // Both keys are loaded before anything is opened: a key that is missing or wrong stops the start with nothing
   // to undo.
   const box = await configuredKey(config.keys.secrets, () =>
@@ -194,6 +203,7 @@ export async function startService(
     publicUrl: () => publicUrl,
     requestOrigin: origin,
     attemptsKeep: hooks.attemptsKeep,
+    issuer: { key: signingKey, issuer: config.source },
   });
   const database = config.database;
   const wakeups =
@@ -212,6 +222,7 @@ export async function startService(
     });
     await wakeups?.start();
     const services: Services = {
+      jwks: () => [signingKey.publicJwk],
       feeds: new Feeds(storage, bus),
       types: new EventTypes(storage),
       reader: new FeedReader(storage, bus),

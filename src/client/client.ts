@@ -259,13 +259,17 @@ export class SeintjeClient {
     /** Delivers the pending ping now, skipping the backoff; answers the attempt (a 409 when none is pending). */
     retry: async (id: string): Promise<Attempt> =>
       (await this.request<Attempt>(`/v1/subscriptions/${encode(id)}/retry`, { method: "POST" })).body,
-    /** A new secret; the old one keeps signing beside it for 24 hours. */
-    rotateSecret: async (id: string): Promise<string> =>
-      (
-        await this.request<{ secret: string }>(`/v1/subscriptions/${encode(id)}/rotate-secret`, {
-          method: "POST",
-        })
-      ).body.secret,
+    /**
+     * New signing keys: answers the new secret (v1) or the new public key (v1a); the old key keeps signing beside
+     * the new one for 24 hours.
+     */
+    rotateSecret: async (id: string): Promise<string> => {
+      const { body } = await this.request<{ secret?: string; publicKey?: string }>(
+        `/v1/subscriptions/${encode(id)}/rotate-secret`,
+        { method: "POST" },
+      );
+      return (body.secret ?? body.publicKey)!;
+    },
   };
 
   private send<T>(method: string, path: string, body: unknown) {

@@ -77,7 +77,8 @@ export type PingRefusal =
   | "bad-signature"
   | "timestamp-too-old"
   | "timestamp-too-new"
-  | "not-a-ping";
+  | "not-a-ping"
+  | "bad-authorization";
 
 /** A ping that must not be trusted, with why. */
 export class PingVerificationError extends Error {

@@ -21,6 +21,6 @@ export {
   SeintjeError,
 } from "./errors.js";
 export type { FollowOptions } from "./follow.js";
-export { verifyPing } from "./ping.js";
+export { verifyPing, verifyPingJwt } from "./ping.js";
 export { isTransient, retryDelay } from "./retry.js";
 export type * from "./types.js";

@@ -132,6 +132,12 @@ export interface Subscription {
   head: string;
   lastAttempt: Attempt | null;
   failingSince: string | null;
+  /** How pings are signed: `v1` (HMAC-SHA256 with the `whsec_` secret) or `v1a` (Ed25519). */
+  signature: "v1" | "v1a";
+  /** A `v1a` subscription's public key, `whpk_` + base64 of its 32 bytes, to verify pings with; null for `v1`. */
+  publicKey: string | null;
+  /** What each ping's Authorization header carries (a static value is never shown again). */
+  authorization: { type: "jwt" | "static" } | null;
   createdAt: string;
   /** Only in the answer to a create: the signing secret, shown this once. */
   secret?: string;
@@ -146,7 +152,13 @@ export interface NewSubscription {
   description?: string;
   /** The sequence to start after; the feed's head when absent. */
   after?: string;
+  /** `v1` (the default) or `v1a`. */
+  signature?: "v1" | "v1a";
+  authorization?: PingAuthorizationInput;
 }
+
+/** What each ping's Authorization header carries: a JWT signed by the service, a static value, or nothing. */
+export type PingAuthorizationInput = { type: "jwt" } | { type: "static"; value: string } | null;
 
 export interface SubscriptionChanges {
   url?: string;
@@ -154,6 +166,8 @@ export interface SubscriptionChanges {
   subject?: string | null;
   description?: string | null;
   status?: "active" | "disabled";
+  signature?: "v1" | "v1a";
+  authorization?: PingAuthorizationInput;
 }
 
 /** The `data` of a wake-up ping. */

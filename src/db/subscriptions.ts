@@ -4,6 +4,12 @@ import { chunks, onPostgres, type Queryable } from "./database.js";
 
 export type SubscriptionStatus = "active" | "failing" | "disabled";
 
+/** How pings are signed: Standard Webhooks HMAC (`v1`) or Ed25519 (`v1a`). */
+export type SignatureScheme = "v1" | "v1a";
+
+/** What a ping's Authorization header carries; the static value stays sealed. */
+export type PingAuthorization = { type: "jwt" } | { type: "static"; sealed: string } | null;
+
 export interface SubscriptionRow {
   id: string;
   feedId: number;
@@ -21,9 +27,14 @@ export interface SubscriptionRow {
   disabledReason: string | null;
   acked: number;
   scanned: number;
+  /** Sealed: the `whsec_` secret (v1) or the `whsk_` private key (v1a). */
   secret: string;
   previousSecret: string | null;
   previousSecretUntil: number | null;
+  signature: SignatureScheme;
+  /** The `whpk_` public key of a v1a subscription. */
+  publicKey: string | null;
+  authorization: PingAuthorization;
   pingId: string | null;
   pingHead: number | null;
   pingBody: string | null;
@@ -70,6 +81,14 @@ function toSubscription(row: Stored): SubscriptionRow {
     secret: row.secret as string,
     previousSecret: row.previous_secret as string | null,
     previousSecretUntil: nullableNumber(row.previous_secret_until),
+    signature: row.signature === "v1a" ? "v1a" : "v1",
+    publicKey: (row.public_key as string | null) ?? null,
+    authorization:
+      row.authorization_type === "jwt"
+        ? { type: "jwt" }
+        : row.authorization_type === "static"
+          ? { type: "static", sealed: row.authorization_value as string }
+          : null,
     pingId: row.ping_id as string | null,
     pingHead: nullableNumber(row.ping_head),
     pingBody: row.ping_body as string | null,
@@ -112,6 +131,9 @@ export interface NewSubscription {
   description: string | null;
   acked: number;
   secret: string;
+  signature: SignatureScheme;
+  publicKey: string | null;
+  authorization: PingAuthorization;
   now: number;
 }
 
@@ -128,6 +150,10 @@ export async function insertSubscription(db: Queryable, row: NewSubscription): P
     acked: row.acked,
     scanned: row.acked,
     secret: row.secret,
+    signature: row.signature,
+    public_key: row.publicKey,
+    authorization_type: row.authorization?.type ?? null,
+    authorization_value: row.authorization?.type === "static" ? row.authorization.sealed : null,
     failures: 0,
     created_at: row.now,
     updated_at: row.now,
@@ -173,6 +199,9 @@ export interface SubscriptionUpdate {
   cleanSlate?: boolean;
   /** A sealed secret, with the previous one signing beside it until `previousSecretUntil`. */
   secret?: { sealed: string; previous: string | null; previousUntil: number | null };
+  /** A new signature scheme, with its public key (v1a) or none. */
+  signature?: { scheme: SignatureScheme; publicKey: string | null };
+  authorization?: PingAuthorization;
 }
 
 /** Applies a change; `updated_at` is set here. Returns whether the row exists. */
@@ -203,6 +232,15 @@ export async function updateSubscription(
       secret: update.secret.sealed,
       previous_secret: update.secret.previous,
       previous_secret_until: update.secret.previousUntil,
+    });
+  }
+  if (update.signature) {
+    Object.assign(columns, { signature: update.signature.scheme, public_key: update.signature.publicKey });
+  }
+  if (update.authorization !== undefined) {
+    Object.assign(columns, {
+      authorization_type: update.authorization?.type ?? null,
+      authorization_value: update.authorization?.type === "static" ? update.authorization.sealed : null,
     });
   }
   return (await db("subscriptions").where({ id }).update(columns)) > 0;

@@ -14,6 +14,7 @@ import { crossOrigin } from "./cors.js";
 import { eventRouter } from "./events.js";
 import { feedRouter } from "./feeds.js";
 import { healthRouter } from "./health.js";
+import { jwksRouter } from "./jwks.js";
 import { metricsRouter } from "./metrics.js";
 import { API_VERSION, openApiRouter } from "./openapi.js";
 import { subscriptionRouter } from "./subscriptions.js";
@@ -153,6 +154,7 @@ export function createRouters(services: Services): Router[] {
     metricsRouter(services),
     openApiRouter(services),
     asyncApiRouter(services),
+    jwksRouter(services),
     feedRouter(services),
     eventRouter(services),
     typeRouter(services),

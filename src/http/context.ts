@@ -1,3 +1,4 @@
+import type { JWK } from "jose";
 import type { TokenVerifier } from "../auth/verifier.js";
 import type { WriteHealth } from "../db/failures.js";
 import type { Appender } from "../log/appender.js";
@@ -54,4 +55,6 @@ export interface Services {
   admission: Admission;
   publishRate: PublishRateLimit;
   maxRequestBytes: number;
+  /** The public keys of the service's signing keys, as JWKs, for /.well-known/jwks.json. */
+  jwks(): JWK[];
 }

@@ -97,6 +97,31 @@ const NOT_MODIFIED = {
   headers: CACHE_HEADERS,
 };
 
+const SIGNATURE = {
+  enum: ["v1", "v1a"],
+  description: "How pings are signed: v1 Standard Webhooks HMAC-SHA256 (the default), v1a Ed25519.",
+};
+
+const AUTHORIZATION = {
+  description:
+    'What each ping\'s Authorization header carries: null (nothing, the default); {"type": "jwt"}, a JWT signed with the service\'s key (see /.well-known/jwks.json), aud the callback URL, jti the webhook-id, five minutes valid, sha256 the base64url SHA-256 of the body; or {"type": "static", "value": "..."}, sent verbatim, sealed at rest and never shown again.',
+  anyOf: [
+    { type: "null" },
+    {
+      type: "object",
+      required: ["type"],
+      properties: { type: { const: "jwt" } },
+      additionalProperties: false,
+    },
+    {
+      type: "object",
+      required: ["type", "value"],
+      properties: { type: { const: "static" }, value: { type: "string", minLength: 1, maxLength: 4096 } },
+      additionalProperties: false,
+    },
+  ],
+};
+
 /** The answers every authenticated operation may give. */
 const AUTH_RESPONSES = {
   "401": problemRef("Unauthorized"),
@@ -379,6 +404,9 @@ export const SCHEMAS = {
       "head",
       "lastAttempt",
       "failingSince",
+      "signature",
+      "publicKey",
+      "authorization",
       "createdAt",
     ],
     properties: {
@@ -394,11 +422,30 @@ export const SCHEMAS = {
       head: { ...ref("Sequence"), description: "The feed's head." },
       lastAttempt: { anyOf: [ref("Attempt"), { type: "null" }] },
       failingSince: { type: ["string", "null"], format: "date-time" },
+      signature: SIGNATURE,
+      publicKey: {
+        type: ["string", "null"],
+        pattern: "^whpk_",
+        description: "v1a: the Ed25519 public key that verifies pings (base64 of 32 bytes); null for v1.",
+      },
+      authorization: {
+        anyOf: [
+          {
+            type: "object",
+            required: ["type"],
+            properties: { type: { enum: ["jwt", "static"] } },
+            additionalProperties: false,
+          },
+          { type: "null" },
+        ],
+        description: "What each ping's Authorization header carries; a static value is never shown again.",
+      },
       createdAt: { type: "string", format: "date-time" },
       secret: {
         type: "string",
         pattern: "^whsec_",
-        description: "Only in the answer to a create: the signing secret, shown this once.",
+        description:
+          "Only in the answer to a create of a v1 subscription, or a change to v1: the signing secret, shown this once.",
       },
     },
     additionalProperties: false,
@@ -421,6 +468,8 @@ export const SCHEMAS = {
       subject: { type: "string", minLength: 1, maxLength: FILTER_LIMITS.length },
       description: { type: "string", maxLength: MAX_SUBSCRIPTION_DESCRIPTION },
       after: { ...ref("Sequence"), description: "Start after this sequence; the feed's head when absent." },
+      signature: SIGNATURE,
+      authorization: AUTHORIZATION,
     },
     additionalProperties: false,
   },
@@ -439,6 +488,11 @@ export const SCHEMAS = {
         enum: ["active", "disabled"],
         description: '"active" re-enables; "disabled" pauses (an extension).',
       },
+      signature: {
+        ...SIGNATURE,
+        description: "A new scheme brings new keys at once; the old ones stop signing.",
+      },
+      authorization: AUTHORIZATION,
     },
     additionalProperties: false,
   },
@@ -963,10 +1017,20 @@ const paths = {
         "200": {
           description: "The new secret.",
           content: json({
-            type: "object",
-            required: ["secret"],
-            properties: { secret: { type: "string", pattern: "^whsec_" } },
-            additionalProperties: false,
+            oneOf: [
+              {
+                type: "object",
+                required: ["secret"],
+                properties: { secret: { type: "string", pattern: "^whsec_" } },
+                additionalProperties: false,
+              },
+              {
+                type: "object",
+                required: ["publicKey"],
+                properties: { publicKey: { type: "string", pattern: "^whpk_" } },
+                additionalProperties: false,
+              },
+            ],
           }),
         },
         "400": problemRef("BadRequest"),
@@ -1061,6 +1125,20 @@ const paths = {
       responses: { "200": { description: "A JSON Schema.", content: json({ type: "object" }) } },
     },
   },
+  "/.well-known/jwks.json": {
+    get: {
+      operationId: "jwks",
+      summary: "The public keys of the service's signing keys (JWK Set): they verify the JWT of pings",
+      tags: ["operations"],
+      security: [],
+      responses: {
+        "200": {
+          description: "A JWK Set (RFC 7517).",
+          content: { "application/jwk-set+json": { schema: { type: "object", required: ["keys"] } } },
+        },
+      },
+    },
+  },
   "/v1/openapi.json": {
     get: {
       operationId: "openapi",
@@ -1128,7 +1206,15 @@ const webhooks = {
           in: "header",
           required: true,
           description:
-            "v1,<base64 HMAC-SHA256 over id.timestamp.body>; two, space-separated, during a rotation.",
+            "v1,<base64 HMAC-SHA256 over id.timestamp.body> (v1) or v1a,<base64 Ed25519 signature over id.timestamp.body> (v1a); two, space-separated, during a rotation.",
+          schema: { type: "string" },
+        },
+        {
+          name: "Authorization",
+          in: "header",
+          required: false,
+          description:
+            "When the subscription asks for it: Bearer <JWT> (jwt; verify with /.well-known/jwks.json, aud the callback URL, sha256 the body's) or the static value as given.",
           schema: { type: "string" },
         },
         { name: "WebHook-Request-Origin", in: "header", required: true, schema: { type: "string" } },

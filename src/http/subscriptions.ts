@@ -54,8 +54,55 @@ function subscriptionView(row: SubscriptionRow, lastAttempt: AttemptRow | undefi
     head: String(row.feedHead),
     lastAttempt: lastAttempt ? attemptView(lastAttempt) : null,
     failingSince: row.failingSince === null ? null : new Date(row.failingSince).toISOString(),
+    signature: row.signature,
+    publicKey: row.publicKey,
+    authorization: row.authorization === null ? null : { type: row.authorization.type },
     createdAt: new Date(row.createdAt).toISOString(),
   };
+}
+
+/** The longest static Authorization value a subscription takes, in characters. */
+export const MAX_AUTHORIZATION_LENGTH = 4096;
+/** What a header value may hold: visible ASCII and spaces (RFC 9110 field-value, without obs-text). */
+const HEADER_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/** `signature` and `authorization` of a POST or PATCH body. */
+function parseAuthentication(
+  body: Record<string, unknown>,
+  errors: Pointed[],
+): Pick<SubscriptionChanges, "signature" | "authorization"> {
+  const parsed: Pick<SubscriptionChanges, "signature" | "authorization"> = {};
+  const { signature, authorization } = body;
+  if (signature !== undefined) {
+    if (signature === "v1" || signature === "v1a") parsed.signature = signature;
+    else errors.push({ pointer: "/signature", detail: 'must be "v1" (HMAC-SHA256) or "v1a" (Ed25519)' });
+  }
+  if (authorization === null) parsed.authorization = null;
+  else if (authorization !== undefined) {
+    const type = isObject(authorization) ? authorization.type : undefined;
+    const extra = isObject(authorization)
+      ? Object.keys(authorization).filter((key) => key !== "type" && !(type === "static" && key === "value"))
+      : [];
+    for (const key of extra) errors.push({ pointer: `/authorization/${key}`, detail: "is not part of it" });
+    if (type === "jwt") parsed.authorization = { type: "jwt" };
+    else if (type === "static") {
+      const value = (authorization as Record<string, unknown>).value;
+      if (typeof value === "string" && value.length <= MAX_AUTHORIZATION_LENGTH && HEADER_VALUE.test(value)) {
+        parsed.authorization = { type: "static", value };
+      } else {
+        errors.push({
+          pointer: "/authorization/value",
+          detail: `must be a header value: visible ASCII, at most ${MAX_AUTHORIZATION_LENGTH} characters`,
+        });
+      }
+    } else {
+      errors.push({
+        pointer: "/authorization",
+        detail: 'must be null, {"type": "jwt"} or {"type": "static", "value": "..."}',
+      });
+    }
+  }
+  return parsed;
 }
 
 const MAX_BODY_BYTES = 16 * 1024;
@@ -180,7 +227,12 @@ export function subscriptionRouter(services: Services): Router {
     const body = await readJson(ctx, MAX_BODY_BYTES);
     if (!isObject(body)) throw validationProblem([{ pointer: "", detail: "must be a JSON object" }]);
     const errors: Pointed[] = [];
-    const fields = parseFields(body, ["feed", "url", "types", "subject", "description", "after"], errors);
+    const fields = parseFields(
+      body,
+      ["feed", "url", "types", "subject", "description", "after", "signature", "authorization"],
+      errors,
+    );
+    const authentication = parseAuthentication(body, errors);
     if (body.feed === undefined) errors.push({ pointer: "/feed", detail: "is required" });
     if (body.url === undefined) errors.push({ pointer: "/url", detail: "is required" });
     if (errors.length > 0) throw validationProblem(errors);
@@ -195,13 +247,15 @@ export function subscriptionRouter(services: Services): Router {
       subject: fields.subject ?? null,
       description: fields.description ?? null,
       after: fields.after,
+      signature: authentication.signature ?? "v1",
+      authorization: authentication.authorization ?? null,
     };
     const { subscription, secret } = await webhooks.subscriptions.create(principal.subject ?? null, input);
     webhooks.dispatcher.kick();
     ctx.status = 201;
     ctx.set("Location", `${services.publicUrl()}/v1/subscriptions/${subscription.id}`);
     ctx.set("Cache-Control", "no-store");
-    ctx.body = { ...subscriptionView(subscription, undefined), secret };
+    ctx.body = { ...subscriptionView(subscription, undefined), ...(secret === undefined ? {} : { secret }) };
   });
 
   router.get("/", async (ctx) => {
@@ -234,7 +288,12 @@ export function subscriptionRouter(services: Services): Router {
     const body = await readJson(ctx, MAX_BODY_BYTES);
     if (!isObject(body)) throw validationProblem([{ pointer: "", detail: "must be a JSON object" }]);
     const errors: Pointed[] = [];
-    const changes = parseFields(body, ["url", "types", "subject", "description", "status"], errors);
+    const changes = parseFields(
+      body,
+      ["url", "types", "subject", "description", "status", "signature", "authorization"],
+      errors,
+    );
+    Object.assign(changes, parseAuthentication(body, errors));
     if (body.url === null) errors.push({ pointer: "/url", detail: "cannot be removed" });
     if (errors.length > 0) throw validationProblem(errors);
     if (disclosesMore(changes)) authorize(ctx, "read", row.feedName);
@@ -242,9 +301,10 @@ export function subscriptionRouter(services: Services): Router {
       changes.url = webhooks.callbacks.parse(changes.url);
       if (changes.url !== row.url) await webhooks.callbacks.verify(changes.url);
     }
-    const changed = await webhooks.subscriptions.change(row.id, changes);
+    const { subscription, secret } = await webhooks.subscriptions.change(row.id, changes);
     webhooks.dispatcher.kick();
-    ctx.body = await view(changed);
+    if (secret !== undefined) ctx.set("Cache-Control", "no-store");
+    ctx.body = { ...(await view(subscription)), ...(secret === undefined ? {} : { secret }) };
   });
 
   router.delete("/:id", async (ctx) => {
@@ -285,10 +345,9 @@ export function subscriptionRouter(services: Services): Router {
   router.post("/:id/rotate-secret", async (ctx) => {
     const row = await load(ctx);
     authorize(ctx, "subscribe", row.feedName);
-    const secret = await webhooks.subscriptions.rotateSecret(row.id);
     // A secret must not be kept by any cache between the service and the one who asked.
     ctx.set("Cache-Control", "no-store");
-    ctx.body = { secret };
+    ctx.body = await webhooks.subscriptions.rotateSecret(row.id);
   });
 
   return router;

@@ -1,13 +1,27 @@
+import { createHash } from "node:crypto";
+import { SignJWT } from "jose";
+import { SIGNING_ALGORITHM, type SigningKey } from "../auth/keys.js";
 import type { NewAttempt, SubscriptionRow } from "../db/subscriptions.js";
 import type { PingOutcome } from "../metrics.js";
 import type { PreparedPing } from "./announcement.js";
 import type { CallbackClient, Exchange } from "./client.js";
-import { pingHeaders } from "./ping.js";
+import { type PingSigner, pingHeaders } from "./ping.js";
 import type { SecretBox } from "./secrets.js";
 
+/** What signs the JWT of pings whose subscription asks for one: the service's signing key, and who it is. */
+export interface PingIssuer {
+  key: SigningKey;
+  /** `iss`: SEINTJE_SOURCE. */
+  issuer: string;
+}
+
+/** How long a ping's JWT is valid. */
+export const PING_JWT_SECONDS = 300;
+
 /**
- * Takes a ping to its callback: signs it (Standard Webhooks, with every secret that signs now) and sends it
- * through the guarded HTTP client. What the answer means for the subscription is the policy's to decide.
+ * Takes a ping to its callback: signs it (Standard Webhooks, with every key that signs now: HMAC for v1, Ed25519
+ * for v1a), adds the Authorization the subscription asks for (a JWT bound to the body, or a static value), and
+ * sends it through the guarded HTTP client. What the answer means for the subscription is the policy's to decide.
  */
 export class Courier {
   constructor(
@@ -15,31 +29,71 @@ export class Courier {
     private readonly box: SecretBox,
     /** The `WebHook-Request-Origin` of pings: the host name of the public URL. */
     private readonly requestOrigin: () => string,
+    private readonly issuer: PingIssuer,
   ) {}
 
   /** Sends the ping now, with a fresh timestamp over its unchanged id and body. */
-  send(ping: PreparedPing, signal?: AbortSignal): Promise<Exchange> {
+  async send(ping: PreparedPing, signal?: AbortSignal): Promise<Exchange> {
     const now = new Date();
-    const secrets = this.secrets(ping.subscription, now.getTime());
-    const headers = pingHeaders(ping.pingId, ping.body, secrets, now, this.requestOrigin());
-    return this.client.exchange("POST", ping.subscription.url, headers, ping.body, signal);
+    const { subscription } = ping;
+    const headers = pingHeaders(
+      ping.pingId,
+      ping.body,
+      this.signers(subscription, now.getTime()),
+      now,
+      this.requestOrigin(),
+    );
+    const authorization = await this.authorization(ping, now);
+    if (authorization !== undefined) headers.authorization = authorization;
+    return this.client.exchange("POST", subscription.url, headers, ping.body, signal);
   }
 
   destroy(): Promise<void> {
     return this.client.destroy();
   }
 
-  /** The secrets that sign now: the current one, and the previous one while its rotation window lasts. */
-  private secrets(subscription: SubscriptionRow, now: number): string[] {
-    const secrets = [this.box.open(subscription.secret, subscription.id)];
+  /** The keys that sign now: the current one, and the previous one while its rotation window lasts. */
+  private signers(subscription: SubscriptionRow, now: number): PingSigner[] {
+    const sealed = [subscription.secret];
     if (
       subscription.previousSecret !== null &&
       subscription.previousSecretUntil !== null &&
       subscription.previousSecretUntil > now
     ) {
-      secrets.push(this.box.open(subscription.previousSecret, subscription.id));
+      sealed.push(subscription.previousSecret);
     }
-    return secrets;
+    return sealed
+      .map((text) => {
+        const opened = this.box.open(text, subscription.id);
+        // A key of the other scheme is one from before a change of scheme: it no longer signs.
+        return opened.startsWith("whsk_")
+          ? { scheme: "v1a" as const, privateKey: opened }
+          : { scheme: "v1" as const, secret: opened };
+      })
+      .filter((signer) => signer.scheme === subscription.signature);
+  }
+
+  /**
+   * The Authorization header: a static value as sealed, or a JWT signed with the service's key, for this callback
+   * (`aud`), this subscription (`sub`), this ping (`jti` = webhook-id), valid five minutes, and bound to the body
+   * by its SHA-256 (`sha256`, base64url): a receiver that checks it knows the body is the one the service signed.
+   */
+  private async authorization(ping: PreparedPing, now: Date): Promise<string | undefined> {
+    const wanted = ping.subscription.authorization;
+    if (wanted === null) return undefined;
+    if (wanted.type === "static")
+      return this.box.open(wanted.sealed, `${ping.subscription.id}:authorization`);
+    const issuedAt = Math.floor(now.getTime() / 1000);
+    const jwt = await new SignJWT({ sha256: createHash("sha256").update(ping.body).digest("base64url") })
+      .setProtectedHeader({ alg: SIGNING_ALGORITHM, kid: this.issuer.key.kid, typ: "JWT" })
+      .setIssuer(this.issuer.issuer)
+      .setAudience(ping.subscription.url)
+      .setSubject(ping.subscription.id)
+      .setJti(ping.pingId)
+      .setIssuedAt(issuedAt)
+      .setExpirationTime(issuedAt + PING_JWT_SECONDS)
+      .sign(this.issuer.key.privateKey);
+    return `Bearer ${jwt}`;
   }
 }
 

@@ -18,7 +18,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { Announcement, type AnnouncementOptions, type PreparedPing } from "./announcement.js";
 import type { CallbackClient, Exchange } from "./client.js";
-import { attemptOf, Courier, outcomeOf } from "./courier.js";
+import { attemptOf, Courier, outcomeOf, type PingIssuer } from "./courier.js";
 import { type Decision, decide, type RetryPolicy } from "./policy.js";
 import { checkSealingKey, type SecretBox } from "./secrets.js";
 
@@ -44,6 +44,8 @@ export interface DispatcherOptions extends AnnouncementOptions {
   /** The `WebHook-Request-Origin` of pings: the host name of the public URL. */
   requestOrigin(): string;
   attemptsKeep: Duration;
+  /** What signs the JWT of pings that carry one. */
+  issuer: PingIssuer;
 }
 
 interface Outcome {
@@ -94,7 +96,7 @@ export class Dispatcher {
     private readonly metrics: Metrics,
     private readonly options: DispatcherOptions,
   ) {
-    this.courier = new Courier(client, box, options.requestOrigin);
+    this.courier = new Courier(client, box, options.requestOrigin, options.issuer);
   }
 
   start(): void {

@@ -1,3 +1,4 @@
+import { createPrivateKey, sign } from "node:crypto";
 import { Webhook } from "standardwebhooks";
 import type { Identity } from "../db/events.js";
 
@@ -79,11 +80,26 @@ export function pingBody(id: string, source: string, time: Date, publicUrl: stri
   });
 }
 
+/** A key that signs pings: a `whsec_` secret (v1) or a `whsk_` Ed25519 private key (v1a). */
+export type PingSigner = { scheme: "v1"; secret: string } | { scheme: "v1a"; privateKey: string };
+
+/** One signature over "id.timestamp.body", as Standard Webhooks writes it: `v1,<base64>` or `v1a,<base64>`. */
+function signatureOf(signer: PingSigner, id: string, now: Date, body: string): string {
+  if (signer.scheme === "v1") return new Webhook(signer.secret).sign(id, now, body);
+  const key = createPrivateKey({
+    key: Buffer.from(signer.privateKey.slice("whsk_".length), "base64"),
+    format: "der",
+    type: "pkcs8",
+  });
+  const signed = Buffer.from(`${id}.${Math.floor(now.getTime() / 1000)}.${body}`);
+  return `v1a,${sign(null, signed, key).toString("base64")}`;
+}
+
 /** The headers of one attempt: a fresh timestamp each time, over the unchanged id and body. */
 export function pingHeaders(
   id: string,
   body: string,
-  secrets: readonly string[],
+  signers: readonly PingSigner[],
   now: Date,
   requestOrigin: string,
 ): Record<string, string> {
@@ -91,7 +107,7 @@ export function pingHeaders(
     "content-type": "application/cloudevents+json; charset=utf-8",
     "webhook-id": id,
     "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
-    "webhook-signature": secrets.map((secret) => new Webhook(secret).sign(id, now, body)).join(" "),
+    "webhook-signature": signers.map((signer) => signatureOf(signer, id, now, body)).join(" "),
     "webhook-request-origin": requestOrigin,
   };
 }

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, generateKeyPairSync, randomBytes } from "node:crypto";
 import type { Storage } from "../db/database.js";
 import { settleSetting } from "../db/settings.js";
 import { type KeySource, loadKey } from "../files.js";
@@ -18,6 +18,19 @@ const SEALED = "v1";
 
 export function generateSecret(): string {
   return PREFIX + randomBytes(SECRET_BYTES).toString("base64");
+}
+
+/**
+ * An Ed25519 key pair for `v1a` pings (Standard Webhooks asymmetric): the private key as `whsk_` + base64 of its
+ * PKCS #8 form, sealed like a secret and never shown, and the public key as `whpk_` + base64 of its 32 bytes.
+ */
+export function generateSigningKeyPair(): { privateKey: string; publicKey: string } {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  return {
+    privateKey: `whsk_${privateKey.export({ format: "der", type: "pkcs8" }).toString("base64")}`,
+    publicKey: `whpk_${raw.toString("base64")}`,
+  };
 }
 
 export class SecretBox {

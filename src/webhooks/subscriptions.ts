@@ -8,6 +8,8 @@ import {
   lastAttempts,
   listAttempts,
   listSubscriptions,
+  type PingAuthorization,
+  type SignatureScheme,
   type SubscriptionRow,
   type SubscriptionUpdate,
   updateSubscription,
@@ -15,7 +17,7 @@ import {
 import { HttpProblem } from "../errors.js";
 import { feedNotFound } from "../log/feeds.js";
 import { uuidv7 } from "./ids.js";
-import { generateSecret, type SecretBox } from "./secrets.js";
+import { generateSecret, generateSigningKeyPair, type SecretBox } from "./secrets.js";
 
 /**
  * Subscriptions: create, change, rotate the secret, delete, and read them with their attempts. The HTTP layer
@@ -41,6 +43,16 @@ export interface NewSubscriptionInput {
   description: string | null;
   /** The cursor to start from; the feed's head when undefined. */
   after: number | undefined;
+  signature: SignatureScheme;
+  authorization: AuthorizationInput;
+}
+
+/** What a ping's Authorization header carries, as asked for: a JWT, a static value, or nothing. */
+export type AuthorizationInput = { type: "jwt" } | { type: "static"; value: string } | null;
+
+/** What a subscription gets shown once: its `whsec_` secret (v1). A v1a subscription's public key is always shown. */
+export interface Credentials {
+  secret?: string;
 }
 
 export interface SubscriptionChanges {
@@ -49,22 +61,42 @@ export interface SubscriptionChanges {
   subject?: string | null;
   description?: string | null;
   status?: "active" | "disabled";
+  signature?: SignatureScheme;
+  authorization?: AuthorizationInput;
+}
+
+/** The additional authenticated data a static Authorization value is sealed with: it opens for this alone. */
+const authorizationAad = (id: string) => `${id}:authorization`;
+
+function sealAuthorization(box: SecretBox, id: string, input: AuthorizationInput): PingAuthorization {
+  if (input === null || input.type === "jwt") return input;
+  return { type: "static", sealed: box.seal(input.value, authorizationAad(id)) };
+}
+
+/** New signing material for a scheme: a v1 secret (shown once) or a v1a key pair (its public key shown). */
+function newKeys(box: SecretBox, id: string, scheme: SignatureScheme) {
+  if (scheme === "v1") {
+    const secret = generateSecret();
+    return { sealed: box.seal(secret, id), publicKey: null, shown: { secret } };
+  }
+  const pair = generateSigningKeyPair();
+  return { sealed: box.seal(pair.privateKey, id), publicKey: pair.publicKey, shown: {} };
 }
 
 export function subscriptionNotFound(id: string): HttpProblem {
   return new HttpProblem(404, "subscriptionNotFound", `There is no subscription "${id}".`);
 }
 
-/** Creates a subscription; returns it with its secret in clear, which is shown this once. */
+/** Creates a subscription; returns it with its v1 secret in clear, which is shown this once. */
 export async function createSubscription(
   storage: Storage,
   box: SecretBox,
   owner: string | null,
   input: NewSubscriptionInput,
   now = Date.now(),
-): Promise<{ subscription: SubscriptionRow; secret: string }> {
+): Promise<{ subscription: SubscriptionRow } & Credentials> {
   const id = uuidv7(now);
-  const secret = generateSecret();
+  const keys = newKeys(box, id, input.signature);
   const subscription = await storage.writer.transaction(async (trx) => {
     const feed = await findFeed(trx, input.feed);
     if (!feed) throw feedNotFound(input.feed);
@@ -85,24 +117,31 @@ export async function createSubscription(
       subject: input.subject,
       description: input.description,
       acked: input.after ?? feed.head,
-      secret: box.seal(secret, id),
+      secret: keys.sealed,
+      signature: input.signature,
+      publicKey: keys.publicKey,
+      authorization: sealAuthorization(box, id, input.authorization),
       now,
     });
     return (await findSubscription(trx, id))!;
   });
-  return { subscription, secret };
+  return { subscription, ...keys.shown };
 }
 
 /**
  * Applies a PATCH. A new URL or re-enabling starts a clean slate (no failure streak, due now); new filters or a
- * re-enable drop the pending ping, so the next one is built afresh and covers everything since `acked`.
+ * re-enable drop the pending ping, so the next one is built afresh and covers everything since `acked`. A new
+ * signature scheme brings new keys at once (a new v1 secret is returned, to be shown once); the old ones stop
+ * signing.
  */
 export async function changeSubscription(
   storage: Storage,
+  box: SecretBox,
   id: string,
   changes: SubscriptionChanges,
   now = Date.now(),
-): Promise<SubscriptionRow> {
+): Promise<{ subscription: SubscriptionRow } & Credentials> {
+  let shown: Credentials = {};
   return storage.writer.transaction(async (trx) => {
     const current = await findSubscription(trx, id);
     if (!current) throw subscriptionNotFound(id);
@@ -125,27 +164,44 @@ export async function changeSubscription(
         freshPing,
       });
     }
+    if (changes.signature !== undefined && changes.signature !== current.signature) {
+      const keys = newKeys(box, id, changes.signature);
+      update.secret = { sealed: keys.sealed, previous: null, previousUntil: null };
+      update.signature = { scheme: changes.signature, publicKey: keys.publicKey };
+      shown = keys.shown;
+    }
+    if (changes.authorization !== undefined) {
+      update.authorization = sealAuthorization(box, id, changes.authorization);
+    }
     if (Object.keys(update).length > 0) await updateSubscription(trx, id, update, now);
-    return (await findSubscription(trx, id))!;
+    return { subscription: (await findSubscription(trx, id))!, ...shown };
   });
 }
 
-/** Gives the subscription a new secret; the old one keeps signing beside it for 24 hours. */
+/**
+ * Gives the subscription new signing keys of its scheme: a new secret (v1), answered in clear, or a new key pair
+ * (v1a), whose public key is answered. The old key keeps signing beside the new one for 24 hours.
+ */
 export async function rotateSecret(
   storage: Storage,
   box: SecretBox,
   id: string,
   now = Date.now(),
-): Promise<string> {
-  const secret = generateSecret();
-  await storage.writer.transaction(async (trx) => {
+): Promise<{ secret: string } | { publicKey: string }> {
+  return storage.writer.transaction(async (trx) => {
     const current = await findSubscription(trx, id);
     if (!current) throw subscriptionNotFound(id);
-    const sealed = box.seal(secret, id);
-    const rotation = { sealed, previous: current.secret, previousUntil: now + ROTATION_OVERLAP_MS };
-    await updateSubscription(trx, id, { secret: rotation }, now);
+    const keys = newKeys(box, id, current.signature);
+    const rotation = {
+      sealed: keys.sealed,
+      previous: current.secret,
+      previousUntil: now + ROTATION_OVERLAP_MS,
+    };
+    const update: SubscriptionUpdate = { secret: rotation };
+    if (keys.publicKey !== null) update.signature = { scheme: current.signature, publicKey: keys.publicKey };
+    await updateSubscription(trx, id, update, now);
+    return keys.shown.secret !== undefined ? { secret: keys.shown.secret } : { publicKey: keys.publicKey! };
   });
-  return secret;
 }
 
 /** A subscription with the last attempt recorded for it, as answers show them. */
@@ -236,15 +292,15 @@ export class Subscriptions {
   create(
     owner: string | null,
     input: NewSubscriptionInput,
-  ): Promise<{ subscription: SubscriptionRow; secret: string }> {
+  ): Promise<{ subscription: SubscriptionRow } & Credentials> {
     return createSubscription(this.storage, this.box, owner, input);
   }
 
-  change(id: string, changes: SubscriptionChanges): Promise<SubscriptionRow> {
-    return changeSubscription(this.storage, id, changes);
+  change(id: string, changes: SubscriptionChanges): Promise<{ subscription: SubscriptionRow } & Credentials> {
+    return changeSubscription(this.storage, this.box, id, changes);
   }
 
-  rotateSecret(id: string): Promise<string> {
+  rotateSecret(id: string): Promise<{ secret: string } | { publicKey: string }> {
     return rotateSecret(this.storage, this.box, id);
   }
 

@@ -122,6 +122,9 @@ describe("webhook subscriptions", () => {
         head: "2",
         lastAttempt: null,
         failingSince: null,
+        signature: "v1",
+        publicKey: null,
+        authorization: null,
       },
       "acked starts at the feed's head",
     );

@@ -7,6 +7,8 @@ import { feedUrl, pingBody, pingHeaders } from "../../src/webhooks/ping.js";
 import { generateSecret, SecretBox } from "../../src/webhooks/secrets.js";
 import { tempDir } from "../support/service.js";
 
+const v1 = (secret: string) => ({ scheme: "v1" as const, secret });
+
 describe("the address guard", () => {
   const guard = new AddressGuard();
 
@@ -106,7 +108,7 @@ describe("pings", () => {
       truncated: false,
     });
     const previous = generateSecret();
-    const headers = pingHeaders("ping-1", body, [secret, previous], new Date(), "seintje.example");
+    const headers = pingHeaders("ping-1", body, [v1(secret), v1(previous)], new Date(), "seintje.example");
     assert.equal(headers["webhook-id"], "ping-1");
     assert.equal(headers["webhook-signature"]!.split(" ").length, 2);
     assert.deepEqual(new Webhook(secret).verify(body, headers), JSON.parse(body));
@@ -190,7 +192,7 @@ describe("Standard Webhooks signing, by the specification's known answer", () =>
   const expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
   it("signs a ping exactly so", () => {
-    const headers = pingHeaders(id, body, [secret], timestamp, "seintje.example");
+    const headers = pingHeaders(id, body, [v1(secret)], timestamp, "seintje.example");
     assert.equal(headers["webhook-signature"], expected);
     assert.equal(headers["webhook-timestamp"], "1614265330");
     assert.equal(headers["webhook-id"], id);
@@ -198,7 +200,7 @@ describe("Standard Webhooks signing, by the specification's known answer", () =>
 
   it("signs with both secrets during a rotation, each signature on its own", () => {
     const other = "whsec_dGhlIG90aGVyIHNlY3JldCBvZiAyNCBieXRlcw==";
-    const [first, second] = pingHeaders(id, body, [secret, other], timestamp, "x")[
+    const [first, second] = pingHeaders(id, body, [v1(secret), v1(other)], timestamp, "x")[
       "webhook-signature"
     ]!.split(" ");
     assert.equal(first, expected);
