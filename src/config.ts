@@ -1,4 +1,4 @@
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import type { DatabaseConfig } from "./db/database.js";
@@ -74,6 +74,8 @@ export interface WebhookConfig {
   concurrency: number;
   /** How long attempts are kept. */
   attemptsKeep: Duration;
+  /** Mutual TLS to callbacks: a client certificate and key (PEM) to present, and trust anchors to add. */
+  tls: { cert?: string; key?: string; ca?: string };
 }
 
 export interface AuthConfig {
@@ -208,6 +210,23 @@ export const OPTIONS: readonly Option[] = [
     default: "empty",
     meaning:
       "comma-separated IP addresses or CIDR ranges that callbacks may reach although internal (IPv4-mapped IPv6 addresses match their IPv4 form)",
+  },
+  {
+    variable: "SEINTJE_CALLBACK_CLIENT_CERT",
+    default: "unset",
+    meaning:
+      "PEM file of the client certificate (chain) presented to https callbacks that ask for one (mutual TLS); needs SEINTJE_CALLBACK_CLIENT_KEY",
+  },
+  {
+    variable: "SEINTJE_CALLBACK_CLIENT_KEY",
+    default: "unset",
+    meaning: "PEM file of that certificate's private key",
+  },
+  {
+    variable: "SEINTJE_CALLBACK_CA",
+    default: "unset",
+    meaning:
+      "PEM file of trust anchors added to the system's for https callbacks (a private or PKIoverheid CA)",
   },
   {
     variable: "SEINTJE_PING_RETRY",
@@ -496,7 +515,37 @@ function webhooks(env: Env): WebhookConfig {
     disableAfter: duration(env, "SEINTJE_PING_DISABLE_AFTER"),
     concurrency: integer(env, "SEINTJE_PING_CONCURRENCY", 1, 10_000),
     attemptsKeep: duration(env, "SEINTJE_PING_ATTEMPTS_KEEP"),
+    tls: callbackTls(env),
   };
+}
+
+/** A PEM file named by `variable`, read now; unset is undefined. */
+function pemFile(env: Env, variable: string, marker: RegExp): string | undefined {
+  const path = text(env, variable);
+  if (path === undefined) return undefined;
+  let content: string;
+  try {
+    content = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(variable, `cannot read ${path}: ${(error as Error).message}`);
+  }
+  if (!marker.test(content))
+    throw new ConfigError(variable, `${path} holds no PEM block of the expected kind`);
+  return content;
+}
+
+function callbackTls(env: Env): WebhookConfig["tls"] {
+  const cert = pemFile(env, "SEINTJE_CALLBACK_CLIENT_CERT", /-----BEGIN CERTIFICATE-----/);
+  const key = pemFile(env, "SEINTJE_CALLBACK_CLIENT_KEY", /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
+  if ((cert === undefined) !== (key === undefined)) {
+    const missing = cert === undefined ? "SEINTJE_CALLBACK_CLIENT_CERT" : "SEINTJE_CALLBACK_CLIENT_KEY";
+    throw new ConfigError(
+      missing,
+      "a client certificate needs both SEINTJE_CALLBACK_CLIENT_CERT and SEINTJE_CALLBACK_CLIENT_KEY",
+    );
+  }
+  const ca = pemFile(env, "SEINTJE_CALLBACK_CA", /-----BEGIN CERTIFICATE-----/);
+  return { ...(cert ? { cert, key } : {}), ...(ca ? { ca } : {}) };
 }
 
 /**

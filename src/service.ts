@@ -192,7 +192,7 @@ export async function startService(
   const hooks = config.webhooks;
   const guard = new AddressGuard(hooks.allow);
   const userAgent = `seintje/${VERSION}`;
-  const client = new CallbackClient(guard, { timeoutMs: hooks.timeoutMs, userAgent });
+  const client = new CallbackClient(guard, { timeoutMs: hooks.timeoutMs, userAgent, tls: hooks.tls });
   let publicUrl = config.publicUrl ?? "";
   const origin = () => new URL(publicUrl).hostname;
   const dispatcher = new Dispatcher(storage, bus, client, box, logger, metrics, {

@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { rootCertificates } from "node:tls";
 import { Agent, buildConnector, request } from "undici";
 import { type AddressGuard, AddressRefused } from "./guard.js";
 
@@ -14,6 +15,8 @@ export interface ClientOptions {
   userAgent: string;
   /** Sockets kept per callback origin. */
   connectionsPerOrigin?: number;
+  /** Mutual TLS: a client certificate and key to present, and trust anchors added to Node's own. */
+  tls?: { cert?: string; key?: string; ca?: string };
 }
 
 export interface Exchange {
@@ -69,7 +72,14 @@ export class CallbackClient {
     private readonly guard: AddressGuard,
     private readonly options: ClientOptions,
   ) {
-    const connect = buildConnector({ lookup: guard.lookup, timeout: options.timeoutMs });
+    const tlsOptions = options.tls ?? {};
+    const connect = buildConnector({
+      lookup: guard.lookup,
+      timeout: options.timeoutMs,
+      ...(tlsOptions.cert ? { cert: tlsOptions.cert, key: tlsOptions.key } : {}),
+      // `ca` replaces Node's trust store: give it back beside the added anchors.
+      ...(tlsOptions.ca ? { ca: [...rootCertificates, tlsOptions.ca] } : {}),
+    });
     this.agent = new Agent({
       connect: (connectOptions, callback) => {
         connect(connectOptions, (error, socket) => {
