@@ -328,8 +328,9 @@ export const subscriptions: Command = {
   summary: "list the webhook subscriptions the token may see",
   help: `Usage: seintje subscriptions [--feed NAME] [--json]
 
-Lists subscriptions (every page) with their status, acknowledged cursor and callback URL; --feed keeps one
-feed's; --json prints one JSON line per subscription.
+Lists subscriptions (every page) with their status, acknowledged cursor, how pings are signed (v1 or v1a, and
++jwt or +static for an Authorization) and callback URL; --feed keeps one feed's; --json prints one JSON line per
+subscription.
 
 ${CONNECTION_HELP}`,
   async run(args) {
@@ -353,8 +354,17 @@ ${CONNECTION_HELP}`,
     }
     process.stdout.write(
       `${table([
-        ["ID", "FEED", "STATUS", "ACKED", "HEAD", "URL"],
-        ...list.map((item) => [item.id, item.feed, item.status, item.acked, item.head, item.url]),
+        ["ID", "FEED", "STATUS", "ACKED", "HEAD", "SIGNED", "URL"],
+        ...list.map((item) => [
+          item.id,
+          item.feed,
+          item.status,
+          item.acked,
+          item.head,
+          // How a receiver checks the pings: the signature scheme, and an Authorization if any.
+          [item.signature, item.authorization?.type].filter(Boolean).join("+"),
+          item.url,
+        ]),
       ])}\n`,
     );
   },

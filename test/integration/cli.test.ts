@@ -273,7 +273,7 @@ describe("the seintje commands that talk to a service", () => {
     );
     const subscriptions = await runToEnd(["subscriptions"], env);
     assert.equal(subscriptions.code, 0, subscriptions.stderr);
-    assert.match(subscriptions.stdout, /^ID\s+FEED\s+STATUS\s+ACKED\s+HEAD\s+URL$/m);
+    assert.match(subscriptions.stdout, /^ID\s+FEED\s+STATUS\s+ACKED\s+HEAD\s+SIGNED\s+URL$/m);
   });
 
   it("declares a type from a schema file, lists, shows and removes it, and publishing then meets the schema", async () => {

@@ -4,8 +4,9 @@ import { after, before, describe, it } from "node:test";
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { PingVerificationError, verifyPing, verifyPingJwt } from "../../src/client/index.js";
 import { call, cloudEvent, publish, putFeed } from "../support/http.js";
+import { runToEnd } from "../support/process.js";
 import { type Receiver, startReceiver } from "../support/receiver.js";
-import { startTestService, type TestService } from "../support/service.js";
+import { startTestService, type TestService, tokenFor } from "../support/service.js";
 import { eventually } from "../support/wait.js";
 
 /**
@@ -240,6 +241,18 @@ describe("ping authentication", () => {
     await publish(svc.url, feed, cloudEvent());
     const signed = await nextPing(id, 2);
     assert.equal(verifyPing(signed.headers, signed.body, back.body.secret).id, signed.headers["webhook-id"]);
+  });
+
+  it("shows in the CLI's list how each subscription's pings are signed", async () => {
+    const { created } = await subscribe({ signature: "v1a", authorization: { type: "static", value: "Key x" } });
+    assert.equal(created.status, 201, created.text);
+    const token = await tokenFor(svc.dir, "admin");
+    const listed = await runToEnd(["subscriptions", "--url", svc.url, "--token", token], {});
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /^ID\s+FEED\s+STATUS\s+ACKED\s+HEAD\s+SIGNED\s+URL$/m);
+    for (const signed of ["v1a", "v1\\+jwt", "v1a\\+static"]) {
+      assert.match(listed.stdout, new RegExp(`\\s${signed}\\s+http`), signed);
+    }
   });
 
   it("refuses a bad signature or authorization with pointers, storing nothing", async () => {
