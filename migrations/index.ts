@@ -4,8 +4,8 @@ import * as subscriptions from "./20261123_002_subscriptions.js";
 import * as settings from "./20261123_003_settings.js";
 import * as subscriptionsNeedRead from "./20261130_004_subscriptions_need_read.js";
 import * as eventTypes from "./20261130_005_event_types.js";
-import * as pingAuthentication from "./20261130_007_ping_authentication.js";
 import * as publicFeeds from "./20261130_006_public_feeds.js";
+import * as pingAuthentication from "./20261130_007_ping_authentication.js";
 
 export interface Migration {
   up(knex: Knex): Promise<void>;

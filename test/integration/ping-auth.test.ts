@@ -244,7 +244,10 @@ describe("ping authentication", () => {
   });
 
   it("shows in the CLI's list how each subscription's pings are signed", async () => {
-    const { created } = await subscribe({ signature: "v1a", authorization: { type: "static", value: "Key x" } });
+    const { created } = await subscribe({
+      signature: "v1a",
+      authorization: { type: "static", value: "Key x" },
+    });
     assert.equal(created.status, 201, created.text);
     const token = await tokenFor(svc.dir, "admin");
     const listed = await runToEnd(["subscriptions", "--url", svc.url, "--token", token], {});
