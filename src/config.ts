@@ -24,7 +24,13 @@ export interface Config {
   database: Database;
   dataDir: string;
   /** Where the two keys come from; each empty means the data dir. */
-  keys: { secrets: KeySource; signing: KeySource };
+  keys: {
+    secrets: KeySource;
+    signing: KeySource;
+    /** The signing key that the current one replaced: it verifies tokens for `signingOverlap` more. */
+    previousSigning: KeySource;
+    signingOverlap: Duration;
+  };
   /** Base of absolute URLs; undefined means http://<the address actually bound>. */
   publicUrl: string | undefined;
   source: string;
@@ -153,6 +159,23 @@ export const OPTIONS: readonly Option[] = [
     variable: "SEINTJE_SIGNING_KEY",
     default: "unset",
     meaning: "that key itself, as JWK text (not with `SEINTJE_SIGNING_KEY_FILE`)",
+  },
+  {
+    variable: "SEINTJE_SIGNING_KEY_PREVIOUS_FILE",
+    default: "unset",
+    meaning:
+      "the signing key that SEINTJE_SIGNING_KEY(_FILE) replaced (JWK, private or public): it keeps verifying tokens, and stays in /.well-known/jwks.json, for SEINTJE_SIGNING_KEY_OVERLAP after the new key first signed",
+  },
+  {
+    variable: "SEINTJE_SIGNING_KEY_PREVIOUS",
+    default: "unset",
+    meaning: "that previous key itself, as JWK text (not with `SEINTJE_SIGNING_KEY_PREVIOUS_FILE`)",
+  },
+  {
+    variable: "SEINTJE_SIGNING_KEY_OVERLAP",
+    default: "P1D",
+    meaning:
+      "ISO 8601 duration the previous signing key keeps verifying after the new one is first used (at least the longest token lifetime)",
   },
   {
     variable: "SEINTJE_PUBLIC_URL",
@@ -581,7 +604,12 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     port,
     dataDir,
-    keys: { secrets: keySource(env, "SEINTJE_SECRETS_KEY"), signing: keySource(env, "SEINTJE_SIGNING_KEY") },
+    keys: {
+      secrets: keySource(env, "SEINTJE_SECRETS_KEY"),
+      signing: keySource(env, "SEINTJE_SIGNING_KEY"),
+      previousSigning: keySource(env, "SEINTJE_SIGNING_KEY_PREVIOUS"),
+      signingOverlap: duration(env, "SEINTJE_SIGNING_KEY_OVERLAP"),
+    },
     database: database(env, dataDir),
     publicUrl: publicUrl(env),
     source: text(env, "SEINTJE_SOURCE") ?? `urn:seintje:${hostname()}`,

@@ -2,12 +2,14 @@ import { mkdirSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname } from "node:path";
-import { loadSigningKey, type SigningKey } from "./auth/keys.js";
+import type { JWK } from "jose";
+import { loadPreviousSigningKey, loadSigningKey, type SigningKey } from "./auth/keys.js";
 import { TokenVerifier } from "./auth/verifier.js";
 import { type Config, ConfigError } from "./config.js";
 import { migrate, openStorage, pendingMigrations, ping, type Storage } from "./db/database.js";
 import { WriteHealth } from "./db/failures.js";
 import { PgWakeups } from "./db/notify.js";
+import { settleSetting } from "./db/settings.js";
 import { lockSqliteFile, SqliteFileInUse } from "./db/sqlite-lock.js";
 import { countByStatus } from "./db/subscriptions.js";
 import type { KeySource } from "./files.js";
@@ -15,6 +17,7 @@ import { answerClientError, createApp, requestListener } from "./http/app.js";
 import type { Services } from "./http/context.js";
 import { Admission, PublishRateLimit } from "./http/limits.js";
 import { Appender } from "./log/appender.js";
+import { subtractDuration } from "./log/duration.js";
 import { Feeds } from "./log/feeds.js";
 import { FeedReader } from "./log/reader.js";
 import { RetentionScheduler } from "./log/retention.js";
@@ -119,8 +122,53 @@ async function signingKeyOf(config: Config, logger: Logger): Promise<SigningKey>
   return signingKey;
 }
 
+/**
+ * A signing key rotation: the previous key verifies for SEINTJE_SIGNING_KEY_OVERLAP after the current key was first
+ * used by any node on this database (recorded once, in the settings table, so every node and every restart agrees).
+ */
+async function retirePreviousKey(
+  storage: Storage,
+  config: Config,
+  signingKey: SigningKey,
+  previousKey: JWK,
+  verifier: TokenVerifier | undefined,
+  logger: Logger,
+): Promise<void> {
+  const since = Number(
+    await settleSetting(
+      storage.writer,
+      `signing-key-since:${signingKey.kid}`,
+      String(Date.now()),
+      Date.now(),
+    ),
+  );
+  const overlap = config.keys.signingOverlap;
+  // A window whose start leaves the range of dates never ends.
+  const accepts = (now: number) => {
+    const windowStart = subtractDuration(now, overlap);
+    return windowStart === undefined || since > windowStart;
+  };
+  verifier?.retire(accepts);
+  if (accepts(Date.now())) {
+    logger.info(
+      { previous: previousKey.kid, current: signingKey.kid, since: new Date(since).toISOString() },
+      "the previous signing key verifies tokens during the overlap (SEINTJE_SIGNING_KEY_OVERLAP)",
+    );
+  } else {
+    logger.warn(
+      { previous: previousKey.kid },
+      "the previous signing key's overlap has ended: it verifies nothing; remove SEINTJE_SIGNING_KEY_PREVIOUS(_FILE)",
+    );
+  }
+}
+
 /** The token verifier, or undefined (with a loud warning) when authentication is off. */
-function createVerifier(config: Config, logger: Logger, signingKey: SigningKey): TokenVerifier | undefined {
+function createVerifier(
+  config: Config,
+  logger: Logger,
+  signingKey: SigningKey,
+  previousKey: JWK | undefined,
+): TokenVerifier | undefined {
   const auth = config.auth;
   if (!auth.enabled) {
     logger.warn(
@@ -137,6 +185,7 @@ function createVerifier(config: Config, logger: Logger, signingKey: SigningKey):
       issuer: auth.issuer,
       audience: auth.audience,
       jwksCooldownMs: auth.jwksCooldownSeconds * 1000,
+      previousKey,
     });
   } catch (error) {
     throw new ConfigError("SEINTJE_JWKS_FILE", `cannot be used: ${(error as Error).message}`);
@@ -149,7 +198,10 @@ export async function startService(
   options: StartOptions = {},
 ): Promise<Service> {
   const signingKey = await signingKeyOf(config, logger);
-  const verifier = createVerifier(config, logger, signingKey);
+  const previousKey = await configuredKey(config.keys.previousSigning, () =>
+    loadPreviousSigningKey(config.keys.previousSigning),
+  );
+  const verifier = createVerifier(config, logger, signingKey, previousKey);
   // Both keys are loaded before anything is opened: a key that is missing or wrong stops the start with nothing
   // to undo.
   const box = await configuredKey(config.keys.secrets, () =>
@@ -216,13 +268,14 @@ export async function startService(
       const ran = await migrate(storage);
       if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
     }
+    if (previousKey) await retirePreviousKey(storage, config, signingKey, previousKey, verifier, logger);
     await checkSealingKey(storage, box).catch((error: unknown) => {
       if (!(error instanceof SealingKeyMismatch)) throw error;
       throw new ConfigError(config.keys.secrets.name ?? "SEINTJE_DATA_DIR", error.message);
     });
     await wakeups?.start();
     const services: Services = {
-      jwks: () => [signingKey.publicJwk],
+      jwks: () => verifier?.publicKeys() ?? [signingKey.publicJwk],
       feeds: new Feeds(storage, bus),
       types: new EventTypes(storage),
       reader: new FeedReader(storage, bus),

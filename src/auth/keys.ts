@@ -92,3 +92,29 @@ async function parseSigningKey(path: string, text: string): Promise<SigningKey> 
   const { d: _private, ...publicJwk } = jwk;
   return { kid: jwk.kid, privateKey, publicJwk };
 }
+
+/**
+ * The signing key a rotation replaced, from SEINTJE_SIGNING_KEY_PREVIOUS(_FILE): only its public half is kept (a
+ * private JWK is accepted, and its `d` dropped at once), with its thumbprint as `kid` when it has none. Undefined
+ * when none is configured.
+ */
+export async function loadPreviousSigningKey(source: KeySource): Promise<JWK | undefined> {
+  if (source.text === undefined && source.file === undefined) return undefined;
+  const { path, text } = await loadKey("", SIGNING_KEY_FILE, source, undefined);
+  let jwk: JWK;
+  try {
+    jwk = JSON.parse(text) as JWK;
+  } catch {
+    throw new Error(`${path} does not hold a JWK (JSON)`);
+  }
+  if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string") {
+    throw new Error(`${path} does not hold an Ed25519 key`);
+  }
+  const { d: _private, ...publicJwk } = jwk;
+  publicJwk.kid ??= await calculateJwkThumbprint(publicJwk);
+  publicJwk.alg = SIGNING_ALGORITHM;
+  publicJwk.use = "sig";
+  // Importing it checks that it is a usable key.
+  await importJWK(publicJwk, SIGNING_ALGORITHM);
+  return publicJwk;
+}

@@ -2,8 +2,10 @@ import { readFileSync } from "node:fs";
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
+  decodeProtectedHeader,
   errors,
   type JSONWebKeySet,
+  type JWK,
   type JWTPayload,
   type JWTVerifyGetKey,
   jwtVerify,
@@ -32,6 +34,8 @@ export interface VerifierOptions {
   audience?: string | undefined;
   /** Least time between two fetches of the remote JWKS triggered by unknown keys. */
   jwksCooldownMs: number;
+  /** The signing key a rotation replaced: it verifies while `accepts(now)` says so (see `retire`). */
+  previousKey?: JWK | undefined;
 }
 
 /** Tolerated clock difference for exp and nbf. */
@@ -75,9 +79,13 @@ export class TokenVerifier {
   /** Tokens verified lately, with until when their verification stands (epoch ms). */
   private readonly verified = new Map<string, { principal: Principal; until: number }>();
 
+  /** Whether the previous signing key still verifies at a moment; until `retire` says otherwise, it does. */
+  private previousAccepted: (now: number) => boolean = () => true;
+
   constructor(private readonly options: VerifierOptions) {
     const keys = [
       options.signingKey.publicJwk,
+      ...(options.previousKey ? [options.previousKey] : []),
       ...(options.jwksFile ? readJwksFile(options.jwksFile).keys : []),
     ];
     this.local = createLocalJWKSet({ keys });
@@ -87,6 +95,27 @@ export class TokenVerifier {
           timeoutDuration: 5000,
         })
       : undefined;
+  }
+
+  /** Sets when the previous signing key stops verifying: `accepts(now)` is false from then on. */
+  retire(accepts: (now: number) => boolean): void {
+    this.previousAccepted = accepts;
+  }
+
+  /** The public keys that verify now: the service's own, and the previous one during its overlap. */
+  publicKeys(now = Date.now()): JWK[] {
+    const previous = this.options.previousKey;
+    return [this.options.signingKey.publicJwk, ...(previous && this.previousAccepted(now) ? [previous] : [])];
+  }
+
+  private isPrevious(token: string): boolean {
+    const previous = this.options.previousKey;
+    if (!previous) return false;
+    try {
+      return decodeProtectedHeader(token).kid === previous.kid;
+    } catch {
+      return false;
+    }
   }
 
   private readonly resolveKey: JWTVerifyGetKey = async (header, token) => {
@@ -102,7 +131,13 @@ export class TokenVerifier {
     const known = this.verified.get(token);
     if (known && now < known.until) return known.principal;
     if (known) this.verified.delete(token);
+    const previous = this.isPrevious(token);
+    if (previous && !this.previousAccepted(now)) {
+      throw new InvalidToken("the token is signed with a signing key that has been retired");
+    }
     const principal = await this.verifyNow(token, now);
+    // A token of the previous key is verified each time: its key may retire at any moment.
+    if (previous) return principal;
     // jose accepts a token until exp plus the clock skew; so may the memory of having verified it.
     const expires = (principal.expiresAt ?? now) + CLOCK_SKEW_SECONDS * 1000;
     this.verified.set(token, { principal, until: Math.min(now + VERIFIED_TOKEN_MS, expires) });
