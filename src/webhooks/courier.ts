@@ -5,7 +5,7 @@ import type { NewAttempt, SubscriptionRow } from "../db/subscriptions.js";
 import type { PingOutcome } from "../metrics.js";
 import type { PreparedPing } from "./announcement.js";
 import type { CallbackClient, Exchange } from "./client.js";
-import { type PingSigner, pingHeaders } from "./ping.js";
+import { ed25519Signer, type PingSigner, pingHeaders } from "./ping.js";
 import type { SecretBox } from "./secrets.js";
 
 /** What signs the JWT of pings whose subscription asks for one: the service's signing key, and who it is. */
@@ -14,6 +14,9 @@ export interface PingIssuer {
   /** `iss`: SEINTJE_SOURCE. */
   issuer: string;
 }
+
+/** Signing keys a courier keeps opened: about two per subscription pinged lately. */
+const CACHED_SIGNERS = 20_000;
 
 /** How long a ping's JWT is valid. */
 export const PING_JWT_SECONDS = 300;
@@ -24,6 +27,9 @@ export const PING_JWT_SECONDS = 300;
  * sends it through the guarded HTTP client. What the answer means for the subscription is the policy's to decide.
  */
 export class Courier {
+  /** Opened signing keys by their sealed text, the least recently used forgotten first. */
+  private readonly opened = new Map<string, PingSigner>();
+
   constructor(
     private readonly client: CallbackClient,
     private readonly box: SecretBox,
@@ -62,15 +68,27 @@ export class Courier {
     ) {
       sealed.push(subscription.previousSecret);
     }
+    // A key of the other scheme is one from before a change of scheme: it no longer signs.
     return sealed
-      .map((text) => {
-        const opened = this.box.open(text, subscription.id);
-        // A key of the other scheme is one from before a change of scheme: it no longer signs.
-        return opened.startsWith("whsk_")
-          ? { scheme: "v1a" as const, privateKey: opened }
-          : { scheme: "v1" as const, secret: opened };
-      })
+      .map((text) => this.signer(text, subscription.id))
       .filter((signer) => signer.scheme === subscription.signature);
+  }
+
+  /**
+   * The signer of a sealed key, opened and parsed once and kept (the sealed text names it: a rotation seals a new
+   * one): opening and parsing an Ed25519 key per ping halved the rate of v1a pings.
+   */
+  private signer(sealed: string, subscriptionId: string): PingSigner {
+    let signer = this.opened.get(sealed);
+    if (signer) {
+      this.opened.delete(sealed);
+    } else {
+      const opened = this.box.open(sealed, subscriptionId);
+      signer = opened.startsWith("whsk_") ? ed25519Signer(opened) : { scheme: "v1", secret: opened };
+    }
+    this.opened.set(sealed, signer);
+    if (this.opened.size > CACHED_SIGNERS) this.opened.delete(this.opened.keys().next().value!);
+    return signer;
   }
 
   /**

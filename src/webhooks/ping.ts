@@ -1,4 +1,4 @@
-import { createPrivateKey, sign } from "node:crypto";
+import { createPrivateKey, type KeyObject, sign } from "node:crypto";
 import { Webhook } from "standardwebhooks";
 import type { Identity } from "../db/events.js";
 
@@ -80,19 +80,20 @@ export function pingBody(id: string, source: string, time: Date, publicUrl: stri
   });
 }
 
-/** A key that signs pings: a `whsec_` secret (v1) or a `whsk_` Ed25519 private key (v1a). */
-export type PingSigner = { scheme: "v1"; secret: string } | { scheme: "v1a"; privateKey: string };
+/** A key that signs pings: a `whsec_` secret (v1) or an Ed25519 private key (v1a). */
+export type PingSigner = { scheme: "v1"; secret: string } | { scheme: "v1a"; key: KeyObject };
+
+/** The signer of a `whsk_` private key (its PKCS #8 form, in base64). */
+export function ed25519Signer(privateKey: string): PingSigner {
+  const der = Buffer.from(privateKey.slice("whsk_".length), "base64");
+  return { scheme: "v1a", key: createPrivateKey({ key: der, format: "der", type: "pkcs8" }) };
+}
 
 /** One signature over "id.timestamp.body", as Standard Webhooks writes it: `v1,<base64>` or `v1a,<base64>`. */
 function signatureOf(signer: PingSigner, id: string, now: Date, body: string): string {
   if (signer.scheme === "v1") return new Webhook(signer.secret).sign(id, now, body);
-  const key = createPrivateKey({
-    key: Buffer.from(signer.privateKey.slice("whsk_".length), "base64"),
-    format: "der",
-    type: "pkcs8",
-  });
   const signed = Buffer.from(`${id}.${Math.floor(now.getTime() / 1000)}.${body}`);
-  return `v1a,${sign(null, signed, key).toString("base64")}`;
+  return `v1a,${sign(null, signed, signer.key).toString("base64")}`;
 }
 
 /** The headers of one attempt: a fresh timestamp each time, over the unchanged id and body. */
