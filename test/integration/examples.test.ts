@@ -24,6 +24,8 @@ const STATE_FILES = [
   `.seintje-state/${RECEIVED}.receiver.json`,
   `.seintje-state/${FOLLOWED}.python.cursor`,
   `.seintje-state/${RECEIVED}.python.receiver.json`,
+  `.seintje-state/${FOLLOWED}.java.cursor`,
+  `.seintje-state/${RECEIVED}.java.receiver.json`,
 ];
 
 const git = (...args: string[]) => execFileSync("git", args, { cwd: ROOT, encoding: "utf8" });
@@ -35,6 +37,11 @@ function runExample(file: string, args: string[], env: Record<string, string>): 
 /** An example in Python (standard library only), run as its header says: `python3 examples/python/<file>`. */
 function runPython(file: string, args: string[], env: Record<string, string>): Running {
   return runCommand("python3", [join(EXAMPLES, "python", file), ...args], env, ROOT);
+}
+
+/** The Java example (Java 17, the JDK only), run as its header says: `java examples/java/Seintje.java <mode>`. */
+function runJava(args: string[], env: Record<string, string>): Running {
+  return runCommand("java", [join(EXAMPLES, "java", "Seintje.java"), ...args], env, ROOT);
 }
 
 /** A ping not signed with the subscription's secret: the receiver answers 401 and says why on stderr. */
@@ -185,6 +192,55 @@ describe("the examples", () => {
       await eventually(
         () => receiver.stderr().includes("receiving pings"),
         15_000,
+        `started: ${receiver.stderr()}`,
+      );
+      const events = [cloudEvent(), cloudEvent()];
+      for (const event of events) await publish(svc.url, RECEIVED, event);
+      await eventually(() => lines(receiver.stdout()).length === 2, 15_000, `2 events: ${receiver.stderr()}`);
+      assert.deepEqual(
+        lines(receiver.stdout()).map((line) => line.id),
+        events.map((event) => event.id),
+        "only what came after its subscription, each once",
+      );
+      await assertRefusesForgedPing(port, receiver);
+    } finally {
+      assert.equal(await stopped(receiver), 0, receiver.stderr());
+    }
+  });
+
+  it("java Seintje.java follow reads every event once across a restart", async () => {
+    const env = { SEINTJE_URL: svc.url, SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${FOLLOWED}`) };
+    const cursorFile = join(ROOT, STATE_FILES[4]!);
+    const first = runJava(["follow", FOLLOWED], env);
+    // Java compiles the file before it runs: allow for that.
+    await eventually(() => lines(first.stdout()).length === 5, 30_000, `5 events: ${first.stderr()}`);
+    assert.equal(await stopped(first), 0, first.stderr());
+    assert.equal(readFileSync(cursorFile, "utf8"), "5\n");
+    await publish(svc.url, FOLLOWED, cloudEvent({ type: "nl.example.after-java-restart" }));
+    const second = runJava(["follow", FOLLOWED], env);
+    await eventually(() => lines(second.stdout()).length === 1, 30_000, `1 event: ${second.stderr()}`);
+    const [event] = lines(second.stdout());
+    assert.deepEqual([event.sequence, event.type], ["6", "nl.example.after-java-restart"]);
+    assert.equal(await stopped(second), 0, second.stderr());
+    assert.equal(
+      lines(first.stdout())
+        .map((line) => line.sequence)
+        .join(","),
+      "1,2,3,4,5",
+    );
+  });
+
+  it("java Seintje.java receive subscribes, verifies pings, and pulls what they announce", async () => {
+    const port = await freePort();
+    const receiver = runJava(["receive", RECEIVED], {
+      SEINTJE_URL: svc.url,
+      SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${RECEIVED} subscribe:${RECEIVED}`, { subject: "java" }),
+      PORT: String(port),
+    });
+    try {
+      await eventually(
+        () => receiver.stderr().includes("receiving pings"),
+        30_000,
         `started: ${receiver.stderr()}`,
       );
       const events = [cloudEvent(), cloudEvent()];
