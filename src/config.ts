@@ -6,6 +6,7 @@ import { MAX_REQUEST_BYTES } from "./events/encoding.js";
 import type { KeySource } from "./files.js";
 import { type Duration, durationProblem, parseDuration } from "./log/duration.js";
 import { MAX_WAIT_SECONDS } from "./log/reader.js";
+import { type TracingConfig, tracingConfig } from "./tracing.js";
 import { parseAllowEntry } from "./webhooks/guard.js";
 
 /**
@@ -46,6 +47,8 @@ export interface Config {
   corsOrigins: string[];
   /** Longest `wait` a long-poll may ask for, in seconds (the contract says 60). */
   maxWaitSeconds: number;
+  /** Tracing, from the standard OpenTelemetry variables (`OTEL_*`; see tracing.ts). */
+  tracing: TracingConfig;
   webhooks: WebhookConfig;
   limits: Limits;
   /** Who may read /metrics: anyone, only tokens with the unrestricted admin grant, or nobody (404). */
@@ -321,6 +324,18 @@ export const OPTIONS: readonly Option[] = [
     meaning:
       "`/metrics` for anyone (`open`), only for tokens with the `admin` grant on every feed (`token`), or `off`",
   },
+  {
+    variable: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    default: "unset",
+    meaning:
+      "export traces over OTLP/HTTP (JSON) to this base URL (`/v1/traces` is added); tracing is off while neither this nor OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set. The other standard OTEL_* variables apply (OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_*, OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER=none)",
+  },
+  {
+    variable: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    default: "unset",
+    meaning: "the full URL traces are exported to; wins over OTEL_EXPORTER_OTLP_ENDPOINT",
+  },
+  { variable: "OTEL_SERVICE_NAME", default: "seintje", meaning: "`service.name` of the exported spans" },
 ];
 
 /** Asymmetric JWS algorithms; `none` and the HMAC family are never accepted. */
@@ -621,6 +636,7 @@ export function loadConfig(env: Env = process.env): Config {
     streamRetryMs: integer(env, "SEINTJE_STREAM_RETRY", 0, 3_600_000),
     corsOrigins: corsOrigins(env),
     maxWaitSeconds: MAX_WAIT_SECONDS,
+    tracing: tracingConfig(env),
     webhooks: webhooks(env),
     limits: limits(env),
     metrics: metrics(env),

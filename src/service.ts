@@ -27,6 +27,7 @@ import type { Logger } from "./logger.js";
 import { Metrics } from "./metrics.js";
 import type { StreamStats } from "./stream/connection.js";
 import { StreamHub } from "./stream/hub.js";
+import { startTracing } from "./tracing.js";
 import { VERSION } from "./version.js";
 import { CallbackClient } from "./webhooks/client.js";
 import { Dispatcher } from "./webhooks/dispatcher.js";
@@ -212,6 +213,7 @@ export async function startService(
       config.keys.secrets,
     ),
   );
+  const tracing = startTracing(config.tracing);
   const releaseLock = lockDatabase(config);
   const storage = await openStorage(config.database, logger).catch((error: unknown) => {
     releaseLock();
@@ -256,6 +258,7 @@ export async function startService(
     requestOrigin: origin,
     attemptsKeep: hooks.attemptsKeep,
     issuer: { key: signingKey, issuer: config.source },
+    tracer: tracing.tracer,
   });
   const database = config.database;
   const wakeups =
@@ -275,6 +278,7 @@ export async function startService(
     });
     await wakeups?.start();
     const services: Services = {
+      tracer: tracing.tracer,
       jwks: () => verifier?.publicKeys() ?? [signingKey.publicJwk],
       feeds: new Feeds(storage, bus),
       types: new EventTypes(storage),
@@ -363,6 +367,10 @@ export async function startService(
           writeHealth.stop();
           await storage.close();
           releaseLock();
+          // The spans of the last requests and pings go out before the process ends.
+          await tracing
+            .shutdown()
+            .catch((error: unknown) => logger.warn({ err: error }, "traces not exported"));
           logger.info("seintje stopped");
         })();
         return stopped;
@@ -370,6 +378,7 @@ export async function startService(
     };
   } catch (error) {
     server?.close();
+    await tracing.shutdown().catch(() => undefined);
     await wakeups?.stop();
     await appender.close();
     writeHealth.stop();

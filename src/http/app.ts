@@ -1,10 +1,12 @@
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import type Router from "@koa/router";
+import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import Koa from "koa";
 import compose from "koa-compose";
 import { storageFailure } from "../db/failures.js";
 import { coerceError, HttpProblem } from "../errors.js";
+import { contextFrom, startSpan } from "../tracing.js";
 import { asyncApiRouter } from "./asyncapi.js";
 import { authentication } from "./auth.js";
 import { expectsContinue } from "./body.js";
@@ -123,6 +125,35 @@ function requestLog(services: Services): Koa.Middleware {
   };
 }
 
+/**
+ * A span per request (when tracing is on), continuing the caller's trace from its `traceparent`, named by the
+ * route template, never by the raw URL (whose query may hold an access_token). What the request does adds to it
+ * (`ctx.state.span`); a stream's ends when the stream is open.
+ */
+function traced(services: Services): Koa.Middleware {
+  return async (ctx, next) => {
+    const span = startSpan(
+      services.tracer,
+      ctx.method,
+      { kind: SpanKind.SERVER, attributes: { "http.request.method": ctx.method, "url.path": ctx.path } },
+      contextFrom(ctx.headers),
+    );
+    ctx.state.span = span;
+    try {
+      await next();
+    } finally {
+      const route = (ctx as { _matchedRoute?: string })._matchedRoute;
+      if (route) {
+        span.updateName(`${ctx.method} ${route}`);
+        span.setAttribute("http.route", route);
+      }
+      span.setAttribute("http.response.status_code", ctx.status);
+      if (ctx.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+  };
+}
+
 /** Builds the Koa application without listening: the service and the tests attach it to a server. */
 export function createApp(services: Services): Koa {
   const app = new Koa();
@@ -134,6 +165,7 @@ export function createApp(services: Services): Koa {
     if (services.stopping.aborted) ctx.set("Connection", "close");
   });
   app.use(requestLog(services));
+  app.use(traced(services));
   app.use(crossOrigin(services.corsOrigins));
   app.use(compression());
   app.use(problems(services));

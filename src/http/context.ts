@@ -1,3 +1,4 @@
+import type { Tracer } from "@opentelemetry/api";
 import type { JWK } from "jose";
 import type { TokenVerifier } from "../auth/verifier.js";
 import type { WriteHealth } from "../db/failures.js";
@@ -55,6 +56,8 @@ export interface Services {
   admission: Admission;
   publishRate: PublishRateLimit;
   maxRequestBytes: number;
+  /** Spans of requests (a no-op tracer when tracing is off). */
+  tracer: Tracer;
   /** The public keys of the service's signing keys, as JWKs, for /.well-known/jwks.json. */
   jwks(): JWK[];
 }

@@ -1,12 +1,15 @@
 import Router from "@koa/router";
+import { type Span, SpanStatusCode } from "@opentelemetry/api";
 import type { Context } from "koa";
 import { storageFailure } from "../db/failures.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
+import type { AppendOutcome } from "../log/appender.js";
 import { checkFeedName } from "../log/feeds.js";
 import { type FeedPage, FILTER_LIMITS, PAGE_LIMIT, type ReadQuery } from "../log/reader.js";
 import { parseSequence } from "../log/sequence.js";
 import type { RejectReason } from "../metrics.js";
+import { linkTo, startSpan } from "../tracing.js";
 import { authorize, authorizeRead } from "./auth.js";
 import { expectsContinue, readBody } from "./body.js";
 import { answerCacheable, eventTag, immutable, pageCacheControl, pageTag } from "./caching.js";
@@ -98,11 +101,31 @@ export function eventRouter(services: Services): Router {
         body,
       });
       events = parsed.events.length;
-      const appended = await services.appender.append({
-        feed,
-        events: parsed.events,
-        batch: parsed.mode === "batch",
+      // The append, through its commit, in a span linked to each event's own trace (the CloudEvents distributed
+      // tracing extension: `traceparent` and `tracestate`, stored with the event as published).
+      const links = parsed.events.flatMap((event) => {
+        const link = linkTo(event.attributes.traceparent, event.attributes.tracestate);
+        return link ? [link] : [];
       });
+      const span = startSpan(
+        services.tracer,
+        `append ${feed}`,
+        { attributes: { "seintje.feed": feed, "seintje.events": events }, links },
+        ctx.state.span as Span | undefined,
+      );
+      let appended: AppendOutcome;
+      try {
+        appended = await services.appender.append({
+          feed,
+          events: parsed.events,
+          batch: parsed.mode === "batch",
+        });
+      } catch (error) {
+        span.setStatus({ code: SpanStatusCode.ERROR });
+        throw error;
+      } finally {
+        span.end();
+      }
       const warnings = [...parsed.warnings, ...appended.warnings];
       ctx.status = appended.events.every((event) => event.repeat) ? 200 : 201;
       ctx.body = {
@@ -133,10 +156,17 @@ export function eventRouter(services: Services): Router {
       },
     };
     if (wantsStream(ctx)) {
+      (ctx.state.span as Span | undefined)?.setAttributes({ "seintje.feed": feed, "seintje.stream": true });
       await serveStream(ctx, services, feed, streamCursor(ctx, query.after), query.filters);
       return;
     }
     const waitMs = secondsParameter(ctx.query, "wait", services.maxWaitSeconds) * 1000;
+    const span = ctx.state.span as Span | undefined;
+    span?.setAttributes({
+      "seintje.feed": feed,
+      "seintje.after": query.after ?? 0,
+      "seintje.wait_ms": waitMs,
+    });
     const leave = waitMs > 0 ? services.admission.enter("longpolls") : undefined;
     const gone = waitMs > 0 ? clientGone(ctx) : undefined;
     let page: FeedPage;
@@ -146,6 +176,7 @@ export function eventRouter(services: Services): Router {
       gone?.release();
       leave?.();
     }
+    span?.setAttributes({ "seintje.next": page.next, "seintje.events": page.sequences.length });
     services.metrics.pagesServed.inc({ waited: String(waitMs > 0) });
     services.metrics.eventsServed.inc({ channel: "pull" }, page.sequences.length);
     ctx.set("Link", nextLink(services, feed, ctx, query, page.next));

@@ -1,8 +1,10 @@
 import { createHash } from "node:crypto";
+import { type Span, SpanKind, SpanStatusCode, type Tracer } from "@opentelemetry/api";
 import { SignJWT } from "jose";
 import { SIGNING_ALGORITHM, type SigningKey } from "../auth/keys.js";
 import type { NewAttempt, SubscriptionRow } from "../db/subscriptions.js";
 import type { PingOutcome } from "../metrics.js";
+import { headersFor, startSpan } from "../tracing.js";
 import type { PreparedPing } from "./announcement.js";
 import type { CallbackClient, Exchange } from "./client.js";
 import { ed25519Signer, type PingSigner, pingHeaders } from "./ping.js";
@@ -36,10 +38,37 @@ export class Courier {
     /** The `WebHook-Request-Origin` of pings: the host name of the public URL. */
     private readonly requestOrigin: () => string,
     private readonly issuer: PingIssuer,
+    private readonly tracer: Tracer,
   ) {}
 
-  /** Sends the ping now, with a fresh timestamp over its unchanged id and body. */
+  /**
+   * Sends the ping now, with a fresh timestamp over its unchanged id and body, in a span of its own whose context
+   * the ping carries as `traceparent`: a receiver that traces can continue the trace from it.
+   */
   async send(ping: PreparedPing, signal?: AbortSignal): Promise<Exchange> {
+    const span = startSpan(this.tracer, "ping", {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        "seintje.feed": ping.subscription.feedName,
+        "seintje.subscription": ping.subscription.id,
+        "seintje.ping.head": ping.head,
+        "http.request.method": "POST",
+      },
+    });
+    try {
+      const exchange = await this.exchange(ping, span, signal);
+      if (exchange.statusCode !== null) span.setAttribute("http.response.status_code", exchange.statusCode);
+      const delivered =
+        exchange.statusCode !== null && exchange.statusCode >= 200 && exchange.statusCode < 300;
+      if (!delivered)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: exchange.error ?? "not delivered" });
+      return exchange;
+    } finally {
+      span.end();
+    }
+  }
+
+  private async exchange(ping: PreparedPing, span: Span, signal?: AbortSignal): Promise<Exchange> {
     const now = new Date();
     const { subscription } = ping;
     const headers = pingHeaders(
@@ -51,6 +80,7 @@ export class Courier {
     );
     const authorization = await this.authorization(ping, now);
     if (authorization !== undefined) headers.authorization = authorization;
+    Object.assign(headers, headersFor(span));
     return this.client.exchange("POST", subscription.url, headers, ping.body, signal);
   }
 

@@ -1,3 +1,4 @@
+import type { Tracer } from "@opentelemetry/api";
 import { pendingMigrations, type Storage } from "../db/database.js";
 import { type DeliveryState, markClaimed, recordOutcomes, releaseAllLeases } from "../db/deliveries.js";
 import {
@@ -46,6 +47,8 @@ export interface DispatcherOptions extends AnnouncementOptions {
   attemptsKeep: Duration;
   /** What signs the JWT of pings that carry one. */
   issuer: PingIssuer;
+  /** Spans of ping deliveries (a no-op tracer when tracing is off). */
+  tracer: Tracer;
 }
 
 interface Outcome {
@@ -96,7 +99,7 @@ export class Dispatcher {
     private readonly metrics: Metrics,
     private readonly options: DispatcherOptions,
   ) {
-    this.courier = new Courier(client, box, options.requestOrigin, options.issuer);
+    this.courier = new Courier(client, box, options.requestOrigin, options.issuer, options.tracer);
   }
 
   start(): void {
