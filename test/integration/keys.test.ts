@@ -20,17 +20,17 @@ import { startTestService, type TestService, tempDir } from "../support/service.
 const CALLBACKS = { SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1" };
 
 /** Subscribes, publishes, and checks that the ping is signed with the secret the service sealed. */
-async function pingsVerify(svc: TestService): Promise<void> {
+async function pingsVerify(svc: TestService, feed = "keyed"): Promise<void> {
   const receiver = await startReceiver();
   try {
-    await putFeed(svc.url, "keyed");
+    await putFeed(svc.url, feed);
     const created = await call(`${svc.url}/v1/subscriptions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ feed: "keyed", url: receiver.url }),
+      body: JSON.stringify({ feed, url: receiver.url }),
     });
     assert.equal(created.status, 201, created.text);
-    await publish(svc.url, "keyed", cloudEvent());
+    await publish(svc.url, feed, cloudEvent());
     const [ping] = await receiver.waitForPings(1);
     new Webhook(created.body.secret).verify(ping!.body, ping!.headers as Record<string, string>);
   } finally {
@@ -118,7 +118,7 @@ describe("keys from the platform", () => {
     }
   });
 
-  it("lets nodes with no data dir copied share one database, and refuses a node with another sealing key", async () => {
+  it("lets nodes with no data dir copied share one database, keys from files or variables, and refuses a node with another sealing key", async () => {
     const shared = tempDir("seintje-shared-");
     const database =
       DIALECT === "postgres"
@@ -137,13 +137,20 @@ describe("keys from the platform", () => {
       await pingsVerify(first);
       // SQLite serves one process at a time: there the second node starts after the first; on PostgreSQL beside it.
       if (DIALECT === "sqlite") await first.stop();
-      const second = await startTestService(files);
+      // The second node takes the same keys as variables: files on one node, variables on another, one database.
+      const { SEINTJE_SIGNING_KEY_FILE: _signing, SEINTJE_SECRETS_KEY_FILE: _secrets, ...rest } = files;
+      const second = await startTestService({
+        ...rest,
+        SEINTJE_SIGNING_KEY: readFileSync(signingFile, "utf8"),
+        SEINTJE_SECRETS_KEY: readFileSync(secretsFile, "utf8").trim(),
+      });
       try {
         dataDirHoldsNoKey(second.dir);
+        await pingsVerify(second, "keyed-too");
         const feeds = await call(`${second.url}/v1/feeds`);
         assert.deepEqual(
           feeds.body.feeds.map((feed: { name: string }) => feed.name),
-          ["keyed"],
+          ["keyed", "keyed-too"],
           "the second node sees the first one's feed",
         );
       } finally {
