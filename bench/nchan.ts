@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, type Proc, start, tempDir, waitForHttp } from "./harness.js";
+import { nginxConfig } from "./nginx.js";
 
 /**
  * The peer: nginx with the nchan module (Debian's nginx-light and libnginx-mod-nchan), on loopback with a config
@@ -31,27 +32,15 @@ export async function startNchan(): Promise<Nchan> {
   const config = join(dir.path, "nginx.conf");
   writeFileSync(
     config,
-    `load_module ${NCHAN_MODULE};
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid ${dir.path}/nginx.pid;
-error_log ${dir.path}/error.log warn;
-events { worker_connections 19000; }
-http {
-  access_log off;
-  client_body_temp_path ${dir.path}/body;
-  proxy_temp_path ${dir.path}/proxy;
-  fastcgi_temp_path ${dir.path}/fastcgi;
-  uwsgi_temp_path ${dir.path}/uwsgi;
-  scgi_temp_path ${dir.path}/scgi;
-  server {
+    nginxConfig(
+      dir.path,
+      `  server {
     listen 127.0.0.1:${port};
     location = /pub { nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 100; }
     location = /sub { nchan_subscriber eventsource; nchan_channel_id bench; }
-  }
-}
-`,
+  }`,
+      { prelude: `load_module ${NCHAN_MODULE};\n`, connections: 19000, files: 20000 },
+    ),
   );
   const proc: Proc = start("/usr/sbin/nginx", ["-p", dir.path, "-c", config]);
   const url = `http://127.0.0.1:${port}`;

@@ -1,6 +1,7 @@
 import { chmodSync, copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, type Proc, ROOT, start, tempDir, waitForHttp } from "./harness.js";
+import { nginxConfig } from "./nginx.js";
 
 /**
  * Debian's nginx in front of a seintje with the configuration shipped in deploy/nginx, included as written, plus
@@ -30,19 +31,9 @@ export async function startCachingProxy(origin: string, staticFile: string): Pro
   const config = join(dir.path, "nginx.conf");
   writeFileSync(
     config,
-    `worker_processes 1;
-daemon off;
-pid ${dir.path}/nginx.pid;
-error_log ${dir.path}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir.path}/body;
-  proxy_temp_path ${dir.path}/proxy;
-  fastcgi_temp_path ${dir.path}/fastcgi;
-  uwsgi_temp_path ${dir.path}/uwsgi;
-  scgi_temp_path ${dir.path}/scgi;
-  include ${deploy}/seintje-http.conf;
+    nginxConfig(
+      dir.path,
+      `  include ${deploy}/seintje-http.conf;
   proxy_cache_path ${dir.path}/cache levels=1:2 keys_zone=seintje:10m max_size=4g inactive=1h;
   upstream seintje { server ${new URL(origin).host}; keepalive 32; }
   server {
@@ -52,9 +43,8 @@ http {
   server {
     listen 127.0.0.1:${staticPort};
     location = /page { alias ${served}; default_type application/json; }
-  }
-}
-`,
+  }`,
+    ),
   );
   const proc: Proc = start(NGINX, ["-p", dir.path, "-c", config]);
   const url = `http://127.0.0.1:${port}`;

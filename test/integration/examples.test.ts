@@ -159,82 +159,45 @@ describe("the examples", () => {
     }
   });
 
-  it("python/consumer.py reads every event once across a restart", async () => {
-    // The TypeScript consumer's feed, read again by the Python one with its own cursor file.
+  /**
+   * A consumer in another language reads the TypeScript consumer's feed again with a cursor file of its own: all
+   * `held` events, then, after a restart, only the one published meanwhile.
+   */
+  async function followsAcrossRestart(
+    start: (env: Record<string, string>) => Running,
+    cursorFile: string,
+    held: number,
+    language: string,
+  ) {
     const env = { SEINTJE_URL: svc.url, SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${FOLLOWED}`) };
-    const cursorFile = join(ROOT, STATE_FILES[2]!);
-    const first = runPython("consumer.py", [FOLLOWED], env);
-    await eventually(() => lines(first.stdout()).length === 4, 15_000, `4 events: ${first.stderr()}`);
-    assert.equal(await stopped(first), 0, first.stderr());
-    assert.equal(readFileSync(cursorFile, "utf8"), "4\n");
-    await publish(svc.url, FOLLOWED, cloudEvent({ type: "nl.example.after-python-restart" }));
-    const second = runPython("consumer.py", [FOLLOWED], env);
-    await eventually(() => lines(second.stdout()).length === 1, 15_000, `1 event: ${second.stderr()}`);
-    const [event] = lines(second.stdout());
-    assert.deepEqual([event.sequence, event.type], ["5", "nl.example.after-python-restart"]);
-    assert.equal(await stopped(second), 0, second.stderr());
-    assert.equal(
-      lines(first.stdout())
-        .map((line) => line.sequence)
-        .join(","),
-      "1,2,3,4",
+    const first = start(env);
+    // Java compiles its file before it runs: allow for that.
+    await eventually(
+      () => lines(first.stdout()).length === held,
+      30_000,
+      `${held} events: ${first.stderr()}`,
     );
-  });
-
-  it("python/receiver.py subscribes, verifies pings, and pulls what they announce", async () => {
-    const port = await freePort();
-    const receiver = runPython("receiver.py", [RECEIVED], {
-      SEINTJE_URL: svc.url,
-      SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${RECEIVED} subscribe:${RECEIVED}`, { subject: "python" }),
-      PORT: String(port),
-    });
-    try {
-      await eventually(
-        () => receiver.stderr().includes("receiving pings"),
-        15_000,
-        `started: ${receiver.stderr()}`,
-      );
-      const events = [cloudEvent(), cloudEvent()];
-      for (const event of events) await publish(svc.url, RECEIVED, event);
-      await eventually(() => lines(receiver.stdout()).length === 2, 15_000, `2 events: ${receiver.stderr()}`);
-      assert.deepEqual(
-        lines(receiver.stdout()).map((line) => line.id),
-        events.map((event) => event.id),
-        "only what came after its subscription, each once",
-      );
-      await assertRefusesForgedPing(port, receiver);
-    } finally {
-      assert.equal(await stopped(receiver), 0, receiver.stderr());
-    }
-  });
-
-  it("java Seintje.java follow reads every event once across a restart", async () => {
-    const env = { SEINTJE_URL: svc.url, SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${FOLLOWED}`) };
-    const cursorFile = join(ROOT, STATE_FILES[4]!);
-    const first = runJava(["follow", FOLLOWED], env);
-    // Java compiles the file before it runs: allow for that.
-    await eventually(() => lines(first.stdout()).length === 5, 30_000, `5 events: ${first.stderr()}`);
     assert.equal(await stopped(first), 0, first.stderr());
-    assert.equal(readFileSync(cursorFile, "utf8"), "5\n");
-    await publish(svc.url, FOLLOWED, cloudEvent({ type: "nl.example.after-java-restart" }));
-    const second = runJava(["follow", FOLLOWED], env);
+    assert.equal(readFileSync(join(ROOT, cursorFile), "utf8"), `${held}\n`);
+    const type = `nl.example.after-${language}-restart`;
+    await publish(svc.url, FOLLOWED, cloudEvent({ type }));
+    const second = start(env);
     await eventually(() => lines(second.stdout()).length === 1, 30_000, `1 event: ${second.stderr()}`);
     const [event] = lines(second.stdout());
-    assert.deepEqual([event.sequence, event.type], ["6", "nl.example.after-java-restart"]);
+    assert.deepEqual([event.sequence, event.type], [String(held + 1), type]);
     assert.equal(await stopped(second), 0, second.stderr());
-    assert.equal(
-      lines(first.stdout())
-        .map((line) => line.sequence)
-        .join(","),
-      "1,2,3,4,5",
+    assert.deepEqual(
+      lines(first.stdout()).map((line) => line.sequence),
+      Array.from({ length: held }, (_, index) => String(index + 1)),
     );
-  });
+  }
 
-  it("java Seintje.java receive subscribes, verifies pings, and pulls what they announce", async () => {
+  /** A receiver in another language subscribes, is pinged, pulls each new event once, and refuses a forgery. */
+  async function receivesPings(start: (env: Record<string, string>) => Running, language: string) {
     const port = await freePort();
-    const receiver = runJava(["receive", RECEIVED], {
+    const receiver = start({
       SEINTJE_URL: svc.url,
-      SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${RECEIVED} subscribe:${RECEIVED}`, { subject: "java" }),
+      SEINTJE_TOKEN: await tokenFor(svc.dir, `read:${RECEIVED} subscribe:${RECEIVED}`, { subject: language }),
       PORT: String(port),
     });
     try {
@@ -255,7 +218,19 @@ describe("the examples", () => {
     } finally {
       assert.equal(await stopped(receiver), 0, receiver.stderr());
     }
-  });
+  }
+
+  it("python/consumer.py reads every event once across a restart", () =>
+    followsAcrossRestart((env) => runPython("consumer.py", [FOLLOWED], env), STATE_FILES[2]!, 4, "python"));
+
+  it("python/receiver.py subscribes, verifies pings, and pulls what they announce", () =>
+    receivesPings((env) => runPython("receiver.py", [RECEIVED], env), "python"));
+
+  it("java Seintje.java follow reads every event once across a restart", () =>
+    followsAcrossRestart((env) => runJava(["follow", FOLLOWED], env), STATE_FILES[4]!, 5, "java"));
+
+  it("java Seintje.java receive subscribes, verifies pings, and pulls what they announce", () =>
+    receivesPings((env) => runJava(["receive", RECEIVED], env), "java"));
 
   it("leave nothing that git would commit or the lint would read", () => {
     for (const file of STATE_FILES) assert.ok(existsSync(join(ROOT, file)), `${file} was written`);

@@ -7,7 +7,7 @@ import { loadSigningKey } from "../../src/auth/keys.js";
 import { ConfigError, loadConfig } from "../../src/config.js";
 import { SecretBox } from "../../src/webhooks/secrets.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
-import { call, cloudEvent, publish, putFeed } from "../support/http.js";
+import { call, cloudEvent, publish, putFeed, subscribe } from "../support/http.js";
 import { runToEnd } from "../support/process.js";
 import { startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir } from "../support/service.js";
@@ -24,11 +24,7 @@ async function pingsVerify(svc: TestService, feed = "keyed"): Promise<void> {
   const receiver = await startReceiver();
   try {
     await putFeed(svc.url, feed);
-    const created = await call(`${svc.url}/v1/subscriptions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ feed, url: receiver.url }),
-    });
+    const created = await subscribe(svc.url, { feed, url: receiver.url });
     assert.equal(created.status, 201, created.text);
     await publish(svc.url, feed, cloudEvent());
     const [ping] = await receiver.waitForPings(1);

@@ -3,7 +3,7 @@ import { createHash, createPublicKey, verify } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { PingVerificationError, verifyPing, verifyPingJwt } from "../../src/client/index.js";
-import { call, cloudEvent, publish, putFeed } from "../support/http.js";
+import { call, cloudEvent, publish, putFeed, subscribe as subscribeTo } from "../support/http.js";
 import { runToEnd } from "../support/process.js";
 import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
@@ -56,11 +56,7 @@ describe("ping authentication", () => {
     feeds += 1;
     const feed = `auth-${feeds}`;
     await putFeed(svc.url, feed);
-    const created = await call(`${svc.url}/v1/subscriptions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ feed, url: receiver.url, ...extra }),
-    });
+    const created = await subscribeTo(svc.url, { feed, url: receiver.url, ...extra });
     return { feed, created };
   }
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import formats from "ajv-formats";
-import { call, cloudEvent, publish, putFeed } from "../support/http.js";
+import { call, cloudEvent, publish, putFeed, subscribe } from "../support/http.js";
 import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService } from "../support/service.js";
 import { eventually } from "../support/wait.js";
@@ -36,11 +36,7 @@ describe("ping delivery control", () => {
     feeds += 1;
     const feed = `delivery-${feeds}`;
     await putFeed(svc.url, feed);
-    const created = await call(`${svc.url}/v1/subscriptions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ feed, url: receiver.url }),
-    });
+    const created = await subscribe(svc.url, { feed, url: receiver.url });
     assert.equal(created.status, 201, created.text);
     const id = created.body.id as string;
     const pings = () =>

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { TLSSocket } from "node:tls";
 import { ConfigError, loadConfig } from "../../src/config.js";
-import { call, cloudEvent, publish, putFeed } from "../support/http.js";
+import { cloudEvent, publish, putFeed, subscribe as subscribeTo } from "../support/http.js";
 import { startTestService, tempDir } from "../support/service.js";
 import { eventually } from "../support/wait.js";
 
@@ -122,12 +122,7 @@ describe("mutual TLS to callbacks", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const subscribe = (base: string, feed: string) =>
-    call(`${base}/v1/subscriptions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ feed, url }),
-    });
+  const subscribe = (base: string, feed: string) => subscribeTo(base, { feed, url });
 
   it("presents the configured client certificate, and trusts the added CA", async () => {
     const svc = await startTestService({

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { after, before, describe, it } from "node:test";
-import { call, cloudEvent, publish, putFeed } from "../support/http.js";
+import { call, cloudEvent, publish, putFeed, subscribe } from "../support/http.js";
 import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService } from "../support/service.js";
 import { eventually } from "../support/wait.js";
@@ -88,11 +88,7 @@ describe("tracing", () => {
 
   it("links the publish span to the event's traceparent and sends the ping's delivery span as its traceparent", async () => {
     await putFeed(svc.url, "traced");
-    const created = await call(`${svc.url}/v1/subscriptions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ feed: "traced", url: receiver.url }),
-    });
+    const created = await subscribe(svc.url, { feed: "traced", url: receiver.url });
     assert.equal(created.status, 201, created.text);
     const traceparent = `00-${PUBLISHER_TRACE}-${PUBLISHER_SPAN}-01`;
     const event = cloudEvent({ traceparent, tracestate: "vendor=value" });
@@ -167,11 +163,7 @@ describe("tracing", () => {
     const own = await startReceiver();
     try {
       await putFeed(quiet.url, "untraced");
-      await call(`${quiet.url}/v1/subscriptions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ feed: "untraced", url: own.url }),
-      });
+      await subscribe(quiet.url, { feed: "untraced", url: own.url });
       await publish(quiet.url, "untraced", cloudEvent());
       const [ping] = await own.waitForPings(1);
       assert.equal(ping!.headers.traceparent, undefined);

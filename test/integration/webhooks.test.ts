@@ -5,7 +5,14 @@ import { after, before, describe, it } from "node:test";
 import { Webhook } from "standardwebhooks";
 import { ConfigError } from "../../src/config.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
-import { call, cloudEvent, publish, publishBatch, putFeed } from "../support/http.js";
+import {
+  call,
+  cloudEvent,
+  publish,
+  publishBatch,
+  putFeed,
+  subscribe as subscribeTo,
+} from "../support/http.js";
 import { startServerProcess } from "../support/process.js";
 import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
@@ -30,11 +37,7 @@ async function newFeed(svc: TestService): Promise<string> {
 }
 
 function subscribe(svc: TestService, body: Record<string, unknown>, headers: Record<string, string> = {}) {
-  return call(`${svc.url}/v1/subscriptions`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: JSON.stringify(body),
-  });
+  return subscribeTo(svc.url, body, headers);
 }
 
 function patch(svc: TestService, id: string, body: Record<string, unknown>) {

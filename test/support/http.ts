@@ -36,6 +36,15 @@ export function putFeed(base: string, feed: string, settings: unknown = {}) {
   });
 }
 
+/** `POST /v1/subscriptions` with this body. */
+export function subscribe(base: string, body: Record<string, unknown>, headers: Record<string, string> = {}) {
+  return call(`${base}/v1/subscriptions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
 let counter = 0;
 
 /** A valid CloudEvent in structured form; `overrides` replace or add attributes. */
