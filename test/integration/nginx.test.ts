@@ -6,6 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { nginxConfig } from "../../bench/nginx.js";
 import { call, cloudEvent, publishBatch, putFeed } from "../support/http.js";
 import { scrape } from "../support/metrics.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
@@ -87,27 +88,16 @@ describe("the shipped nginx configuration in front of seintje", () => {
     const origin = new URL(svc.url);
     writeFileSync(
       join(dir, "nginx.conf"),
-      `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 2048; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  include ${DEPLOY}seintje-http.conf;
+      nginxConfig(
+        dir,
+        `  include ${DEPLOY}seintje-http.conf;
   proxy_cache_path ${dir}/cache levels=1:2 keys_zone=seintje:10m max_size=1g inactive=1h;
   upstream seintje { server ${origin.host}; keepalive 32; }
   server {
     listen 127.0.0.1:${port};
     include ${DEPLOY}seintje-locations.conf;
-  }
-}
-`,
+  }`,
+      ),
     );
     nginx = spawn(NGINX, ["-p", dir, "-c", join(dir, "nginx.conf")], { stdio: ["ignore", "pipe", "pipe"] });
     nginx.stderr!.on("data", (chunk: Buffer) => errors.push(chunk.toString()));
