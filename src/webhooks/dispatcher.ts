@@ -407,7 +407,19 @@ export class Dispatcher {
     await this.flushing;
     while (this.outcomes.length > 0) await this.flush();
     const [row] = await listAttempts(this.storage.reader, id, { before: undefined, limit: 1 });
-    return row!;
+    if (!row || row.pingId !== claimed.pingId || row.at < now) {
+      // Handed back unsent: the service began to stop while the ping was on its way.
+      throw new HttpProblem(
+        503,
+        "unavailable",
+        "The service is shutting down; the ping is sent after it restarts.",
+        {},
+        {
+          "Retry-After": "1",
+        },
+      );
+    }
+    return row;
   }
 
   /**
