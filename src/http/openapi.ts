@@ -19,7 +19,7 @@ import { MAX_DECLARATION_BYTES } from "./types.js";
  */
 
 /** The semantic version of the HTTP API, sent on every response (NL API Design Rules) and in the document. */
-export const API_VERSION = "1.0.0";
+export const API_VERSION = "1.1.0";
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const problemRef = (name: string) => ({ $ref: `#/components/responses/${name}` });

@@ -18,7 +18,7 @@ describe("feeds", () => {
     });
     assert.equal(created.status, 201);
     assert.equal(created.headers.get("location"), `${svc.url}/v1/feeds/brk-a`);
-    assert.equal(created.headers.get("api-version"), "1.0.0");
+    assert.equal(created.headers.get("api-version"), "1.1.0");
     assert.deepEqual(
       { ...created.body, createdAt: undefined },
       {
@@ -156,7 +156,7 @@ describe("feeds", () => {
     const missing = await call(`${svc.url}/v1/unknown`);
     assert.equal(missing.status, 404);
     assert.equal(missing.headers.get("content-type"), "application/problem+json");
-    assert.equal(missing.headers.get("api-version"), "1.0.0");
+    assert.equal(missing.headers.get("api-version"), "1.1.0");
     assert.deepEqual(Object.keys(missing.body).sort(), ["detail", "status", "title", "type"]);
 
     const wrongMethod = await call(`${svc.url}/v1/feeds/brk-a`, { method: "PATCH" });
@@ -168,7 +168,7 @@ describe("feeds", () => {
   it("reports liveness and readiness", async () => {
     const health = await call(`${svc.url}/healthz`);
     assert.equal(health.status, 200);
-    assert.equal(health.headers.get("api-version"), "1.0.0");
+    assert.equal(health.headers.get("api-version"), "1.1.0");
     const ready = await call(`${svc.url}/readyz`);
     assert.equal(ready.status, 200);
     assert.deepEqual(ready.body, { status: "ready" });
