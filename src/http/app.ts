@@ -11,6 +11,7 @@ import { asyncApiRouter } from "./asyncapi.js";
 import { authentication } from "./auth.js";
 import { expectsContinue } from "./body.js";
 import { compression } from "./caching.js";
+import { consoleMiddleware } from "./console.js";
 import type { Services } from "./context.js";
 import { crossOrigin } from "./cors.js";
 import { eventRouter } from "./events.js";
@@ -169,6 +170,7 @@ export function createApp(services: Services): Koa {
   app.use(crossOrigin(services.corsOrigins));
   app.use(compression());
   app.use(problems(services));
+  app.use(consoleMiddleware());
   app.use(
     authentication(services.verifier, services.logger, { openMetrics: services.metricsAccess === "open" }),
   );
