@@ -125,7 +125,7 @@ export function startScript(file: string, args: string[] = [], env: Record<strin
 
 /** A server of `bench/servers.ts` (a baseline, a peer or a receiver) on a free port, once it listens. */
 export async function startBenchServer(
-  mode: "node-http" | "koa" | "node-sse" | "node-longpoll" | "receiver",
+  mode: "node-http" | "koa" | "node-sse" | "node-longpoll" | "sqlite-page" | "receiver",
   extra: string[] = [],
 ): Promise<{ proc: Proc; url: string }> {
   const port = await freePort();

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import Database from "better-sqlite3";
 import Koa from "koa";
 
 /**
@@ -9,6 +10,9 @@ import Koa from "koa";
  *   node-sse <port>               bare Node SSE: GET /sub holds a stream, POST /pub writes the body to all of them
  *   node-longpoll <port>          bare Node long-poll: GET /poll is held, POST /pub answers every held one with the
  *                                 body as a JSON page; GET /held answers how many are held
+ *   sqlite-page <port> <db-file>  bare Node reading a page from seintje's SQLite file: GET /v1/feeds/<feed>/events
+ *                                 ?after=&limit= answers the stored bodies after the cursor, joined into a page,
+ *                                 with one prepared statement (the durable read's floor: no auth, no filters)
  *   receiver <port>               a webhook receiver: answers the handshake; POST /<delay>/<key> answers 204 after
  *                                 <delay> ms and prints "ping <key> <epoch ms> <webhook-id>"
  * Each prints "listening" when it is.
@@ -104,6 +108,40 @@ switch (mode) {
         }
         held.clear();
         response.writeHead(201).end();
+      });
+    });
+    break;
+  }
+  case "sqlite-page": {
+    const database = new Database(extra!, { readonly: true, fileMustExist: true });
+    const feedOf = database.prepare("select id, head from feeds where name = ?");
+    const bodies = database
+      .prepare(
+        "select sequence, body from events where feed_id = ? and sequence > ? order by sequence limit ?",
+      )
+      .raw();
+    listen((request, response) => {
+      void body(request).then(() => {
+        const url = new URL(request.url ?? "/", "http://localhost");
+        const feed = feedOf.get(decodeURIComponent(url.pathname.split("/")[3] ?? "")) as
+          | { id: number; head: number }
+          | undefined;
+        if (!feed) {
+          response.writeHead(404).end();
+          return;
+        }
+        const rows = bodies.all(
+          feed.id,
+          Number(url.searchParams.get("after") ?? 0),
+          Number(url.searchParams.get("limit") ?? 100),
+        ) as Array<[number, string]>;
+        const next = rows.length > 0 ? rows[rows.length - 1]![0] : Number(url.searchParams.get("after") ?? 0);
+        const page = `{"events":[${rows.map((row) => row[1]).join(",")}],"next":"${next}","head":"${feed.head}"}`;
+        response.writeHead(200, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(page),
+        });
+        response.end(page);
       });
     });
     break;

@@ -239,7 +239,7 @@ async function filledFeed(events: number): Promise<Seintje> {
 export const readSequential: Scenario = {
   name: "read-sequential",
   description:
-    "events/s served in pages of 1,000 at random cursors in a large feed, beside bare Node serving the same bytes",
+    "events/s served in pages of 1,000 at random cursors in a large feed, beside bare Node reading the same pages from the same SQLite file",
   async run(size) {
     const events = size.quick ? 50_000 : 1_000_000;
     const seintje = await filledFeed(events);
@@ -249,21 +249,31 @@ export const readSequential: Scenario = {
     });
     const page = Buffer.from(await sample.arrayBuffer());
     writeFileSync(pageFile, page);
+    // The floor of a durable read: the same pages from the same file (read while seintje has it open, as WAL
+    // allows), one prepared statement, the stored texts joined; no authentication, routing or metrics.
+    const sqlite = await startBenchServer("sqlite-page", [join(seintje.dir, "seintje.db")]);
+    // The old baseline, kept as a note: one page's bytes from memory, which no durable read can approach.
     const node = await startBenchServer("node-http", [pageFile]);
     try {
       const ours: number[] = [];
       const bare: number[] = [];
+      const memory: number[] = [];
       let errors = 0;
-      for (let round = 0; round < size.rounds; round += 1) {
-        const read = await wrk(`${seintje.url}/`, {
+      const pages = (url: string, token: string) =>
+        wrk(`${url}/`, {
           connections: 8,
           seconds: size.seconds,
           script: "pages.lua",
-          env: { TOKEN: seintje.token, FEED: "read", EVENTS: String(events), LIMIT: "1000" },
+          env: { TOKEN: token, FEED: "read", EVENTS: String(events), LIMIT: "1000" },
         });
+      for (let round = 0; round < size.rounds; round += 1) {
+        const read = await pages(seintje.url, seintje.token);
         ours.push(read.requestsPerSecond * 1000);
         errors += read.errors;
-        bare.push(
+        const floor = await pages(sqlite.url, "");
+        bare.push(floor.requestsPerSecond * 1000);
+        errors += floor.errors;
+        memory.push(
           (await wrk(`${node.url}/page`, { connections: 8, seconds: size.seconds })).requestsPerSecond * 1000,
         );
       }
@@ -271,16 +281,17 @@ export const readSequential: Scenario = {
         name: `events read in pages of 1,000 (${events.toLocaleString("en")}-event feed)`,
         unit: "events/s",
         ours: median(ours),
-        baseline: { name: "bare Node serving the same page bytes", value: median(bare) },
-        target: {
-          text: "≥ 200,000 events/s and ≥ 0.5 × bare Node",
-          met: median(ours) >= 200_000 && median(ours) / median(bare) >= 0.5,
-        },
-        notes: [`a page is ${page.length.toLocaleString("en")} bytes`, ...errorNote(errors)],
+        baseline: { name: "bare Node reading the same pages from the same SQLite file", value: median(bare) },
+        target: ratioTarget("≥ 0.7 × bare Node reading SQLite", median(ours), median(bare), 0.7),
+        notes: [
+          `a page is ${page.length.toLocaleString("en")} bytes`,
+          `bare Node serving one page's bytes from memory (the old baseline): ${Math.round(median(memory)).toLocaleString("en")} events/s`,
+          ...errorNote(errors),
+        ],
       };
       return [figure];
     } finally {
-      await Promise.all([seintje.stop(), node.proc.stop()]);
+      await Promise.all([seintje.stop(), sqlite.proc.stop(), node.proc.stop()]);
     }
   },
 };
