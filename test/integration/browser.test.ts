@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { launchChromium } from "../support/chromium.js";
 import { cloudEvent, publish, putFeed } from "../support/http.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
 import { pause } from "../support/wait.js";
@@ -13,8 +13,6 @@ import { pause } from "../support/wait.js";
  * connection the server drops. `.ci/run` installs chromium when it is missing; this test never skips.
  */
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-
 describe("a browser's EventSource", () => {
   let svc: TestService;
   let page: Server;
@@ -22,7 +20,6 @@ describe("a browser's EventSource", () => {
   let browser: Browser;
 
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM} (apt-get install chromium)`);
     page = createServer((_req, res) => {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
       res.end("<!doctype html><title>seintje follower</title><p>following</p>");
@@ -30,19 +27,7 @@ describe("a browser's EventSource", () => {
     await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
     pageUrl = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
     svc = await startTestService({ SEINTJE_CORS_ORIGINS: pageUrl, SEINTJE_STREAM_RETRY: "200" });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { launchChromium } from "../support/chromium.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, subscribe } from "../support/http.js";
 import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
@@ -17,7 +18,6 @@ import { eventually } from "../support/wait.js";
  * Screenshots of the main views go to test-output/console/.
  */
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SHOTS = new URL("../../test-output/console/", import.meta.url).pathname;
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
@@ -35,7 +35,6 @@ describe("the web console", () => {
   const contexts: BrowserContext[] = [];
 
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM} (apt-get install chromium)`);
     mkdirSync(SHOTS, { recursive: true });
     svc = await startTestService({
       SEINTJE_CALLBACK_HTTP: "true",
@@ -45,19 +44,7 @@ describe("the web console", () => {
     });
     receiver = await startReceiver();
     admin = await tokenFor(svc.dir, "admin", { subject: "operator" });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {
