@@ -1,6 +1,5 @@
 import {
   type Context,
-  context,
   type Link,
   ROOT_CONTEXT,
   type Span,
@@ -164,7 +163,7 @@ export function startSpan(tracer: Tracer, name: string, options: SpanOptions, pa
     parent === undefined
       ? ROOT_CONTEXT
       : "spanContext" in parent
-        ? trace.setSpan(context.active(), parent)
+        ? trace.setSpan(ROOT_CONTEXT, parent)
         : parent;
   return tracer.startSpan(name, options, parentContext);
 }

@@ -1,6 +1,12 @@
 import type { Tracer } from "@opentelemetry/api";
 import { pendingMigrations, type Storage } from "../db/database.js";
-import { type DeliveryState, markClaimed, recordOutcomes, releaseAllLeases } from "../db/deliveries.js";
+import {
+  type DeliveryState,
+  type Lease,
+  markClaimed,
+  recordOutcomes,
+  releaseAllLeases,
+} from "../db/deliveries.js";
 import {
   type AttemptRow,
   findDue,
@@ -198,17 +204,21 @@ export class Dispatcher {
       for (const subscription of await findDue(trx, now, limit, true)) {
         const ping = await announcement.prepare(subscription, now);
         if (ping) claimed.push(ping);
-        const lease = ping && {
-          owner: this.storage.node,
-          until: now + this.options.timeoutMs + LEASE_MARGIN_MS,
-          pingId: ping.pingId,
-          head: ping.head,
-          body: ping.body,
-        };
-        await markClaimed(trx, subscription.id, subscription.feedHead, lease);
+        await markClaimed(trx, subscription.id, subscription.feedHead, ping && this.leaseFor(ping, now));
       }
       return claimed;
     });
+  }
+
+  /** The lease a claimed ping is sent under: this node's, for one timeout and a margin. */
+  private leaseFor(ping: PreparedPing, now: number): Lease {
+    return {
+      owner: this.storage.node,
+      until: now + this.options.timeoutMs + LEASE_MARGIN_MS,
+      pingId: ping.pingId,
+      head: ping.head,
+      body: ping.body,
+    };
   }
 
   private launch(claimed: PreparedPing): void {
@@ -393,13 +403,7 @@ export class Dispatcher {
       if (!ping) {
         throw new HttpProblem(409, "conflict", "Nothing lies beyond acked: there is no ping to deliver.");
       }
-      await markClaimed(trx, subscription.id, subscription.feedHead, {
-        owner: this.storage.node,
-        until: now + this.options.timeoutMs + LEASE_MARGIN_MS,
-        pingId: ping.pingId,
-        head: ping.head,
-        body: ping.body,
-      });
+      await markClaimed(trx, subscription.id, subscription.feedHead, this.leaseFor(ping, now));
       return ping;
     });
     await this.deliver(claimed);

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { freePort } from "../../bench/harness.js";
 import { nginxConfig } from "../../bench/nginx.js";
 import { call, cloudEvent, publishBatch, putFeed } from "../support/http.js";
 import { scrape } from "../support/metrics.js";
@@ -23,17 +23,6 @@ import { eventually } from "../support/wait.js";
 const NGINX = "/usr/sbin/nginx";
 const DEPLOY = new URL("../../deploy/nginx/", import.meta.url).pathname;
 const ANONYMOUS = { authorization: "" };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Requests for the events routes that reached seintje. */
 async function originPageRequests(base: string): Promise<number> {
