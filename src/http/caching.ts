@@ -68,7 +68,12 @@ function matches(ctx: Context, tag: string): boolean {
  * Answers a read with its validators: ETag, Cache-Control and Vary on the 200 and on the 304 alike, and a 304
  * without a body when the client already holds this representation.
  */
-export function answerCacheable(ctx: Context, tag: string, cacheControl: string, body: string): void {
+export function answerCacheable(
+  ctx: Context,
+  tag: string,
+  cacheControl: string,
+  body: string | Buffer,
+): void {
   ctx.set("ETag", tag);
   ctx.set("Cache-Control", cacheControl);
   // The stream shares the pull feed's URL, and compressed answers differ in bytes.

@@ -25,9 +25,18 @@ import { serveStream, streamCursor, wantsStream } from "./stream.js";
 
 /** `/v1/feeds/{feed}/events`: publishing and the pull feed. */
 
-/** The page as JSON, built from the stored event texts without parsing or re-serializing them. */
-function pageBody(page: FeedPage): string {
-  return `{"events":[${page.bodies.join(",")}],"next":"${page.next}","head":"${page.head}"}`;
+const PAGE_START = Buffer.from('{"events":[');
+const COMMA = Buffer.from(",");
+
+/** The page as JSON, joined from the stored event bytes without parsing, re-serializing or even decoding them. */
+function pageBody(page: FeedPage): Buffer {
+  const parts: Buffer[] = [PAGE_START];
+  page.bodies.forEach((body, index) => {
+    if (index > 0) parts.push(COMMA);
+    parts.push(body);
+  });
+  parts.push(Buffer.from(`],"next":"${page.next}","head":"${page.head}"}`));
+  return Buffer.concat(parts);
 }
 
 /**
