@@ -4,96 +4,24 @@ import type Router from "@koa/router";
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import Koa from "koa";
 import compose from "koa-compose";
-import { storageFailure } from "../db/failures.js";
-import { coerceError, HttpProblem } from "../errors.js";
+import { HttpProblem } from "../errors.js";
 import { contextFrom, startSpan } from "../tracing.js";
 import { asyncApiRouter } from "./asyncapi.js";
 import { authentication } from "./auth.js";
-import { expectsContinue } from "./body.js";
 import { compression } from "./caching.js";
 import { consoleMiddleware } from "./console.js";
 import type { Services } from "./context.js";
 import { crossOrigin } from "./cors.js";
+import { answered } from "./deferred.js";
 import { eventRouter } from "./events.js";
 import { feedRouter } from "./feeds.js";
 import { healthRouter } from "./health.js";
 import { jwksRouter } from "./jwks.js";
 import { metricsRouter } from "./metrics.js";
 import { API_VERSION, openApiRouter } from "./openapi.js";
+import { problems } from "./problems.js";
 import { subscriptionRouter } from "./subscriptions.js";
 import { typeRouter } from "./types.js";
-
-/** Seconds a client is asked to wait when storage is full: freeing space takes an operator. */
-const FULL_RETRY_AFTER = "30";
-/** Seconds a client is asked to wait when the database cannot be reached: a restart or fail-over. */
-const UNAVAILABLE_RETRY_AFTER = "5";
-
-/**
- * A storage failure that is not a bug, as the problem to answer: 507 when storage is full, 503 when the database
- * cannot be reached (a connection lost mid-commit included: the client's retry is safe, since publishing is
- * idempotent on (source, id)). Both ask the client to come back with Retry-After.
- */
-function storageProblem(error: unknown): HttpProblem | undefined {
-  const failure = storageFailure(error);
-  if (failure === "full") {
-    return new HttpProblem(
-      507,
-      "storageFull",
-      "The service's storage is full; nothing of this request was stored. Try again later.",
-      {},
-      { "Retry-After": FULL_RETRY_AFTER },
-    );
-  }
-  if (failure === "unavailable") {
-    return new HttpProblem(
-      503,
-      "unavailable",
-      "The database could not be reached; if this request wrote, it may or may not have been stored. Publishing the same events again is safe.",
-      {},
-      { "Retry-After": UNAVAILABLE_RETRY_AFTER },
-    );
-  }
-  return undefined;
-}
-
-/** Turns every failure into an RFC 9457 problem document; logs what is not the client's fault. */
-function problems(services: Services): Koa.Middleware {
-  return async (ctx, next) => {
-    let problem: HttpProblem | undefined;
-    try {
-      await next();
-      if (ctx.body === undefined || ctx.body === null) {
-        if (ctx.status === 404)
-          problem = new HttpProblem(404, "notFound", `Nothing is served at ${ctx.path}.`);
-        else if (ctx.status === 405)
-          problem = new HttpProblem(405, "methodNotAllowed", `${ctx.method} is not allowed here.`);
-        else if (ctx.status === 501)
-          problem = new HttpProblem(501, "methodNotAllowed", `${ctx.method} is not implemented.`);
-      }
-    } catch (error) {
-      services.writeHealth.saw(error);
-      problem = coerceError(error) ?? storageProblem(error);
-      if (!problem) {
-        services.logger.error({ err: error, method: ctx.method, path: ctx.path }, "request failed");
-        problem = new HttpProblem(
-          500,
-          "internal",
-          "The request could not be completed; the error was logged.",
-        );
-      }
-    }
-    if (problem) {
-      ctx.status = problem.status;
-      ctx.set(problem.headers);
-      // An error is about this request at this moment: no cache may keep it.
-      ctx.set("Cache-Control", "no-store");
-      // Refused before its body was asked for: the client sends none, so this connection cannot carry another.
-      if (expectsContinue(ctx) && !ctx.req.complete) ctx.set("Connection", "close");
-      ctx.type = "application/problem+json";
-      ctx.body = JSON.stringify(problem.toJSON());
-    }
-  };
-}
 
 /**
  * One log line per request: method, route template (not the raw URL), path without the query (which may hold an
@@ -101,27 +29,36 @@ function problems(services: Services): Koa.Middleware {
  */
 function requestLog(services: Services): Koa.Middleware {
   const { metrics } = services;
+  const logsRequests = services.logger.isLevelEnabled("info");
   return async (ctx, next) => {
     const started = process.hrtime.bigint();
+    const record = (timed: boolean) => {
+      const route = (ctx as { _matchedRoute?: string })._matchedRoute;
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (logsRequests) {
+        services.logger.info(
+          {
+            method: ctx.method,
+            route: route ?? null,
+            path: ctx.path,
+            status: ctx.status,
+            durationMs: seconds * 1000,
+          },
+          "request",
+        );
+      }
+      const labels = { method: ctx.method, route: route ?? "" };
+      metrics.httpRequests.inc({ ...labels, status: String(ctx.status) });
+      if (timed) metrics.httpDuration.observe(labels, seconds);
+    };
     try {
       await next();
     } finally {
-      const route = (ctx as { _matchedRoute?: string })._matchedRoute;
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      services.logger.info(
-        {
-          method: ctx.method,
-          route: route ?? null,
-          path: ctx.path,
-          status: ctx.status,
-          durationMs: seconds * 1000,
-        },
-        "request",
-      );
-      const labels = { method: ctx.method, route: route ?? "" };
-      metrics.httpRequests.inc({ ...labels, status: String(ctx.status) });
-      // A stream answers itself (respond = false) and lasts as long as its client: no latency to speak of.
-      if (ctx.respond !== false) metrics.httpDuration.observe(labels, seconds);
+      const later = answered(ctx);
+      // A stream answers itself (respond = false) and lasts as long as its client: no latency to speak of. A
+      // long-poll that waited is recorded when it is answered.
+      if (later) void later.then(() => record(true));
+      else record(ctx.respond !== false);
     }
   };
 }
@@ -140,9 +77,7 @@ function traced(services: Services): Koa.Middleware {
       contextFrom(ctx.headers),
     );
     ctx.state.span = span;
-    try {
-      await next();
-    } finally {
+    const end = () => {
       const route = (ctx as { _matchedRoute?: string })._matchedRoute;
       if (route) {
         span.updateName(`${ctx.method} ${route}`);
@@ -151,6 +86,13 @@ function traced(services: Services): Koa.Middleware {
       span.setAttribute("http.response.status_code", ctx.status);
       if (ctx.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
       span.end();
+    };
+    try {
+      await next();
+    } finally {
+      const later = answered(ctx);
+      if (later) void later.then(end);
+      else end();
     }
   };
 }

@@ -1,5 +1,7 @@
+import zlib from "node:zlib";
 import type { Context, Middleware } from "koa";
 import compress from "koa-compress";
+import Negotiator from "negotiator";
 import type { FeedRow } from "../db/feeds.js";
 
 /**
@@ -54,7 +56,7 @@ export function eventTag(feed: FeedRow, sequence: number): string {
 }
 
 /** Whether If-None-Match names this tag (weak comparison, RFC 9110 §13.1.2, with any encoding suffix ignored). */
-function matches(ctx: Context, tag: string): boolean {
+export function notModified(ctx: Context, tag: string): boolean {
   const header = ctx.get("If-None-Match");
   if (header === "") return false;
   if (header.trim() === "*") return true;
@@ -79,12 +81,43 @@ export function answerCacheable(
   // The stream shares the pull feed's URL, and compressed answers differ in bytes.
   ctx.vary("Accept");
   ctx.vary("Accept-Encoding");
-  if (matches(ctx, tag)) {
+  if (notModified(ctx, tag)) {
     ctx.status = 304;
     return;
   }
   ctx.type = "application/json";
   ctx.body = body;
+}
+
+/** A strong tag of one encoding's bytes: `"p1-0-10-10"` compressed with brotli is `"p1-0-10-10-br"`. */
+export function encodedTag(tag: string, encoding: string): string {
+  return tag.endsWith('"') && !ENCODING_SUFFIX.test(tag) ? `${tag.slice(0, -1)}-${encoding}"` : tag;
+}
+
+/** Brotli at the quality koa-compress uses for the answers it compresses. */
+const BROTLI_OPTIONS = { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4 } };
+
+/**
+ * The encoding to send a JSON answer of `size` bytes in, by the same rule as `compression`: brotli, then gzip,
+ * for 1 KiB or more, when the client accepts it; undefined for the bytes as they are.
+ */
+export function chooseEncoding(ctx: Context, size: number): "br" | "gzip" | undefined {
+  const header = ctx.get("Accept-Encoding");
+  if (size < COMPRESS_THRESHOLD || header === "") return undefined;
+  // As koa-compress negotiates: `*` means gzip, and among encodings the client weighs alike ours decides.
+  const negotiator = new Negotiator({ headers: { "accept-encoding": header === "*" ? "gzip" : header } });
+  const chosen = (negotiator.encoding as PreferringEncoding)(ENCODINGS, { preferred: ENCODINGS });
+  return chosen === "br" || chosen === "gzip" ? chosen : undefined;
+}
+
+/** What `compression` may send, best first (koa-compress's order, without deflate). */
+const ENCODINGS = ["br", "gzip", "identity"];
+/** negotiator 1.x takes a preference among equals; its published types (0.6) do not know it yet. */
+type PreferringEncoding = (available: string[], options: { preferred: string[] }) => string | undefined;
+
+/** Compresses a whole answer at once, for answers sent past Koa (and its compression) to many clients. */
+export function compressed(body: Buffer, encoding: "br" | "gzip"): Buffer {
+  return encoding === "br" ? zlib.brotliCompressSync(body, BROTLI_OPTIONS) : zlib.gzipSync(body);
 }
 
 /** Compression of JSON answers of 1 KiB or more (brotli, then gzip), never of streams. */
@@ -99,8 +132,6 @@ export function compression(): Middleware {
     // Koa's response.get answers undefined for a header that is not set.
     const encoding = ctx.response.get("Content-Encoding") as string | undefined;
     const tag = ctx.response.get("ETag") as string | undefined;
-    if (encoding && tag?.endsWith('"') && !ENCODING_SUFFIX.test(tag)) {
-      ctx.set("ETag", `${tag.slice(0, -1)}-${encoding}"`);
-    }
+    if (encoding && tag) ctx.set("ETag", encodedTag(tag, encoding));
   };
 }

@@ -1,19 +1,19 @@
 import Router from "@koa/router";
 import { type Span, SpanStatusCode } from "@opentelemetry/api";
-import type { Context } from "koa";
 import { storageFailure } from "../db/failures.js";
 import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { parsePublishRequest } from "../events/encoding.js";
 import type { AppendOutcome } from "../log/appender.js";
 import { checkFeedName } from "../log/feeds.js";
-import { type FeedPage, FILTER_LIMITS, PAGE_LIMIT, type ReadQuery } from "../log/reader.js";
+import { FILTER_LIMITS, PAGE_LIMIT, type ReadQuery } from "../log/reader.js";
 import { parseSequence } from "../log/sequence.js";
 import type { RejectReason } from "../metrics.js";
 import { linkTo, startSpan } from "../tracing.js";
 import { authorize, authorizeRead } from "./auth.js";
 import { expectsContinue, readBody } from "./body.js";
-import { answerCacheable, eventTag, immutable, pageCacheControl, pageTag } from "./caching.js";
+import { answerCacheable, eventTag, immutable } from "./caching.js";
 import type { Services } from "./context.js";
+import { servePage } from "./pages.js";
 import {
   cursorParameter,
   limitParameter,
@@ -24,47 +24,6 @@ import {
 import { serveStream, streamCursor, wantsStream } from "./stream.js";
 
 /** `/v1/feeds/{feed}/events`: publishing and the pull feed. */
-
-const PAGE_START = Buffer.from('{"events":[');
-const COMMA = Buffer.from(",");
-
-/** The page as JSON, joined from the stored event bytes without parsing, re-serializing or even decoding them. */
-function pageBody(page: FeedPage): Buffer {
-  const parts: Buffer[] = [PAGE_START];
-  page.bodies.forEach((body, index) => {
-    if (index > 0) parts.push(COMMA);
-    parts.push(body);
-  });
-  parts.push(Buffer.from(`],"next":"${page.next}","head":"${page.head}"}`));
-  return Buffer.concat(parts);
-}
-
-/**
- * The next page's URL, canonical so that one page has one URL for caches: after, limit, each type (sorted, once),
- * subject, wait, always in that order.
- */
-function nextLink(services: Services, feed: string, ctx: Context, query: ReadQuery, next: number): string {
-  const params = new URLSearchParams({ after: String(next), limit: String(query.limit) });
-  for (const type of [...new Set(query.filters.types)].sort()) params.append("type", type);
-  if (query.filters.subject !== undefined) params.set("subject", query.filters.subject);
-  const wait = ctx.query.wait;
-  if (typeof wait === "string") params.set("wait", wait);
-  return `<${services.publicUrl()}/v1/feeds/${feed}/events?${params}>; rel="next"`;
-}
-
-/**
- * A signal aborted when the client goes away (the response closes before it is sent), so a long-poll stops waiting
- * for nobody. (A request's own 'close' fires once its body is read, so it would not do.) `release` once the wait is
- * over: a response closes after it is sent too, and aborting then was a twelfth of the time spent answering 5,000
- * woken long-polls (an AbortSignal builds a DOMException, stack and all). Shutdown needs no listener per request:
- * closing the wake-up bus answers every waiting long-poll at once.
- */
-function clientGone(ctx: Context): { signal: AbortSignal; release(): void } {
-  const controller = new AbortController();
-  const abort = () => controller.abort();
-  ctx.res.once("close", abort);
-  return { signal: controller.signal, release: () => ctx.res.off("close", abort) };
-}
 
 const REJECT_REASONS: Partial<Record<ProblemKind, RejectReason>> = {
   validation: "validation",
@@ -170,38 +129,7 @@ export function eventRouter(services: Services): Router {
       return;
     }
     const waitMs = secondsParameter(ctx.query, "wait", services.maxWaitSeconds) * 1000;
-    const span = ctx.state.span as Span | undefined;
-    span?.setAttributes({
-      "seintje.feed": feed,
-      "seintje.after": query.after ?? 0,
-      "seintje.wait_ms": waitMs,
-    });
-    const leave = waitMs > 0 ? services.admission.enter("longpolls") : undefined;
-    const gone = waitMs > 0 ? clientGone(ctx) : undefined;
-    let page: FeedPage;
-    try {
-      page = await services.reader.poll(feed, query, waitMs, gone?.signal);
-    } finally {
-      gone?.release();
-      leave?.();
-    }
-    span?.setAttributes({ "seintje.next": page.next, "seintje.events": page.sequences.length });
-    services.metrics.pagesServed.inc({ waited: String(waitMs > 0) });
-    services.metrics.eventsServed.inc({ channel: "pull" }, page.sequences.length);
-    ctx.set("Link", nextLink(services, feed, ctx, query, page.next));
-    const after = query.after ?? 0;
-    const start = Math.max(after, page.feed.prunedThrough);
-    answerCacheable(
-      ctx,
-      pageTag(page.feed, start, page.next, page.head),
-      pageCacheControl(page.feed, {
-        after,
-        next: page.next,
-        head: page.head,
-        empty: page.sequences.length === 0,
-      }),
-      pageBody(page),
-    );
+    await servePage(ctx, services, { feed, query, waitMs });
   });
 
   router.get("/:sequence", async (ctx) => {

@@ -109,13 +109,9 @@ export function readPage(storage: Storage, name: string, query: ReadQuery): Prom
     reads = new Map();
     inFlight.set(storage, reads);
   }
-  const key = JSON.stringify([
-    name,
-    query.after ?? 0,
-    query.limit,
-    query.filters.types,
-    query.filters.subject ?? null,
-  ]);
+  // A feed name holds no space; filters, which may hold anything, are quoted (and left out when there are none).
+  const filters = filtered(query.filters) ? JSON.stringify([query.filters.types, query.filters.subject]) : "";
+  const key = `${name} ${query.after ?? 0} ${query.limit} ${filters}`;
   let read = reads.get(key);
   if (!read) {
     const shared = reads;
@@ -180,8 +176,9 @@ async function readBudgeted(
 }
 
 /**
- * Reads a page; when it is empty and nothing newer is stored, waits up to `waitMs` for an append and reads
- * again. With filters it keeps waiting until a matching event arrives or the time is up.
+ * Reads a page (or takes `first`, one read already); when it is empty and nothing newer is stored, waits up to
+ * `waitMs` for an append and reads again. With filters it keeps waiting until a matching event arrives or the time
+ * is up.
  */
 export async function pollPage(
   storage: Storage,
@@ -190,9 +187,10 @@ export async function pollPage(
   query: ReadQuery,
   waitMs: number,
   signal?: AbortSignal,
+  first?: FeedPage,
 ): Promise<FeedPage> {
   const deadline = Date.now() + waitMs;
-  let page = await readPage(storage, name, query);
+  let page = first ?? (await readPage(storage, name, query));
   let rounds = 1;
   while (page.sequences.length === 0) {
     if (page.next < page.head) {
@@ -228,9 +226,18 @@ export class FeedReader {
     private readonly bus: WakeupBus,
   ) {}
 
-  /** A page after the cursor, waiting up to `waitMs` for one when nothing is newer. */
-  poll(name: string, query: ReadQuery, waitMs: number, signal?: AbortSignal): Promise<FeedPage> {
-    return pollPage(this.storage, this.bus, name, query, waitMs, signal);
+  /**
+   * A page after the cursor, waiting up to `waitMs` for one when nothing is newer; `first` is the page a read
+   * without waiting gave, when there was one.
+   */
+  poll(
+    name: string,
+    query: ReadQuery,
+    waitMs: number,
+    signal?: AbortSignal,
+    first?: FeedPage,
+  ): Promise<FeedPage> {
+    return pollPage(this.storage, this.bus, name, query, waitMs, signal, first);
   }
 
   /** One event's stored JSON with its feed, or a 404 problem. */

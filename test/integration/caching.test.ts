@@ -281,3 +281,89 @@ describe("validators and Cache-Control", () => {
     }
   });
 });
+
+describe("woken long-polls", () => {
+  let svc: TestService;
+  before(async () => {
+    svc = await startTestService();
+    await putFeed(svc.url, "woken", { public: true });
+    await publishBatch(svc.url, "woken", [cloudEvent()]);
+  });
+  after(() => svc.stop());
+
+  /** What must be the same whichever way a page was answered. */
+  const answer = (reply: Awaited<ReturnType<typeof rawGet>>) => ({
+    status: reply.status,
+    type: reply.headers["content-type"],
+    encoding: reply.headers["content-encoding"],
+    etag: reply.headers.etag,
+    cacheControl: reply.headers["cache-control"],
+    link: reply.headers.link,
+    vary: reply.headers.vary,
+    apiVersion: reply.headers["api-version"],
+    bytes: reply.bytes.length,
+  });
+
+  it("answers as a read through the middleware does: the same headers and bytes, compressed once per encoding", async () => {
+    const url = `${svc.url}/v1/feeds/woken/events?after=1&limit=20&wait=30`;
+    const encodings = ["", "gzip", "gzip, deflate, br", "br;q=0.1, gzip"];
+    const waiting = encodings.map((encoding) =>
+      rawGet(url, { "accept-encoding": encoding, origin: "https://console.example" }),
+    );
+    for (let i = 0; i < 250 && svc.service.bus.waiting < encodings.length; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(svc.service.bus.waiting, encodings.length, "every long-poll waits");
+    // Twenty events of about 300 bytes: a page well over the 1 KiB from which answers are compressed.
+    await publishBatch(
+      svc.url,
+      "woken",
+      Array.from({ length: 20 }, () => cloudEvent({ data: { text: "y".repeat(200) } })),
+    );
+    const woken = await Promise.all(waiting);
+    // The same URL again: the events are there, so it is answered at once, through Koa.
+    const direct = await Promise.all(
+      encodings.map((encoding) =>
+        rawGet(url, { "accept-encoding": encoding, origin: "https://console.example" }),
+      ),
+    );
+    const expected = [undefined, "gzip", "br", "gzip"];
+    woken.forEach((reply, index) => {
+      assert.deepEqual(answer(reply), answer(direct[index]!), `Accept-Encoding: ${encodings[index]}`);
+      assert.equal(reply.headers["content-encoding"], expected[index]);
+      // Koa streams what it compresses; a woken long-poll's answer was compressed before, so its length is known.
+      assert.equal(Number(reply.headers["content-length"]), reply.bytes.length);
+      const json = (bytes: Buffer, encoding: string | string[] | undefined) =>
+        JSON.parse(
+          (encoding === "br"
+            ? brotliDecompressSync(bytes)
+            : encoding === "gzip"
+              ? gunzipSync(bytes)
+              : bytes
+          ).toString("utf8"),
+        );
+      const page = json(reply.bytes, reply.headers["content-encoding"]);
+      assert.deepEqual(page, json(direct[index]!.bytes, direct[index]!.headers["content-encoding"]));
+      assert.equal(page.events.length, 20);
+      assert.equal(page.next, "21");
+    });
+    assert.ok(woken[2]!.bytes.length < woken[0]!.bytes.length / 4, "brotli made the page smaller");
+  });
+
+  it("answers a long-poll whose feed is deleted while it waits with the problem, as the middleware would", async () => {
+    await putFeed(svc.url, "revalidated", { public: true });
+    await publishBatch(svc.url, "revalidated", [cloudEvent(), cloudEvent()]);
+    const waiting = rawGet(`${svc.url}/v1/feeds/revalidated/events?after=2&wait=30`, {});
+    for (let i = 0; i < 250 && svc.service.bus.waiting < 1; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(svc.service.bus.waiting, 1);
+    assert.equal((await call(`${svc.url}/v1/feeds/revalidated`, { method: "DELETE" })).status, 204);
+    const gone = await waiting;
+    assert.equal(gone.status, 404);
+    assert.equal(gone.headers["content-type"], "application/problem+json");
+    assert.equal(gone.headers["cache-control"], "no-store");
+    assert.ok(gone.headers["api-version"]);
+    assert.equal(JSON.parse(gone.bytes.toString("utf8")).status, 404);
+  });
+});
