@@ -276,6 +276,10 @@ const OPERATIONS = new Set(["select", "insert", "update", "delete"]);
 function operationOf(query: { method?: string; sql?: string }): string {
   const method = query.method === "del" ? "delete" : query.method === "first" ? "select" : query.method;
   if (method !== undefined && OPERATIONS.has(method)) return method;
-  const verb = /^\s*(\w+)/.exec(query.sql ?? "")?.[1]?.toLowerCase();
+  const sql = query.sql ?? "";
+  const verb = /^\s*(\w+)/.exec(sql)?.[1]?.toLowerCase();
+  // A statement with WITH clauses is its first clause that writes (the append's insert), or else a select.
+  if (verb === "with")
+    return /\bas\s*\(\s*(insert|update|delete)\b/i.exec(sql)?.[1]?.toLowerCase() ?? "select";
   return verb !== undefined && OPERATIONS.has(verb) ? verb : "other";
 }

@@ -43,6 +43,11 @@ export function storageFailure(error: unknown): StorageFailure | undefined {
   return undefined;
 }
 
+/** Whether `error` is PostgreSQL refusing a row that a unique index already holds (SQLSTATE 23505). */
+export function uniqueViolation(error: unknown): boolean {
+  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === "23505";
+}
+
 /** How often a full storage is tried again while writes fail. */
 const PROBE_INTERVAL_MS = 5_000;
 /** A probe writes a row of this size, more than a page, so that it needs new space as real writes do. */

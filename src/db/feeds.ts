@@ -29,7 +29,7 @@ export interface FeedSettings {
   public: boolean;
 }
 
-interface StoredFeed {
+export interface StoredFeed {
   id: number | string;
   name: string;
   description: string | null;
@@ -43,7 +43,8 @@ interface StoredFeed {
   created_at: number | string;
 }
 
-const COLUMNS = [
+/** The columns a FeedRow is made of (toFeed). */
+export const FEED_COLUMNS = [
   "id",
   "name",
   "description",
@@ -58,7 +59,7 @@ const COLUMNS = [
 ];
 
 // Numbers are converted anyway: a row may come from a driver that returns bigint as a string.
-function toFeed(row: StoredFeed): FeedRow {
+export function toFeed(row: StoredFeed): FeedRow {
   return {
     id: Number(row.id),
     name: row.name,
@@ -76,7 +77,7 @@ function toFeed(row: StoredFeed): FeedRow {
 }
 
 export async function findFeed(db: Queryable, name: string): Promise<FeedRow | undefined> {
-  const row: StoredFeed | undefined = await db("feeds").select(COLUMNS).where({ name }).first();
+  const row: StoredFeed | undefined = await db("feeds").select(FEED_COLUMNS).where({ name }).first();
   return row ? toFeed(row) : undefined;
 }
 
@@ -87,19 +88,19 @@ export async function findFeed(db: Queryable, name: string): Promise<FeedRow | u
 export async function lockFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
   const row: StoredFeed | undefined = await forUpdate(
     trx,
-    trx("feeds").select(COLUMNS).where({ name }),
+    trx("feeds").select(FEED_COLUMNS).where({ name }),
   ).first();
   return row ? toFeed(row) : undefined;
 }
 
 export async function listFeeds(db: Queryable): Promise<FeedRow[]> {
-  const rows: StoredFeed[] = await db("feeds").select(COLUMNS).orderBy("name");
+  const rows: StoredFeed[] = await db("feeds").select(FEED_COLUMNS).orderBy("name");
   return rows.map(toFeed);
 }
 
 export async function listFeedsWithRetention(db: Queryable): Promise<FeedRow[]> {
   const rows: StoredFeed[] = await db("feeds")
-    .select(COLUMNS)
+    .select(FEED_COLUMNS)
     .whereNotNull("retention_max_age")
     .orWhereNotNull("retention_max_events");
   return rows.map(toFeed);
@@ -130,7 +131,7 @@ export async function insertFeed(
     })
     .onConflict("name")
     .ignore()
-    .returning(COLUMNS);
+    .returning(FEED_COLUMNS);
   // The new row stays locked by this transaction until it commits: no other transaction can see it before.
   const [row] = inserted as StoredFeed[];
   return row ? toFeed(row) : undefined;

@@ -28,12 +28,19 @@ export interface WakeupTarget {
   feedIds(): Iterable<number>;
 }
 
+/** A notification's payload (appendNumbered writes the `appended` kind in SQL). */
 interface Message {
   /** The node that made the change; it has told its own bus already. */
   node: string;
   /** [feed id, head] of appends. */
   appended?: Array<[number, number]>;
   removed?: number;
+}
+
+/** The NOTIFY payload that announces appends: [feed id, head] of each. */
+export function appendedMessage(node: string, heads: Map<number, number>): string {
+  const message: Message = { node, appended: [...heads] };
+  return JSON.stringify(message);
 }
 
 /** Announces appends to the other nodes when `trx` commits; nothing on SQLite (one process). */
@@ -43,7 +50,7 @@ export async function announceAppends(
   heads: Map<number, number>,
 ): Promise<void> {
   if (!onPostgres(trx) || heads.size === 0) return;
-  await notify(trx, { node, appended: [...heads] });
+  await trx.raw("select pg_notify(?, ?)", [CHANNEL, appendedMessage(node, heads)]);
 }
 
 /** Announces a feed's removal to the other nodes when `trx` commits. */

@@ -1,8 +1,9 @@
 import type { Logger } from "pino";
-import type { Storage } from "../db/database.js";
-import { type EventRow, findByIdentity, insertEvents } from "../db/events.js";
-import { type FeedRow, insertFeed, lockFeed, setHead } from "../db/feeds.js";
-import { announceAppends } from "../db/notify.js";
+import { appendNumbered, findForAppend, writeAppend } from "../db/append.js";
+import type { Queryable, Storage } from "../db/database.js";
+import type { EventRow } from "../db/events.js";
+import { uniqueViolation } from "../db/failures.js";
+import { type FeedRow, insertFeed } from "../db/feeds.js";
 import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
 import type { PreparedEvent } from "../events/encoding.js";
 import type { Metrics } from "../metrics.js";
@@ -18,21 +19,27 @@ import type { WakeupBus } from "./wakeup.js";
  * each group the flusher yields to the event loop once (setImmediate), so the requests that arrived together are
  * parsed and joined; there is no timer and no added latency when the service is idle.
  *
- * Ordering with several nodes (PostgreSQL). A group locks its feeds' rows (SELECT ... FOR UPDATE, in name order so
- * two nodes cannot deadlock) before it reads their heads, numbers its events from head + 1 and writes the new head
- * in the same transaction. Another append to the same feed, on any node, waits for that lock and then reads the
- * committed head (READ COMMITTED re-reads a row locked FOR UPDATE). So per feed, sequences are gap-free and commit
- * in sequence order: a transaction holding a lower sequence can never commit after one holding a higher one. That
- * is what would let a reader following `after` skip an event (the outbox visibility problem of sequences or
- * identity columns, which are handed out before commit and commit in any order). PostgreSQL makes a commit
+ * Ordering with several nodes (PostgreSQL). A group's part for a feed reads the feed and the events it holds of the
+ * group's (source, id) pairs, decides each request (below), and then writes in one statement that locks the feed's
+ * row (SELECT ... FOR UPDATE), numbers the fresh events from the head it finds there, stores them, moves the head
+ * and commits (appendNumbered). Another append to the same feed, on any node, waits for that lock and then reads
+ * the committed head (READ COMMITTED re-reads a row locked FOR UPDATE). So per feed, sequences are gap-free and
+ * commit in sequence order: a transaction holding a lower sequence can never commit after one holding a higher
+ * one. That is what would let a reader following `after` skip an event (the outbox visibility problem of sequences
+ * or identity columns, which are handed out before commit and commit in any order). PostgreSQL makes a commit
  * visible before it releases the transaction's locks, so the next holder and every later read see it. The cost:
- * appends to one feed take turns, each turn carrying a whole group; appends to different feeds do not wait.
+ * appends to one feed take turns, each turn carrying a whole group and lasting one statement and its commit;
+ * appends to different feeds do not wait. What changed between the read and the write is met there: an event
+ * another node stored meanwhile fails the write on the unique (source, id) index (and the requests are retried
+ * alone, reading again), a change of the feed's types makes it write nothing and the part is decided again.
+ * On SQLite, with one writer, the whole group is one transaction.
  *
  * Each request is still all-or-nothing: a request that conflicts (409), names a missing feed (404) or has an event
  * its feed's types refuse (400) is answered with its problem and contributes no rows, while the rest of its group
- * commits. The types are checked here, under the feed's lock, so a schema changed on any node applies to the
- * next append; the catalogue is compiled once per change and cached (see TypeRules). If the group's transaction
- * fails for a storage reason, each request is retried alone, so one bad request cannot fail its neighbours.
+ * commits. The types are checked here against the feed's types_version, which the write checks under the lock,
+ * so a schema changed on any node applies to the next append; the catalogue is compiled once per change and cached
+ * (see TypeRules). If a write fails for a storage reason, each of its requests is retried alone, so one bad request
+ * cannot fail its neighbours.
  */
 
 export interface AppendedEvent {
@@ -62,7 +69,7 @@ interface Pending extends AppendRequest {
 }
 
 interface GroupResult {
-  outcomes: Array<AppendOutcome | HttpProblem>;
+  outcomes: Array<AppendOutcome | HttpProblem | Failed>;
   heads: Map<number, number>;
 }
 
@@ -143,10 +150,13 @@ export class Appender {
   }
 
   private async commit(group: Pending[]): Promise<void> {
-    let result: GroupResult;
     const started = process.hrtime.bigint();
+    let result: GroupResult;
     try {
-      result = await this.storage.writer.transaction((trx) => this.apply(trx, group));
+      result =
+        this.storage.dialect === "postgres"
+          ? await this.applyEach(group)
+          : await this.storage.writer.transaction((trx) => this.apply(trx, group));
     } catch (error) {
       if (group.length > 1) {
         this.options.logger.warn(
@@ -165,8 +175,8 @@ export class Appender {
     for (const [feedId, head] of result.heads) this.bus.appended(feedId, head);
     group.forEach((pending, index) => {
       const outcome = result.outcomes[index]!;
-      if (outcome instanceof HttpProblem) {
-        pending.reject(outcome);
+      if (outcome instanceof HttpProblem || outcome instanceof Failed) {
+        pending.reject(outcome instanceof Failed ? outcome.error : outcome);
         return;
       }
       const fresh = outcome.events.filter((event) => !event.repeat).length;
@@ -175,120 +185,279 @@ export class Appender {
     });
   }
 
-  private async apply(trx: Storage["writer"], group: Pending[]): Promise<GroupResult> {
-    const now = (this.options.now ?? Date.now)();
-    const feeds = new Map<
-      string,
-      {
-        row: FeedRow;
-        head: number;
-        known: Map<string, Known>;
-        check: TypeCheck;
-      } | null
-    >();
+  /**
+   * The feed's row and what it holds of the requests' events (on SQLite in the group's transaction, which holds
+   * the one write lock); the feed is created if it may be.
+   */
+  private async open(
+    db: Queryable,
+    name: string,
+    requests: Pending[],
+    now: number,
+  ): Promise<Opened | undefined> {
+    const pairs = requests.flatMap((pending) =>
+      pending.events.map((event): [string, string] => [event.source, event.id]),
+    );
+    let found = await findForAppend(db, name, pairs);
+    if (!found && this.options.autoCreateFeeds) {
+      // A new feed holds no events; one another node created just before is looked at instead.
+      const created = await insertFeed(db, name, NEW_FEED, now);
+      found = created ? { row: created, known: [] } : await findForAppend(db, name, pairs);
+    }
+    if (!found) return undefined;
+    const known = new Map<string, Known>();
+    for (const stored of found.known) {
+      known.set(identity(stored.source, stored.eventId), {
+        sequence: stored.sequence,
+        digest: stored.digest,
+      });
+    }
+    return { row: found.row, known, check: await this.types.checker(db, found.row) };
+  }
 
-    // Feeds are locked in name order, so two nodes appending to the same feeds cannot deadlock.
-    for (const name of [...new Set(group.map((pending) => pending.feed))].sort()) {
-      let row = await lockFeed(trx, name);
-      if (!row && this.options.autoCreateFeeds) {
-        const settings = {
-          description: null,
-          retentionMaxAge: null,
-          retentionMaxEvents: null,
-          typePolicy: "open" as const,
-          public: false,
-        };
-        row = (await insertFeed(trx, name, settings, now)) ?? (await lockFeed(trx, name));
-      }
-      if (!row) {
-        feeds.set(name, null);
+  /** SQLite: the whole group in one transaction; each feed's fresh events numbered from its head. */
+  private async apply(trx: Queryable, group: Pending[]): Promise<GroupResult> {
+    const now = this.now();
+    const outcomes: Array<AppendOutcome | HttpProblem> = new Array(group.length);
+    const rows: EventRow[] = [];
+    const heads = new Map<number, number>();
+    for (const [name, indexes] of byFeed(group)) {
+      const requests = indexes.map((index) => group[index]!);
+      const feed = await this.open(trx, name, requests, now);
+      if (!feed) {
+        for (const index of indexes) outcomes[index] = feedNotFound(name);
         continue;
       }
-      const pairs = group
-        .filter((pending) => pending.feed === name)
-        .flatMap((pending) => pending.events.map((event): [string, string] => [event.source, event.id]));
-      const known = new Map<string, Known>();
-      for (const stored of await findByIdentity(trx, row.id, pairs)) {
-        known.set(identity(stored.source, stored.eventId), {
-          sequence: stored.sequence,
-          digest: stored.digest,
-        });
-      }
-      feeds.set(name, { row, head: row.head, known, check: await this.types.checker(trx, row) });
-    }
-
-    const rows: EventRow[] = [];
-    const outcomes = group.map((pending): AppendOutcome | HttpProblem => {
-      const feed = feeds.get(pending.feed);
-      if (!feed) return feedNotFound(pending.feed);
-      const prefix = (index: number) => (pending.batch ? `/${index}` : "");
-      const appended: AppendedEvent[] = [];
-      const conflicts: Pointed[] = [];
-      const invalid: Pointed[] = [];
-      const warnings: Pointed[] = [];
-      const fresh = new Map<string, Known>();
-      const freshRows: EventRow[] = [];
-      let head = feed.head;
-      pending.events.forEach((event, index) => {
-        const key = identity(event.source, event.id);
-        const prior = feed.known.get(key) ?? fresh.get(key);
-        if (prior) {
-          if (prior.digest === event.digest) {
-            appended.push({ id: event.id, source: event.source, sequence: prior.sequence, repeat: true });
-          } else {
-            conflicts.push({
-              pointer: `${prefix(index)}/id`,
-              detail: `an event with this source and id is stored at sequence ${prior.sequence} with other content`,
-            });
-          }
-          return;
-        }
-        const findings = feed.check(event, prefix(index));
-        invalid.push(...findings.errors);
-        warnings.push(...findings.warnings);
-        head += 1;
-        fresh.set(key, { sequence: head, digest: event.digest });
-        appended.push({ id: event.id, source: event.source, sequence: head, repeat: false });
-        freshRows.push({
-          feedId: feed.row.id,
-          sequence: head,
-          source: event.source,
-          eventId: event.id,
-          type: event.type,
-          subject: event.subject,
-          digest: event.digest,
-          body: storedBody(event, head),
-          appendedAt: now,
-        });
+      const planned = plan(requests, feed);
+      planned.outcomes.forEach((outcome, at) => {
+        outcomes[indexes[at]!] = outcome;
       });
-      if (invalid.length > 0) {
-        return validationProblem(invalid, "An event does not meet its feed's event types.");
-      }
-      if (conflicts.length > 0) {
-        return new HttpProblem(
-          409,
-          "conflict",
-          "The same (source, id) was published before with other content.",
-          {
-            errors: conflicts,
-          },
-        );
-      }
-      feed.head = head;
-      for (const [key, known] of fresh) feed.known.set(key, known);
-      rows.push(...freshRows);
-      return { events: appended, warnings };
-    });
-
-    await insertEvents(trx, rows);
-    const heads = new Map<number, number>();
-    for (const feed of feeds.values()) {
-      if (feed && feed.head !== feed.row.head) {
-        await setHead(trx, feed.row.id, feed.head);
-        heads.set(feed.row.id, feed.head);
-      }
+      if (planned.fresh.length === 0) continue;
+      const head = feed.row.head;
+      planned.fresh.forEach(({ event, appended }, offset) => {
+        for (const entry of appended) entry.sequence = head + offset + 1;
+        rows.push(eventRow(feed.row.id, event, head + offset + 1, now));
+      });
+      heads.set(feed.row.id, head + planned.fresh.length);
     }
-    await announceAppends(trx, this.storage.node, heads);
+    await writeAppend(trx, rows, heads);
     return { outcomes, heads };
   }
+
+  /**
+   * PostgreSQL: per feed of the group, two round trips and no transaction held open. A read of the feed and of
+   * the events it holds of these (source, id) pairs, without a lock; then one statement that locks the feed,
+   * numbers the fresh events from its head, writes them and moves the head, and commits (appendNumbered). The
+   * feed's lock is held for that statement and its commit alone, so the appends of several nodes to one feed
+   * take turns quickly and their commits' fsyncs are all that orders them.
+   */
+  private async applyEach(group: Pending[]): Promise<GroupResult> {
+    const now = this.now();
+    const outcomes: Array<AppendOutcome | HttpProblem | Failed> = new Array(group.length);
+    const heads = new Map<number, number>();
+    const take = (indexes: number[], answered: FeedAppend) => {
+      if (answered.head !== undefined) heads.set(answered.feedId!, answered.head);
+      answered.outcomes.forEach((outcome, at) => {
+        outcomes[indexes[at]!] = outcome;
+      });
+    };
+    for (const [name, indexes] of byFeed(group)) {
+      const requests = indexes.map((index) => group[index]!);
+      try {
+        take(indexes, await this.appendToFeed(name, requests, now));
+      } catch (error) {
+        if (requests.length === 1) {
+          outcomes[indexes[0]!] = new Failed(error);
+          continue;
+        }
+        // Each feed's part commits on its own, so one that failed is retried request by request, alone.
+        this.options.logger.warn(
+          { err: error, feed: name, requests: requests.length },
+          "group commit failed; retrying requests one by one",
+        );
+        for (const index of indexes) {
+          try {
+            take([index], await this.appendToFeed(name, [group[index]!], now));
+          } catch (alone) {
+            outcomes[index] = new Failed(alone);
+          }
+        }
+      }
+    }
+    return { outcomes, heads };
+  }
+
+  private async appendToFeed(name: string, requests: Pending[], now: number): Promise<FeedAppend> {
+    const db = this.storage.writer;
+    // A change of the feed's types, or an event another node stored, between the read and the write is met by
+    // reading again; both are rare, and every round is a change some node committed, so this ends.
+    for (let round = 1; ; round += 1) {
+      const feed = await this.open(db, name, requests, now);
+      if (!feed) return { outcomes: requests.map(() => feedNotFound(name)) };
+      const planned = plan(requests, feed);
+      if (planned.fresh.length === 0) return { outcomes: planned.outcomes };
+      let written: Awaited<ReturnType<typeof appendNumbered>>;
+      try {
+        written = await appendNumbered(db, this.storage.node, {
+          feedId: feed.row.id,
+          typesVersion: feed.row.typesVersion,
+          events: planned.fresh.map(({ event }) => event),
+          now,
+        });
+      } catch (error) {
+        // Another node stored one of these events since they were looked up: reading again finds it.
+        if (uniqueViolation(error) && round < MAX_ROUNDS) continue;
+        throw error;
+      }
+      if (written === "gone") return { outcomes: requests.map(() => feedNotFound(name)) };
+      if (written === "types-changed") {
+        if (round >= MAX_ROUNDS) throw new Error(`the types of feed ${name} keep changing`);
+        continue;
+      }
+      planned.fresh.forEach(({ appended }, offset) => {
+        for (const entry of appended) entry.sequence = written.head + offset + 1;
+      });
+      return {
+        outcomes: planned.outcomes,
+        feedId: feed.row.id,
+        head: written.head + planned.fresh.length,
+      };
+    }
+  }
+
+  private now(): number {
+    return (this.options.now ?? Date.now)();
+  }
+}
+
+/** A request whose storage failed: it is answered with that error (a 503 or 507, or a 500). */
+class Failed {
+  constructor(readonly error: unknown) {}
+}
+
+interface FeedAppend {
+  outcomes: Array<AppendOutcome | HttpProblem>;
+  /** The feed and its new head, when events were written. */
+  feedId?: number;
+  head?: number;
+}
+
+/** How often one append reads a feed again because it changed meanwhile, before it gives up (a 500). */
+const MAX_ROUNDS = 10;
+
+const NEW_FEED = {
+  description: null,
+  retentionMaxAge: null,
+  retentionMaxEvents: null,
+  typePolicy: "open" as const,
+  public: false,
+};
+
+interface Opened {
+  row: FeedRow;
+  known: Map<string, Known>;
+  check: TypeCheck;
+}
+
+/** The indexes of a group's requests per feed, feeds in name order (so two nodes lock them in one order). */
+function byFeed(group: Pending[]): Array<[string, number[]]> {
+  const feeds = new Map<string, number[]>();
+  group.forEach((pending, index) => {
+    const indexes = feeds.get(pending.feed);
+    if (indexes) indexes.push(index);
+    else feeds.set(pending.feed, [index]);
+  });
+  return [...feeds].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+function eventRow(feedId: number, event: PreparedEvent, sequence: number, now: number): EventRow {
+  return {
+    feedId,
+    sequence,
+    source: event.source,
+    eventId: event.id,
+    type: event.type,
+    subject: event.subject,
+    digest: event.digest,
+    body: storedBody(event, sequence),
+    appendedAt: now,
+  };
+}
+
+interface Plan {
+  outcomes: Array<AppendOutcome | HttpProblem>;
+  /**
+   * The events to store, in the order they are numbered; each `appended` is the one in its request's outcome,
+   * whose sequence is set once the feed's head is known.
+   */
+  fresh: Array<{ event: PreparedEvent; appended: AppendedEvent[] }>;
+}
+
+/**
+ * What one feed's requests come to, given the events the feed holds: each request all or nothing. An event stored
+ * before with the same content is a repeat (its sequence); with other content a conflict (409); an event its feed's
+ * types refuse fails its request (400). The rest are fresh, in order, an event repeated within the group once.
+ */
+function plan(requests: Pending[], feed: Opened): Plan {
+  const fresh: Plan["fresh"] = [];
+  const planned = new Map<string, { digest: string; entry: Plan["fresh"][number] }>();
+  const outcomes = requests.map((pending): AppendOutcome | HttpProblem => {
+    const prefix = (index: number) => (pending.batch ? `/${index}` : "");
+    const appended: AppendedEvent[] = [];
+    const conflicts: Pointed[] = [];
+    const invalid: Pointed[] = [];
+    const warnings: Pointed[] = [];
+    const mine = new Map<string, { digest: string; entry: Plan["fresh"][number] }>();
+    // Repeats of events fresh in this group, added to their entries only if this request succeeds.
+    const repeats: Array<[Plan["fresh"][number], AppendedEvent]> = [];
+    pending.events.forEach((event, index) => {
+      const key = identity(event.source, event.id);
+      const stored = feed.known.get(key);
+      const earlier = planned.get(key) ?? mine.get(key);
+      if (stored || earlier) {
+        if ((stored ?? earlier)!.digest !== event.digest) {
+          conflicts.push({
+            pointer: `${prefix(index)}/id`,
+            detail: stored
+              ? `an event with this source and id is stored at sequence ${stored.sequence} with other content`
+              : "an event with this source and id is published before it with other content",
+          });
+        } else if (stored) {
+          appended.push({ id: event.id, source: event.source, sequence: stored.sequence, repeat: true });
+        } else {
+          // Published before it in this group: the same place, known once the group is numbered.
+          const repeat: AppendedEvent = { id: event.id, source: event.source, sequence: 0, repeat: true };
+          repeats.push([earlier!.entry, repeat]);
+          appended.push(repeat);
+        }
+        return;
+      }
+      const findings = feed.check(event, prefix(index));
+      invalid.push(...findings.errors);
+      warnings.push(...findings.warnings);
+      const first: AppendedEvent = { id: event.id, source: event.source, sequence: 0, repeat: false };
+      mine.set(key, { digest: event.digest, entry: { event, appended: [first] } });
+      appended.push(first);
+    });
+    if (invalid.length > 0) {
+      return validationProblem(invalid, "An event does not meet its feed's event types.");
+    }
+    if (conflicts.length > 0) {
+      return new HttpProblem(
+        409,
+        "conflict",
+        "The same (source, id) was published before with other content.",
+        {
+          errors: conflicts,
+        },
+      );
+    }
+    for (const [key, entry] of mine) {
+      planned.set(key, entry);
+      fresh.push(entry.entry);
+    }
+    for (const [entry, repeat] of repeats) entry.appended.push(repeat);
+    return { events: appended, warnings };
+  });
+  return { outcomes, fresh };
 }

@@ -346,8 +346,13 @@ describe("storage that is full or goes away", () => {
     }
   });
 
+  /** Text of the statement that writes an append and commits it (appendNumbered, src/db/append.ts). */
+  const APPEND_WRITE = "insert into events (feed_id, sequence, source, event_id";
+
   it("answers 503 with Retry-After when the PostgreSQL connection dies mid-commit, and the retry is safe", {
     skip: DIALECT !== "postgres" && "a PostgreSQL connection is what is cut here",
+    // A cut that never comes (the statement's text changed) fails the test instead of holding it forever.
+    timeout: 60_000,
   }, async () => {
     const dir = tempDir();
     const url = new URL((await databaseEnv(dir)).DATABASE_URL!);
@@ -360,7 +365,7 @@ describe("storage that is full or goes away", () => {
 
       // Cut before the COMMIT reaches the server: nothing was stored, and the retry stores it once.
       const rolledBack = cloudEvent({ id: "cut-before" });
-      const cutBefore = proxy.cutNextCommit("events", "before-commit");
+      const cutBefore = proxy.cutNextCommit(APPEND_WRITE, "before-commit");
       const first = await publish(svc.url, "cut", rolledBack);
       await cutBefore;
       assert.equal(first.status, 503, first.text);
@@ -373,7 +378,7 @@ describe("storage that is full or goes away", () => {
 
       // Cut after the server committed: the client cannot know; its retry finds the event and changes nothing.
       const committed = cloudEvent({ id: "cut-after" });
-      const cutAfter = proxy.cutNextCommit("events", "after-commit");
+      const cutAfter = proxy.cutNextCommit(APPEND_WRITE, "after-commit");
       const second = await publish(svc.url, "cut", committed);
       await cutAfter;
       assert.equal(second.status, 503, second.text);

@@ -110,6 +110,35 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
     }
   });
 
+  it("stores an event published on both nodes at once once, and answers both with its sequence", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    const put = await call(`${a.url}/v1/feeds/twice`, { method: "PUT", headers: cluster.headers });
+    assert.equal(put.status, 201);
+    // Each node reads what the feed holds before it takes the feed's lock to write, so the same events sent to
+    // both at once race past that read: the unique (source, id) index refuses the second write, and that node
+    // reads again and answers with the sequences stored.
+    let published = 0;
+    for (let round = 0; round < 20; round += 1) {
+      const events = Array.from({ length: 1 + (round % 3) }, () => cloudEvent());
+      published += events.length;
+      const replies = await Promise.all([a, b].map((node) => publishBatch(node.url, "twice", events)));
+      for (const reply of replies) assert.ok(reply.status === 201 || reply.status === 200, reply.text);
+      assert.deepEqual(
+        replies.map((reply) => reply.status).sort(),
+        [200, 201],
+        "one node stored them, the other found them stored",
+      );
+      assert.deepEqual(replies[0]!.body.events, replies[1]!.body.events);
+    }
+    const stored = await readAll(a.url, "twice");
+    assert.deepEqual(
+      stored.map((event) => Number(event.sequence)),
+      Array.from({ length: stored.length }, (_, index) => index + 1),
+    );
+    assert.equal(new Set(stored.map((event) => event.id)).size, stored.length, "each event once");
+    assert.equal(stored.length, published);
+  });
+
   it("applies a type's schema declared on node A to the next publish on node B", async () => {
     const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
     await call(`${a.url}/v1/feeds/typed`, { method: "PUT", headers: cluster.headers });

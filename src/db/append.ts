@@ -1,0 +1,169 @@
+import { onPostgres, type Queryable } from "./database.js";
+import { type EventRow, findByIdentity, insertEvents, type StoredIdentity } from "./events.js";
+import { FEED_COLUMNS, type FeedRow, lockFeed, type StoredFeed, setHead, toFeed } from "./feeds.js";
+import { CHANNEL } from "./notify.js";
+
+/**
+ * The statements of a group commit. On PostgreSQL, where several nodes append to one feed and take turns on its
+ * row's lock, a feed's part of a group is two round trips: a read without the lock, and one statement that takes
+ * the lock, writes and commits, so the lock is held for that statement and its commit alone. (It was eight round
+ * trips in one transaction, holding the lock for six of them.) SQLite runs in this process with one writer: its
+ * group is one transaction of plain statements.
+ */
+
+/** What appendNumbered stores of an event (a PreparedEvent has it). */
+export interface NumberedEvent {
+  source: string;
+  id: string;
+  type: string;
+  subject: string | null;
+  digest: string;
+  /** Structured JSON as published, without sequence. */
+  json: string;
+}
+
+export interface Found {
+  row: FeedRow;
+  /** The feed's stored events with the (source, id) pairs asked about. */
+  known: StoredIdentity[];
+}
+
+interface FoundRow extends StoredFeed {
+  known_source: string | null;
+  known_event_id: string | null;
+  known_sequence: number | string | null;
+  known_digest: string | null;
+}
+
+/**
+ * The feed's row and the events it holds with these (source, id) pairs; undefined when there is no such feed.
+ * On SQLite the row is locked for the caller's transaction (its one writer is the lock); on PostgreSQL nothing is
+ * locked, and it is one statement: appendNumbered takes the lock and copes with what changed since.
+ */
+export async function findForAppend(
+  db: Queryable,
+  name: string,
+  pairs: Array<[source: string, eventId: string]>,
+): Promise<Found | undefined> {
+  if (!onPostgres(db)) {
+    const row = await lockFeed(db, name);
+    return row ? { row, known: await findByIdentity(db, row.id, pairs) } : undefined;
+  }
+  const result: { rows: FoundRow[] } = await db.raw(
+    `with feed as (select ${FEED_COLUMNS.join(", ")} from feeds where name = ?)
+     select feed.*, known.source as known_source, known.event_id as known_event_id,
+            known.sequence as known_sequence, known.digest as known_digest
+       from feed left join lateral (
+         select e.source, e.event_id, e.sequence, e.digest
+           from unnest(?::text[], ?::text[]) as wanted(source, event_id)
+           join events e on e.feed_id = feed.id and e.source = wanted.source and e.event_id = wanted.event_id
+       ) known on true`,
+    [name, pairs.map((pair) => pair[0]), pairs.map((pair) => pair[1])],
+  );
+  const [first] = result.rows;
+  if (!first) return undefined;
+  const known: StoredIdentity[] = [];
+  for (const row of result.rows) {
+    if (row.known_source === null) continue;
+    known.push({
+      source: row.known_source,
+      eventId: row.known_event_id!,
+      sequence: Number(row.known_sequence),
+      digest: row.known_digest!,
+    });
+  }
+  return { row: toFeed(first), known };
+}
+
+/**
+ * SQLite: writes a group's events (numbered, their bodies made), counts them per type and moves each feed's head,
+ * in the caller's transaction.
+ */
+export async function writeAppend(
+  trx: Queryable,
+  rows: EventRow[],
+  heads: Map<number, number>,
+): Promise<void> {
+  if (rows.length === 0) return;
+  await insertEvents(trx, rows);
+  for (const [feedId, head] of heads) await setHead(trx, feedId, head);
+}
+
+export interface Numbered {
+  feedId: number;
+  /** The feed's types_version the events were checked against. */
+  typesVersion: number;
+  /** In the order they are numbered. */
+  events: NumberedEvent[];
+  now: number;
+}
+
+/**
+ * PostgreSQL: one statement, committed on its own. It locks the feed's row, numbers the events from the head it
+ * finds there, stores them with `sequence` and `sequencetype` added to their JSON (as storedBody does), counts
+ * them per type, moves the head and tells the other nodes, all on commit. Data-modifying WITH clauses run once
+ * and to completion whether or not the query reads them.
+ *
+ * Answers the head it numbered after; "gone" when the feed was deleted since it was read; "types-changed" when
+ * its types changed since they were checked (nothing is written then).
+ *
+ * An event with the same (source, id) that another node stored since it was looked up is refused by the unique
+ * index on (feed_id, source, event_id): the statement fails and nothing is written.
+ */
+export async function appendNumbered(
+  db: Queryable,
+  node: string,
+  append: Numbered,
+): Promise<{ head: number } | "gone" | "types-changed"> {
+  const column = <K extends keyof NumberedEvent>(key: K) => append.events.map((event) => event[key]);
+  const result: { rows: Array<{ head: number | string; types_version: number | string }> } = await db.raw(
+    `with feed as (
+       select id, head, types_version from feeds where id = ? for update
+     ), fresh as (
+       select feed.id as feed_id, feed.head + r.n as sequence, r.source, r.event_id, r.type, r.subject, r.digest,
+              left(r.json, -1) || ',"sequence":"' || (feed.head + r.n) || '","sequencetype":"Integer"}' as body
+         from feed,
+              unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
+                with ordinality as r(source, event_id, type, subject, digest, json, n)
+        where feed.types_version = ?
+     ), appended as (
+       insert into events (feed_id, sequence, source, event_id, type, subject, digest, body, appended_at)
+       select feed_id, sequence, source, event_id, type, subject, digest, body, ? from fresh
+     ), counted as (
+       insert into event_type_stats (feed_id, type, count, last_published)
+       select feed_id, type, count(*), ? from fresh group by feed_id, type
+       on conflict (feed_id, type)
+       do update set count = event_type_stats.count + excluded.count, last_published = excluded.last_published
+     ), moved as (
+       update feeds set head = feed.head + ? from feed where feeds.id = feed.id and feed.types_version = ?
+     )
+     select feed.head, feed.types_version,
+            case when feed.types_version = ? then pg_notify(?, json_build_object(
+              'node', ?::text, 'appended', json_build_array(json_build_array(feed.id, feed.head + ?)))::text)
+            end as notified
+       from feed`,
+    [
+      append.feedId,
+      column("source"),
+      column("id"),
+      column("type"),
+      // A null in a text[] is an SQL NULL: an event without a subject.
+      column("subject") as string[],
+      column("digest"),
+      column("json"),
+      append.typesVersion,
+      append.now,
+      append.now,
+      append.events.length,
+      append.typesVersion,
+      append.typesVersion,
+      CHANNEL,
+      node,
+      append.events.length,
+    ],
+  );
+  const [row] = result.rows;
+  if (!row) return "gone";
+  if (Number(row.types_version) !== append.typesVersion) return "types-changed";
+  return { head: Number(row.head) };
+}
