@@ -37,22 +37,6 @@ interface Message {
   removed?: number;
 }
 
-/** The NOTIFY payload that announces appends: [feed id, head] of each. */
-export function appendedMessage(node: string, heads: Map<number, number>): string {
-  const message: Message = { node, appended: [...heads] };
-  return JSON.stringify(message);
-}
-
-/** Announces appends to the other nodes when `trx` commits; nothing on SQLite (one process). */
-export async function announceAppends(
-  trx: Queryable,
-  node: string,
-  heads: Map<number, number>,
-): Promise<void> {
-  if (!onPostgres(trx) || heads.size === 0) return;
-  await trx.raw("select pg_notify(?, ?)", [CHANNEL, appendedMessage(node, heads)]);
-}
-
 /** Announces a feed's removal to the other nodes when `trx` commits. */
 export async function announceRemoval(trx: Queryable, node: string, feedId: number): Promise<void> {
   if (!onPostgres(trx)) return;
