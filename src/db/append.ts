@@ -22,6 +22,14 @@ export interface NumberedEvent {
   json: string;
 }
 
+/**
+ * The write, which holds the feed's lock, is prepared once per connection (a named statement, which knex passes to
+ * pg): planning it anew took PostgreSQL about 0.35 ms, as long as running it. Its text never changes, and its plan
+ * is the same for every feed and size, so a generic plan serves. (The read is not prepared: its generic plan,
+ * which cannot see how many pairs it gets, scanned the feed's events.)
+ */
+const PREPARED_WRITE = { name: "seintje_append_write" };
+
 export interface Found {
   row: FeedRow;
   /** The feed's stored events with the (source, id) pairs asked about. */
@@ -116,8 +124,9 @@ export async function appendNumbered(
   append: Numbered,
 ): Promise<{ head: number } | "gone" | "types-changed"> {
   const column = <K extends keyof NumberedEvent>(key: K) => append.events.map((event) => event[key]);
-  const result: { rows: Array<{ head: number | string; types_version: number | string }> } = await db.raw(
-    `with feed as (
+  const result: { rows: Array<{ head: number | string; types_version: number | string }> } = await db
+    .raw(
+      `with feed as (
        select id, head, types_version from feeds where id = ? for update
      ), fresh as (
        select feed.id as feed_id, feed.head + r.n as sequence, r.source, r.event_id, r.type, r.subject, r.digest,
@@ -135,33 +144,35 @@ export async function appendNumbered(
        on conflict (feed_id, type)
        do update set count = event_type_stats.count + excluded.count, last_published = excluded.last_published
      ), moved as (
-       update feeds set head = feed.head + ? from feed where feeds.id = feed.id and feed.types_version = ?
+       update feeds set head = feeds.head + ? where feeds.id = ? and feeds.types_version = ?
      )
      select feed.head, feed.types_version,
             case when feed.types_version = ? then pg_notify(?, json_build_object(
               'node', ?::text, 'appended', json_build_array(json_build_array(feed.id, feed.head + ?)))::text)
             end as notified
        from feed`,
-    [
-      append.feedId,
-      column("source"),
-      column("id"),
-      column("type"),
-      // A null in a text[] is an SQL NULL: an event without a subject.
-      column("subject") as string[],
-      column("digest"),
-      column("json"),
-      append.typesVersion,
-      append.now,
-      append.now,
-      append.events.length,
-      append.typesVersion,
-      append.typesVersion,
-      CHANNEL,
-      node,
-      append.events.length,
-    ],
-  );
+      [
+        append.feedId,
+        column("source"),
+        column("id"),
+        column("type"),
+        // A null in a text[] is an SQL NULL: an event without a subject.
+        column("subject") as string[],
+        column("digest"),
+        column("json"),
+        append.typesVersion,
+        append.now,
+        append.now,
+        append.events.length,
+        append.feedId,
+        append.typesVersion,
+        append.typesVersion,
+        CHANNEL,
+        node,
+        append.events.length,
+      ],
+    )
+    .options(PREPARED_WRITE);
   const [row] = result.rows;
   if (!row) return "gone";
   if (Number(row.types_version) !== append.typesVersion) return "types-changed";

@@ -346,8 +346,11 @@ describe("storage that is full or goes away", () => {
     }
   });
 
-  /** Text of the statement that writes an append and commits it (appendNumbered, src/db/append.ts). */
-  const APPEND_WRITE = "insert into events (feed_id, sequence, source, event_id";
+  /**
+   * The name of the prepared statement that writes an append and commits it (appendNumbered, src/db/append.ts),
+   * which goes with every execution of it.
+   */
+  const APPEND_WRITE = "seintje_append_write";
 
   it("answers 503 with Retry-After when the PostgreSQL connection dies mid-commit, and the retry is safe", {
     skip: DIALECT !== "postgres" && "a PostgreSQL connection is what is cut here",

@@ -11,7 +11,10 @@ export type CutMoment = "before-commit" | "after-commit";
 
 export interface TcpProxy {
   port: number;
-  /** Cuts the next connection that sends a statement with this text, at `moment`; resolves once it did. */
+  /**
+   * Cuts the next connection that sends a statement with this text (or, prepared, with this name), at `moment`;
+   * resolves once it did.
+   */
   cutNextCommit(statement: string, moment: CutMoment): Promise<void>;
   close(): Promise<void>;
 }
