@@ -80,10 +80,14 @@ function validators(request: PageRequest, page: FeedPage): { tag: string; cacheC
   };
 }
 
+const WAITED = { waited: "true" };
+const NOT_WAITED = { waited: "false" };
+const PULL = { channel: "pull" };
+
 function served(services: Services, page: FeedPage, waited: boolean, span: Span | undefined): void {
   span?.setAttributes({ "seintje.next": page.next, "seintje.events": page.sequences.length });
-  services.metrics.pagesServed.inc({ waited: String(waited) });
-  services.metrics.eventsServed.inc({ channel: "pull" }, page.sequences.length);
+  services.metrics.pagesServed.inc(waited ? WAITED : NOT_WAITED);
+  services.metrics.eventsServed.inc(PULL, page.sequences.length);
 }
 
 /**
@@ -196,44 +200,49 @@ function waitPastKoa(
   const span = ctx.state.span as Span | undefined;
   const gone = clientGone(ctx);
   const write = (status: number, headers: OutgoingHttpHeaders, body?: Buffer | string) => {
-    ctx.status = status;
+    // The status the request log and span record (ctx.status reads it), also when nobody is left to get it.
+    ctx.res.statusCode = status;
     if (ctx.res.destroyed || ctx.res.headersSent) return;
     // A request answered while the service drains tells its client not to send more on this connection.
     const sent = services.stopping.aborted ? { ...headers, Connection: "close" } : headers;
     ctx.res.writeHead(status, sent).end(body);
   };
-  services.reader
-    .poll(request.feed, request.query, request.waitMs, gone.signal, first)
-    .then(
-      (page) => {
-        served(services, page, true, span);
-        const answer = prepare(ctx, services, request, page);
-        const tag = answer.headers.ETag as string;
-        if (notModified(ctx, tag)) {
-          const { ETag, "Cache-Control": cacheControl, Link } = answer.headers;
-          write(304, { ETag, "Cache-Control": cacheControl, Link });
-        } else {
-          write(200, answer.headers, answer.body);
-        }
-      },
-      (error: unknown) => {
-        const problem = problemOf(services, ctx, error);
-        const body = JSON.stringify(problem.toJSON());
-        const headers = {
-          ...problemHeaders(problem),
-          "Content-Type": "application/problem+json",
-          "Content-Length": Buffer.byteLength(body),
-        };
-        write(problem.status, headers, body);
-      },
-    )
-    .catch((error: unknown) => {
-      services.logger.error({ err: error, path: ctx.path }, "long-poll answer failed");
-      ctx.res.destroy();
-    })
-    .finally(() => {
+  const answer = async () => {
+    try {
+      const page = await services.reader.poll(
+        request.feed,
+        request.query,
+        request.waitMs,
+        gone.signal,
+        first,
+      );
+      served(services, page, true, span);
+      const prepared = prepare(ctx, services, request, page);
+      const tag = prepared.headers.ETag as string;
+      if (notModified(ctx, tag)) {
+        const { ETag, "Cache-Control": cacheControl, Link } = prepared.headers;
+        write(304, { ETag, "Cache-Control": cacheControl, Link });
+      } else {
+        write(200, prepared.headers, prepared.body);
+      }
+    } catch (error) {
+      const problem = problemOf(services, ctx, error);
+      const body = JSON.stringify(problem.toJSON());
+      const headers = {
+        ...problemHeaders(problem),
+        "Content-Type": "application/problem+json",
+        "Content-Length": Buffer.byteLength(body),
+      };
+      write(problem.status, headers, body);
+    } finally {
       gone.release();
       leave();
       done();
-    });
+    }
+  };
+  answer().catch((error: unknown) => {
+    // Writing the problem failed too: nothing is left to tell the client.
+    services.logger.error({ err: error, path: ctx.path }, "long-poll answer failed");
+    ctx.res.destroy();
+  });
 }
