@@ -45,6 +45,9 @@ interface FoundRow extends StoredFeed {
 
 /**
  * The feed's row and the events it holds with these (source, id) pairs; undefined when there is no such feed.
+ * On PostgreSQL the pairs go in as two arrays joined with `unnest`: given `(source, event_id) IN (...)` where every
+ * pair has the same source (the usual batch), its planner seeks on (feed_id, source) and filters every event of
+ * that source, a cost that grows with the feed.
  * On SQLite the row is locked for the caller's transaction (its one writer is the lock); on PostgreSQL nothing is
  * locked, and it is one statement: appendNumbered takes the lock and copes with what changed since.
  */

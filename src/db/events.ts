@@ -78,32 +78,9 @@ interface StoredIdentityRow {
 }
 
 /**
- * The rows with these pairs, one index lookup per pair. PostgreSQL needs the pairs as a joined list: given
- * `(source, event_id) IN (...)` where every pair has the same source (the usual batch), its planner seeks on
- * (feed_id, source) and filters every event of that source, a cost that grows with the feed.
+ * The stored events of a feed with any of these (source, id) pairs, one index lookup per pair. SQLite's: on
+ * PostgreSQL the append looks them up in the statement that reads the feed (findForAppend).
  */
-function identityRows(
-  db: Queryable,
-  feedId: number,
-  pairs: Array<[source: string, eventId: string]>,
-): Promise<StoredIdentityRow[]> {
-  if (onPostgres(db)) {
-    return db
-      .raw(
-        `select e.source, e.event_id, e.sequence, e.digest
-           from unnest(?::text[], ?::text[]) as wanted(source, event_id)
-           join events e on e.feed_id = ? and e.source = wanted.source and e.event_id = wanted.event_id`,
-        [pairs.map((pair) => pair[0]), pairs.map((pair) => pair[1]), feedId],
-      )
-      .then((result: { rows: StoredIdentityRow[] }) => result.rows);
-  }
-  return db("events")
-    .select("source", "event_id", "sequence", "digest")
-    .where({ feed_id: feedId })
-    .whereIn(["source", "event_id"], pairs);
-}
-
-/** The stored events of a feed with any of these (source, id) pairs. */
 export async function findByIdentity(
   db: Queryable,
   feedId: number,
@@ -111,7 +88,11 @@ export async function findByIdentity(
 ): Promise<StoredIdentity[]> {
   const found: StoredIdentity[] = [];
   for (const slice of chunks(pairs, PAIRS_PER_LOOKUP)) {
-    for (const row of await identityRows(db, feedId, slice)) {
+    const rows: StoredIdentityRow[] = await db("events")
+      .select("source", "event_id", "sequence", "digest")
+      .where({ feed_id: feedId })
+      .whereIn(["source", "event_id"], slice);
+    for (const row of rows) {
       found.push({
         source: row.source,
         eventId: row.event_id,
