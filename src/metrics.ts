@@ -278,8 +278,9 @@ function operationOf(query: { method?: string; sql?: string }): string {
   if (method !== undefined && OPERATIONS.has(method)) return method;
   const sql = query.sql ?? "";
   const verb = /^\s*(\w+)/.exec(sql)?.[1]?.toLowerCase();
-  // A statement with WITH clauses is its first clause that writes (the append's insert), or else a select.
+  // A statement with WITH clauses is its first clause that writes, opening a clause (the append's insert) or
+  // following the clauses (the dispatcher's update from values), or else a select.
   if (verb === "with")
-    return /\bas\s*\(\s*(insert|update|delete)\b/i.exec(sql)?.[1]?.toLowerCase() ?? "select";
+    return /(?:\bas\s*\(|\))\s*(insert|update|delete)\b/i.exec(sql)?.[1]?.toLowerCase() ?? "select";
   return verb !== undefined && OPERATIONS.has(verb) ? verb : "other";
 }

@@ -1,3 +1,4 @@
+import type { Knex } from "knex";
 import { chunks, onPostgres, type Queryable } from "./database.js";
 
 /** Subscription and attempt rows. Every function takes the pool or a transaction. */
@@ -115,10 +116,15 @@ function toAttempt(row: Stored): AttemptRow {
   };
 }
 
+const SUBSCRIPTION_COLUMNS = [
+  "s.*",
+  "f.name as feed_name",
+  "f.head as feed_head",
+  "f.pruned_through as feed_pruned_through",
+];
+
 function selectSubscriptions(db: Queryable) {
-  return db("subscriptions as s")
-    .join("feeds as f", "f.id", "s.feed_id")
-    .select("s.*", "f.name as feed_name", "f.head as feed_head", "f.pruned_through as feed_pruned_through");
+  return db("subscriptions as s").join("feeds as f", "f.id", "s.feed_id").select(SUBSCRIPTION_COLUMNS);
 }
 
 export interface NewSubscription {
@@ -251,12 +257,17 @@ export async function deleteSubscription(db: Queryable, id: string): Promise<boo
 }
 
 /**
- * Subscriptions with a ping to send now: not disabled, not leased by a live claim, due, and with either a pending
- * ping or a feed head beyond what was last scanned.
+ * Subscriptions that may have a ping to send, up to `limit`: not disabled, not leased, not waiting for a retry,
+ * and either behind their feed's head (matching events may have arrived) or holding a pending ping.
  *
  * With `claim`, inside a transaction, the rows are locked for it. On PostgreSQL that is FOR UPDATE SKIP LOCKED:
  * nodes claiming at the same time each get different subscriptions instead of waiting for one another, and a row
  * another node claimed meanwhile is re-checked against the lease condition after its lock, so it is passed over.
+ *
+ * Two reads, each through its own index, so that a look costs what is due and not what exists: those behind,
+ * found from each feed by a range on `(feed_id, scanned)`, the longest behind first; then those with a ping
+ * pending and nothing new. (SQLite is told to start from feeds with CROSS JOIN, which it takes as an order; the
+ * time conditions are written with coalesce so that no index on them looks more attractive than these.)
  */
 export async function findDue(
   db: Queryable,
@@ -264,15 +275,30 @@ export async function findDue(
   limit: number,
   claim = false,
 ): Promise<SubscriptionRow[]> {
-  const query = selectSubscriptions(db)
-    .whereNot("s.status", "disabled")
-    .andWhere((where) => where.whereNull("s.lease_until").orWhere("s.lease_until", "<", now))
-    .andWhere((where) => where.whereNull("s.next_attempt_at").orWhere("s.next_attempt_at", "<=", now))
-    .andWhere((where) => where.whereNotNull("s.ping_id").orWhereRaw("f.head > s.scanned"))
-    .orderBy("s.id")
+  const postgres = onPostgres(db);
+  const due = <Q extends Knex.QueryBuilder>(query: Q): Q => {
+    query
+      .whereNot("s.status", "disabled")
+      .andWhereRaw("coalesce(s.lease_until, 0) < ?", [now])
+      .andWhereRaw("coalesce(s.next_attempt_at, 0) <= ?", [now]);
+    if (claim && postgres) query.forUpdate("s").skipLocked();
+    return query;
+  };
+  const behind = db
+    .from("feeds as f")
+    [postgres ? "join" : "crossJoin"]("subscriptions as s", (on) =>
+      on.on("s.feed_id", "f.id").andOn("s.scanned", "<", "f.head"),
+    )
+    .select(SUBSCRIPTION_COLUMNS)
     .limit(limit);
-  if (claim && onPostgres(db)) query.forUpdate("s").skipLocked();
-  const rows: Stored[] = await query;
+  const rows: Stored[] = await due(behind);
+  if (rows.length < limit) {
+    const pending = selectSubscriptions(db)
+      .whereNotNull("s.ping_id")
+      .andWhereRaw("s.scanned >= f.head")
+      .limit(limit - rows.length);
+    rows.push(...(await due(pending)));
+  }
   return rows.map(toSubscription);
 }
 

@@ -68,6 +68,12 @@ describe("ping delivery control", () => {
     receiver.respond = (ping) => (ping.event.data.subscription === id ? { status: 500 } : { status: 204 });
     await publish(svc.url, feed, cloudEvent());
     await eventually(() => pings().length >= 2, 10_000, "the first retry, one second later");
+    // Its failure is recorded (and its lease given back) shortly after it is answered.
+    await eventually(
+      async () => (await call(`${svc.url}/v1/subscriptions/${id}/attempts`)).body.attempts.length >= 2,
+      5000,
+      "the first retry's outcome recorded",
+    );
     // The next step of the schedule is an hour away.
     const waiting = (await call(`${svc.url}/v1/subscriptions/${id}`)).body;
     assert.equal(waiting.status, "failing");

@@ -359,6 +359,31 @@ describe("webhook subscriptions", () => {
     assert.equal(ids.filter((id) => id === ids[0]).length, 1, "the superseded ping was never sent again");
   });
 
+  it("acknowledges nothing with a ping whose filters changed while it was in flight", async () => {
+    const feed = await newFeed(svc);
+    const created = (await subscribe(svc, { feed, url: receiver.url })).body;
+    let patched: Promise<unknown> | undefined;
+    receiver.respond = (ping) => {
+      if (ping.event.data.subscription !== created.id || patched) return { status: 204 };
+      // Filters that exclude the announced event, while its ping waits for this answer.
+      patched = patch(svc, created.id, { types: ["nl.example.other."] });
+      return { status: 204, after: patched };
+    };
+    await publish(svc.url, feed, cloudEvent());
+    await eventually(async () => patched !== undefined, 5000, "the ping arrived");
+    assert.equal(((await patched) as { status: number }).status, 200);
+    // The change made the dispatcher look again from acked; it does so once the old ping's lease is given back.
+    await dispatcherPassed(svc, created.id, 1);
+    const after = await subscription(svc, created.id);
+    assert.equal(after.acked, "0", "the answer to the replaced ping acknowledged nothing");
+    assert.equal(after.status, "active");
+    const row = await svc.service.storage.reader("subscriptions").where({ id: created.id }).first();
+    assert.equal(row.lease_owner, null);
+    assert.equal(row.ping_id, null);
+    assert.equal(receiver.pings.filter((p) => p.event.data.subscription === created.id).length, 1);
+    receiver.respond = () => ({ status: 204 });
+  });
+
   it("disables on 410 and, re-enabled, covers everything since acked", async () => {
     const feed = await newFeed(svc);
     const created = (await subscribe(svc, { feed, url: receiver.url })).body;

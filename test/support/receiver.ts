@@ -19,6 +19,8 @@ export interface Answer {
   headers?: Record<string, string>;
   /** Milliseconds to wait before answering. */
   delayMs?: number;
+  /** Answer only once this settles: a step of the test that must happen while the ping is in flight. */
+  after?: Promise<unknown>;
 }
 
 export interface Receiver {
@@ -98,7 +100,9 @@ export async function startReceiver(path = "/hook"): Promise<Receiver> {
         response.writeHead(answer.status, answer.headers ?? {});
         response.end();
       };
-      if (answer.delayMs) {
+      if (answer.after) {
+        void answer.after.finally(finish);
+      } else if (answer.delayMs) {
         // A held answer whose connection goes away (the sender died, the receiver closed) is dropped.
         const held = setTimeout(finish, answer.delayMs);
         response.once("close", () => clearTimeout(held));
