@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { Span } from "@opentelemetry/api";
 import type { Context } from "koa";
-import type { FeedPage, ReadQuery } from "../log/reader.js";
+import { type FeedPage, MAX_WAIT_SECONDS, type ReadQuery, readKey } from "../log/reader.js";
 import {
   answerCacheable,
   chooseEncoding,
@@ -19,11 +19,11 @@ import { problemHeaders, problemOf } from "./problems.js";
  * `GET /v1/feeds/{feed}/events` as JSON: a page, at once or after a long-poll's wait.
  *
  * A page that is there is answered through Koa like any other read. A long-poll that finds nothing waits outside
- * the middleware (see deferred.ts) and writes its own answer when an append wakes it. An append to a feed that
- * thousands of clients long-poll wakes them all at one cursor: they share one read of the page (readPage), and here
- * one answer: its headers and bytes, compressed once per encoding, are prepared for the first of them and written
- * as they are for the rest. Through Koa, each answer cost its middleware's unwinding, a join of the page's bytes,
- * and a compression of its own; that made 5,000 woken long-polls 3.4 times as slow as 5,000 streams.
+ * the middleware (see deferred.ts) and writes its own answer when an append wakes it. Thousands of clients that
+ * long-poll a feed mostly wait at one cursor: they wait as one herd (one wait, one read of the page), and get one
+ * answer: its headers and bytes, compressed once per encoding, are prepared for the first of them and written as
+ * they are for the rest. Through Koa, each answer cost its middleware's unwinding, a join of the page's bytes, and a
+ * compression of its own; that made 5,000 woken long-polls 3.4 times as slow as 5,000 streams.
  */
 
 export interface PageRequest {
@@ -88,20 +88,6 @@ function served(services: Services, page: FeedPage, waited: boolean, span: Span 
   span?.setAttributes({ "seintje.next": page.next, "seintje.events": page.sequences.length });
   services.metrics.pagesServed.inc(waited ? WAITED : NOT_WAITED);
   services.metrics.eventsServed.inc(PULL, page.sequences.length);
-}
-
-/**
- * A signal aborted when the client goes away (the response closes before it is sent), so a long-poll stops waiting
- * for nobody. (A request's own 'close' fires once its body is read, so it would not do.) `release` once the wait is
- * over: a response closes after it is sent too, and aborting then was a twelfth of the time spent answering 5,000
- * woken long-polls (an AbortSignal builds a DOMException, stack and all). Shutdown needs no listener per request:
- * closing the wake-up bus answers every waiting long-poll at once.
- */
-function clientGone(ctx: Context): { signal: AbortSignal; release(): void } {
-  const controller = new AbortController();
-  const abort = () => controller.abort();
-  ctx.res.once("close", abort);
-  return { signal: controller.signal, release: () => ctx.res.off("close", abort) };
 }
 
 /** Reads the page and answers it; a long-poll that finds nothing waits for it past the middleware. */
@@ -183,10 +169,200 @@ function prepare(ctx: Context, services: Services, request: PageRequest, page: F
   return packed;
 }
 
+/** A long-poll waiting in a herd. */
+interface Waiting {
+  ctx: Context;
+  request: PageRequest;
+  timer: NodeJS.Timeout;
+  gone: () => void;
+  leave: () => void;
+  done: () => void;
+}
+
+/** The herds waiting now, per service, by what they read (readKey). */
+const herds = new WeakMap<Services, Map<string, Herd>>();
+
 /**
- * Waits for the page outside the middleware and answers it there: the same headers and bytes as an answer through
- * Koa (API-Version, CORS and Vary are on the response already), or the same problem document.
+ * The long-polls that wait for the same page: one wait on the wake-up bus and one read for all of them, then one
+ * loop that writes each its answer. Each long-poll keeps its own deadline and leaves alone when its client goes.
+ * Before, each long-poll had a waiter, a promise chain and a read lookup of its own; 5,000 woken at one cursor
+ * spent more time in those and their garbage than in answering.
  */
+class Herd {
+  private readonly members = new Set<Waiting>();
+  /** Aborted when the last member has left: nobody is left to wait for. */
+  private readonly quit = new AbortController();
+
+  constructor(
+    private readonly services: Services,
+    private readonly key: string,
+    private readonly request: PageRequest,
+    /** The newest page read, empty: what a long-poll whose time is up gets. */
+    private current: FeedPage,
+  ) {}
+
+  static join(
+    ctx: Context,
+    services: Services,
+    request: PageRequest,
+    first: FeedPage,
+    leave: () => void,
+  ): void {
+    let waiting = herds.get(services);
+    if (!waiting) {
+      waiting = new Map();
+      herds.set(services, waiting);
+    }
+    const key = readKey(request.feed, request.query);
+    let herd = waiting.get(key);
+    if (!herd) {
+      herd = new Herd(services, key, request, first);
+      waiting.set(key, herd);
+      herd.add(ctx, request, leave);
+      void herd.wait();
+    } else herd.add(ctx, request, leave);
+  }
+
+  private add(ctx: Context, request: PageRequest, leave: () => void): void {
+    const done = answerLater(ctx);
+    ctx.vary("Accept");
+    ctx.vary("Accept-Encoding");
+    const member: Waiting = {
+      ctx,
+      request,
+      leave,
+      done,
+      timer: setTimeout(() => this.release(member), request.waitMs),
+      gone: () => this.release(member),
+    };
+    this.members.add(member);
+    // The client going away (the response closing before it is sent) ends its wait; it may have gone already,
+    // during the first read.
+    if (ctx.res.destroyed) this.release(member);
+    else ctx.res.once("close", member.gone);
+  }
+
+  /** A long-poll whose time is up, or whose client left: it gets the newest (empty) page. */
+  private release(member: Waiting): void {
+    if (!this.members.delete(member)) return;
+    this.finish(member, this.current);
+    served(this.services, this.current, true, member.ctx.state.span as Span | undefined);
+    if (this.members.size === 0) this.end();
+  }
+
+  private end(): void {
+    const waiting = herds.get(this.services);
+    if (waiting?.get(this.key) === this) waiting.delete(this.key);
+    this.quit.abort();
+  }
+
+  private async wait(): Promise<void> {
+    const { services, request } = this;
+    try {
+      for (;;) {
+        // The longest wait a long-poll may ask for: members' own timers answer them at their deadlines.
+        const page = await services.reader.poll(
+          request.feed,
+          request.query,
+          MAX_WAIT_SECONDS * 1000,
+          this.quit.signal,
+          this.current,
+        );
+        if (this.members.size === 0) return;
+        // Nothing new yet (the herd outlived the longest wait, members having joined later): wait again. An empty
+        // page whose filters skipped windows, or one of a service that is stopping, is the answer as it is.
+        if (page.sequences.length === 0 && page.next >= page.head && !services.stopping.aborted) {
+          this.current = page;
+          continue;
+        }
+        this.answer(page);
+        return;
+      }
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  private answer(page: FeedPage): void {
+    this.end();
+    const { metrics } = this.services;
+    metrics.pagesServed.inc(WAITED, this.members.size);
+    metrics.eventsServed.inc(PULL, this.members.size * page.sequences.length);
+    for (const member of this.members) {
+      (member.ctx.state.span as Span | undefined)?.setAttributes({
+        "seintje.next": page.next,
+        "seintje.events": page.sequences.length,
+      });
+      this.finish(member, page);
+    }
+    this.members.clear();
+  }
+
+  private fail(error: unknown): void {
+    this.end();
+    for (const member of this.members) {
+      const problem = problemOf(this.services, member.ctx, error);
+      const body = JSON.stringify(problem.toJSON());
+      const headers = {
+        ...problemHeaders(problem),
+        "Content-Type": "application/problem+json",
+        "Content-Length": Buffer.byteLength(body),
+      };
+      this.settle(member, () => write(this.services, member.ctx, problem.status, headers, body));
+    }
+    this.members.clear();
+  }
+
+  /** Writes a member's answer: the same headers and bytes as an answer through Koa would have. */
+  private finish(member: Waiting, page: FeedPage): void {
+    const { ctx } = member;
+    this.settle(member, () => {
+      const prepared = prepare(ctx, this.services, member.request, page);
+      const tag = prepared.headers.ETag as string;
+      if (notModified(ctx, tag)) {
+        const { ETag, "Cache-Control": cacheControl, Link } = prepared.headers;
+        write(this.services, ctx, 304, { ETag, "Cache-Control": cacheControl, Link });
+      } else {
+        write(this.services, ctx, 200, prepared.headers, prepared.body);
+      }
+    });
+  }
+
+  private settle(member: Waiting, answer: () => void): void {
+    clearTimeout(member.timer);
+    member.ctx.res.off("close", member.gone);
+    try {
+      answer();
+    } catch (error) {
+      // Writing failed: nothing is left to tell the client.
+      this.services.logger.error({ err: error, path: member.ctx.path }, "long-poll answer failed");
+      member.ctx.res.destroy();
+    } finally {
+      member.leave();
+      member.done();
+    }
+  }
+}
+
+/**
+ * Writes an answer outside the middleware (API-Version, CORS and Vary are on the response already). The status is
+ * set for the request log and span (ctx.status reads it), also when nobody is left to get the answer.
+ */
+function write(
+  services: Services,
+  ctx: Context,
+  status: number,
+  headers: OutgoingHttpHeaders,
+  body?: Buffer | string,
+): void {
+  ctx.res.statusCode = status;
+  if (ctx.res.destroyed || ctx.res.headersSent) return;
+  // A request answered while the service drains tells its client not to send more on this connection.
+  const sent = services.stopping.aborted ? { ...headers, Connection: "close" } : headers;
+  ctx.res.writeHead(status, sent).end(body);
+}
+
+/** Waits for the page outside the middleware, in the herd of long-polls that wait for the same one. */
 function waitPastKoa(
   ctx: Context,
   services: Services,
@@ -194,55 +370,5 @@ function waitPastKoa(
   first: FeedPage,
   leave: () => void,
 ): void {
-  const done = answerLater(ctx);
-  ctx.vary("Accept");
-  ctx.vary("Accept-Encoding");
-  const span = ctx.state.span as Span | undefined;
-  const gone = clientGone(ctx);
-  const write = (status: number, headers: OutgoingHttpHeaders, body?: Buffer | string) => {
-    // The status the request log and span record (ctx.status reads it), also when nobody is left to get it.
-    ctx.res.statusCode = status;
-    if (ctx.res.destroyed || ctx.res.headersSent) return;
-    // A request answered while the service drains tells its client not to send more on this connection.
-    const sent = services.stopping.aborted ? { ...headers, Connection: "close" } : headers;
-    ctx.res.writeHead(status, sent).end(body);
-  };
-  const answer = async () => {
-    try {
-      const page = await services.reader.poll(
-        request.feed,
-        request.query,
-        request.waitMs,
-        gone.signal,
-        first,
-      );
-      served(services, page, true, span);
-      const prepared = prepare(ctx, services, request, page);
-      const tag = prepared.headers.ETag as string;
-      if (notModified(ctx, tag)) {
-        const { ETag, "Cache-Control": cacheControl, Link } = prepared.headers;
-        write(304, { ETag, "Cache-Control": cacheControl, Link });
-      } else {
-        write(200, prepared.headers, prepared.body);
-      }
-    } catch (error) {
-      const problem = problemOf(services, ctx, error);
-      const body = JSON.stringify(problem.toJSON());
-      const headers = {
-        ...problemHeaders(problem),
-        "Content-Type": "application/problem+json",
-        "Content-Length": Buffer.byteLength(body),
-      };
-      write(problem.status, headers, body);
-    } finally {
-      gone.release();
-      leave();
-      done();
-    }
-  };
-  answer().catch((error: unknown) => {
-    // Writing the problem failed too: nothing is left to tell the client.
-    services.logger.error({ err: error, path: ctx.path }, "long-poll answer failed");
-    ctx.res.destroy();
-  });
+  Herd.join(ctx, services, request, first, leave);
 }

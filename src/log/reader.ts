@@ -102,6 +102,13 @@ export function checkCursor(feed: FeedRow, after: number, gone = true): void {
  */
 const inFlight = new WeakMap<Storage, Map<string, Promise<FeedPage>>>();
 
+/** What a read reads, as a key: requests with equal keys may share one read, or one wait. */
+export function readKey(name: string, query: ReadQuery): string {
+  // A feed name holds no space; filters, which may hold anything, are quoted (and left out when there are none).
+  const filters = filtered(query.filters) ? JSON.stringify([query.filters.types, query.filters.subject]) : "";
+  return `${name} ${query.after ?? 0} ${query.limit} ${filters}`;
+}
+
 /** A page of the feed after `query.after`: one read transaction, bounded by the head it reads. */
 export function readPage(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
   let reads = inFlight.get(storage);
@@ -109,9 +116,7 @@ export function readPage(storage: Storage, name: string, query: ReadQuery): Prom
     reads = new Map();
     inFlight.set(storage, reads);
   }
-  // A feed name holds no space; filters, which may hold anything, are quoted (and left out when there are none).
-  const filters = filtered(query.filters) ? JSON.stringify([query.filters.types, query.filters.subject]) : "";
-  const key = `${name} ${query.after ?? 0} ${query.limit} ${filters}`;
+  const key = readKey(name, query);
   let read = reads.get(key);
   if (!read) {
     const shared = reads;

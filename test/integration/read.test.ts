@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
-import { scrape } from "../support/metrics.js";
+import { heldLongPolls, scrape } from "../support/metrics.js";
 import { startTestService, type TestService } from "../support/service.js";
+import { eventually } from "../support/wait.js";
 
 const sequences = (events: any[]) => events.map((event) => Number(event.sequence));
 
@@ -203,9 +204,8 @@ describe("long-polling", () => {
     };
     await putFeed(svc.url, "herd");
     const polls = Array.from({ length: 50 }, () => readPage(svc.url, "herd", "after=0&wait=30"));
-    for (let i = 0; i < 100 && svc.service.bus.waiting < 50; i += 1)
-      await new Promise((r) => setTimeout(r, 20));
-    assert.equal(svc.service.bus.waiting, 50);
+    assert.equal(await heldLongPolls(svc.url, 50), 50);
+    await eventually(() => svc.service.bus.waiting === 1, 5000, "fifty long-polls for one page wait as one");
     const before = await selects();
     await publish(svc.url, "herd", cloudEvent({ id: "wakes-fifty" }));
     const replies = await Promise.all(polls);
@@ -221,13 +221,46 @@ describe("long-polling", () => {
     assert.ok(used < 20, `${used} selects for 50 woken long-polls`);
   });
 
+  it("answers each long-poll of a herd at its own deadline or departure, and the rest when an event comes", async () => {
+    await putFeed(svc.url, "deadlines");
+    await publish(svc.url, "deadlines", cloudEvent());
+    const started = Date.now();
+    const short = readPage(svc.url, "deadlines", "after=1&wait=1");
+    const long = readPage(svc.url, "deadlines", "after=1&wait=30");
+    const leaving = new AbortController();
+    const left = call(`${svc.url}/v1/feeds/deadlines/events?after=1&wait=30`, {
+      signal: leaving.signal,
+    }).catch((error: Error) => error.name);
+    // Held, and past their first read: then the three wait in one herd.
+    assert.equal(await heldLongPolls(svc.url, 3), 3);
+    await eventually(() => svc.service.bus.waiting === 1, 5000, "one wait for the three");
+    leaving.abort();
+    assert.equal(await left, "AbortError");
+    assert.equal(await heldLongPolls(svc.url, 2), 2, "the one whose client left is let go");
+    const timedOut = await short;
+    assert.equal(timedOut.status, 200);
+    assert.deepEqual(timedOut.body.events, []);
+    assert.equal(timedOut.body.next, "1");
+    assert.ok(Date.now() - started >= 900, "answered at its own deadline of one second");
+    assert.equal(await heldLongPolls(svc.url, 1), 1);
+    assert.equal(svc.service.bus.waiting, 1, "the other still waits");
+    await publish(svc.url, "deadlines", cloudEvent({ id: "late" }));
+    const woken = await long;
+    assert.deepEqual(
+      woken.body.events.map((e: { id: string }) => e.id),
+      ["late"],
+    );
+    assert.equal(await heldLongPolls(svc.url, 0), 0);
+    assert.equal(svc.service.bus.waiting, 0);
+  });
+
   it("stops waiting when the client goes away", async () => {
     const controller = new AbortController();
     const waiting = call(`${svc.url}/v1/feeds/live/events?after=4&wait=30`, {
       signal: controller.signal,
     }).catch((error: Error) => error.name);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    assert.equal(svc.service.bus.waiting, 1);
+    assert.equal(await heldLongPolls(svc.url, 1), 1);
+    await eventually(() => svc.service.bus.waiting === 1, 5000, "the long-poll waits");
     controller.abort();
     assert.equal(await waiting, "AbortError");
     for (let i = 0; i < 50 && svc.service.bus.waiting > 0; i += 1)

@@ -41,3 +41,16 @@ export async function scrape(base: string, headers: Record<string, string> = {})
   if (reply.status !== 200) throw new Error(`/metrics answered ${reply.status}: ${reply.text}`);
   return parseMetrics(reply.text);
 }
+
+/**
+ * Waits until the service holds `count` long-polls (the seintje_longpolls_waiting gauge), for at most `timeoutMs`;
+ * answers how many it holds then.
+ */
+export async function heldLongPolls(base: string, count: number, timeoutMs = 5000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const held = sampleValue(await scrape(base), "seintje_longpolls_waiting");
+    if (held === count || Date.now() > deadline) return held;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
