@@ -1,5 +1,6 @@
 import { EventSource } from "eventsource";
 import type { SeintjeClient } from "./client.js";
+import { deadline } from "./deadline.js";
 import { CursorGoneError, SeintjeError } from "./errors.js";
 import { isTransient, retryDelay } from "./retry.js";
 import type { FeedEvent } from "./types.js";
@@ -98,15 +99,20 @@ async function* poll(
   let cursor = after;
   for (;;) {
     // A long-poll that outlives its wait by far is a connection that died without telling.
-    const timeout = AbortSignal.timeout((wait + 30) * 1000);
-    const page = await client.readPage(feed, {
-      after: cursor,
-      limit: options.limit ?? 500,
-      wait,
-      types: options.types,
-      subject: options.subject,
-      signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout,
-    });
+    const limit = deadline((wait + 30) * 1000, options.signal);
+    let page: Awaited<ReturnType<SeintjeClient["readPage"]>>;
+    try {
+      page = await client.readPage(feed, {
+        after: cursor,
+        limit: options.limit ?? 500,
+        wait,
+        types: options.types,
+        subject: options.subject,
+        signal: limit.signal,
+      });
+    } finally {
+      limit.clear();
+    }
     for (const event of page.events) yield { event, cursor: event.sequence };
     if (page.next !== cursor) {
       cursor = page.next;

@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { rootCertificates } from "node:tls";
 import { Agent, buildConnector, request } from "undici";
+import { deadline } from "../client/deadline.js";
 import { type AddressGuard, AddressRefused } from "./guard.js";
 
 /**
@@ -113,7 +114,7 @@ export class CallbackClient {
     const started = performance.now();
     const { timeoutMs } = this.options;
     const elapsed = () => Math.round(performance.now() - started);
-    const timeout = AbortSignal.timeout(timeoutMs);
+    const timeout = deadline(timeoutMs, signal);
     try {
       const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1");
       if (isIP(host)) this.guard.check(host);
@@ -122,7 +123,7 @@ export class CallbackClient {
         headers: { "user-agent": this.options.userAgent, ...headers },
         body,
         dispatcher: this.agent,
-        signal: signal ? AbortSignal.any([timeout, signal]) : timeout,
+        signal: timeout.signal,
       });
       await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
       const { statusCode } = response;
@@ -137,7 +138,7 @@ export class CallbackClient {
         headers: flatHeaders(response.headers),
       };
     } catch (error) {
-      const timedOut = timeout.aborted || isTimeout(error);
+      const timedOut = timeout.timedOut() || isTimeout(error);
       return {
         statusCode: null,
         durationMs: elapsed(),
@@ -145,6 +146,8 @@ export class CallbackClient {
         timedOut,
         headers: {},
       };
+    } finally {
+      timeout.clear();
     }
   }
 
