@@ -397,6 +397,63 @@ describe("storage that is full or goes away", () => {
       await dropDatabaseOf(dir);
     }
   });
+  it("answers 404 to an append whose feed is deleted between its read and its write, and checks again when the feed's types change there", {
+    skip:
+      DIALECT !== "postgres" &&
+      "the gap between the read and the write is PostgreSQL's (SQLite appends in one transaction)",
+    timeout: 60_000,
+  }, async () => {
+    const dir = tempDir();
+    const url = new URL((await databaseEnv(dir)).DATABASE_URL!);
+    const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+    url.port = String(proxy.port);
+    const svc = await startTestService({ DATABASE_URL: url.href }, { dir });
+    try {
+      // The feed is deleted while the append's write is held: the write finds no feed and stores nothing.
+      await putFeed(svc.url, "gap");
+      const holding = proxy.holdNext(APPEND_WRITE);
+      const publishing = publish(svc.url, "gap", cloudEvent({ id: "into-the-gap" }));
+      const release = await holding;
+      assert.equal((await call(`${svc.url}/v1/feeds/gap`, { method: "DELETE" })).status, 204);
+      release();
+      const gone = await publishing;
+      assert.equal(gone.status, 404, gone.text);
+      assert.equal(gone.headers.get("content-type"), "application/problem+json");
+      const count = await svc.service.storage
+        .reader("events")
+        .where({ event_id: "into-the-gap" })
+        .count({ n: "*" });
+      assert.equal(Number(count[0]!.n), 0, "nothing was stored");
+
+      // The event's type is undeclared while the write is held, on a feed that takes declared types only: the
+      // write sees the feed's types changed, stores nothing, and the event is checked again under the new rules.
+      await putFeed(svc.url, "strict", { typePolicy: "declared" });
+      const type = "nl.example.zaak.aangemaakt";
+      const typeUrl = `${svc.url}/v1/feeds/strict/types/${type}`;
+      const declared = await call(typeUrl, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({}),
+      });
+      assert.equal(declared.status, 201, declared.text);
+      const holdingAgain = proxy.holdNext(APPEND_WRITE);
+      const checking = publish(svc.url, "strict", cloudEvent({ type, id: "checked-again" }));
+      const releaseAgain = await holdingAgain;
+      assert.equal((await call(typeUrl, { method: "DELETE" })).status, 204);
+      releaseAgain();
+      const refused = await checking;
+      assert.equal(refused.status, 400, refused.text);
+      assert.deepEqual(refused.body.errors, [
+        { pointer: "/type", detail: "is not a declared type of this feed, whose typePolicy is declared" },
+      ]);
+      assert.equal((await call(`${svc.url}/v1/feeds/strict`)).body.head, "0", "nothing was stored");
+    } finally {
+      await svc.stop();
+      await proxy.close();
+      rmSync(dir, { recursive: true, force: true });
+      await dropDatabaseOf(dir);
+    }
+  });
 });
 
 describe("clients that never read their page", () => {
