@@ -275,31 +275,56 @@ export async function findDue(
   limit: number,
   claim = false,
 ): Promise<SubscriptionRow[]> {
-  const postgres = onPostgres(db);
-  const due = <Q extends Knex.QueryBuilder>(query: Q): Q => {
+  const lock = claim && onPostgres(db);
+  const { behind, pending } = dueQueries(db, now);
+  const rows: Stored[] = await locked(behind.select(SUBSCRIPTION_COLUMNS).limit(limit), lock);
+  if (rows.length < limit) {
+    rows.push(...(await locked(pending.select(SUBSCRIPTION_COLUMNS).limit(limit - rows.length), lock)));
+  }
+  return rows.map(toSubscription);
+}
+
+/**
+ * Whether any subscription is due now (findDue's conditions), in one statement: the dispatcher looks with it
+ * before it claims, after every append.
+ */
+export async function anyDue(db: Queryable, now: number): Promise<boolean> {
+  const { behind, pending } = dueQueries(db, now);
+  const result: unknown = await db.raw("select (exists ? or exists ?) as due", [
+    behind.select("s.id").limit(1),
+    pending.select("s.id").limit(1),
+  ]);
+  const rows = Array.isArray(result) ? result : (result as { rows: Array<{ due: unknown }> }).rows;
+  const due = (rows[0] as { due: unknown } | undefined)?.due;
+  return due === true || due === 1;
+}
+
+/** findDue's two reads, without their columns: those behind their feed's head, and those with a ping pending. */
+function dueQueries(db: Queryable, now: number) {
+  const due = (query: Knex.QueryBuilder) =>
     query
       .whereNot("s.status", "disabled")
       .andWhereRaw("coalesce(s.lease_until, 0) < ?", [now])
       .andWhereRaw("coalesce(s.next_attempt_at, 0) <= ?", [now]);
-    if (claim && postgres) query.forUpdate("s").skipLocked();
-    return query;
+  return {
+    behind: due(
+      db
+        .from("feeds as f")
+        [onPostgres(db) ? "join" : "crossJoin"]("subscriptions as s", (on) =>
+          on.on("s.feed_id", "f.id").andOn("s.scanned", "<", "f.head"),
+        ),
+    ),
+    pending: due(
+      db("subscriptions as s")
+        .join("feeds as f", "f.id", "s.feed_id")
+        .whereNotNull("s.ping_id")
+        .andWhereRaw("s.scanned >= f.head"),
+    ),
   };
-  const behind = db
-    .from("feeds as f")
-    [postgres ? "join" : "crossJoin"]("subscriptions as s", (on) =>
-      on.on("s.feed_id", "f.id").andOn("s.scanned", "<", "f.head"),
-    )
-    .select(SUBSCRIPTION_COLUMNS)
-    .limit(limit);
-  const rows: Stored[] = await due(behind);
-  if (rows.length < limit) {
-    const pending = selectSubscriptions(db)
-      .whereNotNull("s.ping_id")
-      .andWhereRaw("s.scanned >= f.head")
-      .limit(limit - rows.length);
-    rows.push(...(await due(pending)));
-  }
-  return rows.map(toSubscription);
+}
+
+function locked(query: Knex.QueryBuilder, lock: boolean): Knex.QueryBuilder {
+  return lock ? query.forUpdate("s").skipLocked() : query;
 }
 
 /** How many subscriptions there are in each status. */

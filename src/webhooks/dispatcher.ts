@@ -10,6 +10,7 @@ import {
 } from "../db/deliveries.js";
 import {
   type AttemptRow,
+  anyDue,
   findDue,
   insertAttempts,
   listAttempts,
@@ -204,7 +205,7 @@ export class Dispatcher {
   private async claim(limit: number): Promise<PreparedPing[]> {
     const now = Date.now();
     // A read-only look first: most kicks find nothing, and on SQLite that look must not hold the write lock.
-    if ((await findDue(this.storage.reader, now, 1)).length === 0) return [];
+    if (!(await anyDue(this.storage.reader, now))) return [];
     return this.storage.writer.transaction(async (trx) => {
       const claimed: PreparedPing[] = [];
       const claims: Claim[] = [];
