@@ -107,7 +107,8 @@ export async function servePage(ctx: Context, services: Services, request: PageR
     throw error;
   }
   if (leave && page.sequences.length === 0) {
-    waitPastKoa(ctx, services, request, page, leave);
+    // It waits past the middleware, in the herd of long-polls that wait for the same page.
+    Herd.join(ctx, services, request, page, leave);
     return;
   }
   leave?.();
@@ -360,15 +361,4 @@ function write(
   // A request answered while the service drains tells its client not to send more on this connection.
   const sent = services.stopping.aborted ? { ...headers, Connection: "close" } : headers;
   ctx.res.writeHead(status, sent).end(body);
-}
-
-/** Waits for the page outside the middleware, in the herd of long-polls that wait for the same one. */
-function waitPastKoa(
-  ctx: Context,
-  services: Services,
-  request: PageRequest,
-  first: FeedPage,
-  leave: () => void,
-): void {
-  Herd.join(ctx, services, request, first, leave);
 }

@@ -9,7 +9,7 @@ import { call, cloudEvent, publish, publishBatch, putFeed, readPage } from "../s
 import { startServerProcess } from "../support/process.js";
 import { startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
-import { startTcpProxy } from "../support/tcp-proxy.js";
+import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
 import { eventually } from "../support/wait.js";
 
 /**
@@ -352,17 +352,29 @@ describe("storage that is full or goes away", () => {
    */
   const APPEND_WRITE = "seintje_append_write";
 
-  it("answers 503 with Retry-After when the PostgreSQL connection dies mid-commit, and the retry is safe", {
-    skip: DIALECT !== "postgres" && "a PostgreSQL connection is what is cut here",
-    // A cut that never comes (the statement's text changed) fails the test instead of holding it forever.
-    timeout: 60_000,
-  }, async () => {
+  /** A service on its own PostgreSQL database, reached through a TCP proxy the test controls; removed after. */
+  async function throughProxy(use: (svc: TestService, proxy: TcpProxy) => Promise<void>): Promise<void> {
     const dir = tempDir();
     const url = new URL((await databaseEnv(dir)).DATABASE_URL!);
     const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
     url.port = String(proxy.port);
     const svc = await startTestService({ DATABASE_URL: url.href }, { dir });
     try {
+      await use(svc, proxy);
+    } finally {
+      await svc.stop();
+      await proxy.close();
+      rmSync(dir, { recursive: true, force: true });
+      await dropDatabaseOf(dir);
+    }
+  }
+
+  it("answers 503 with Retry-After when the PostgreSQL connection dies mid-commit, and the retry is safe", {
+    skip: DIALECT !== "postgres" && "a PostgreSQL connection is what is cut here",
+    // A cut that never comes (the statement's text changed) fails the test instead of holding it forever.
+    timeout: 60_000,
+  }, async () => {
+    await throughProxy(async (svc, proxy) => {
       await putFeed(svc.url, "cut");
       const head = async () => (await call(`${svc.url}/v1/feeds/cut`)).body.head;
 
@@ -390,12 +402,7 @@ describe("storage that is full or goes away", () => {
       assert.equal(repeat.status, 200, repeat.text);
       assert.equal(repeat.body.events[0].sequence, "2");
       assert.equal(await head(), "2", "stored once");
-    } finally {
-      await svc.stop();
-      await proxy.close();
-      rmSync(dir, { recursive: true, force: true });
-      await dropDatabaseOf(dir);
-    }
+    });
   });
   it("answers 404 to an append whose feed is deleted between its read and its write, and checks again when the feed's types change there", {
     skip:
@@ -403,12 +410,7 @@ describe("storage that is full or goes away", () => {
       "the gap between the read and the write is PostgreSQL's (SQLite appends in one transaction)",
     timeout: 60_000,
   }, async () => {
-    const dir = tempDir();
-    const url = new URL((await databaseEnv(dir)).DATABASE_URL!);
-    const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
-    url.port = String(proxy.port);
-    const svc = await startTestService({ DATABASE_URL: url.href }, { dir });
-    try {
+    await throughProxy(async (svc, proxy) => {
       // The feed is deleted while the append's write is held: the write finds no feed and stores nothing.
       await putFeed(svc.url, "gap");
       const holding = proxy.holdNext(APPEND_WRITE);
@@ -447,12 +449,7 @@ describe("storage that is full or goes away", () => {
         { pointer: "/type", detail: "is not a declared type of this feed, whose typePolicy is declared" },
       ]);
       assert.equal((await call(`${svc.url}/v1/feeds/strict`)).body.head, "0", "nothing was stored");
-    } finally {
-      await svc.stop();
-      await proxy.close();
-      rmSync(dir, { recursive: true, force: true });
-      await dropDatabaseOf(dir);
-    }
+    });
   });
 });
 
