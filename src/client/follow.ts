@@ -100,19 +100,16 @@ async function* poll(
   for (;;) {
     // A long-poll that outlives its wait by far is a connection that died without telling.
     const limit = deadline((wait + 30) * 1000, options.signal);
-    let page: Awaited<ReturnType<SeintjeClient["readPage"]>>;
-    try {
-      page = await client.readPage(feed, {
+    const page = await client
+      .readPage(feed, {
         after: cursor,
         limit: options.limit ?? 500,
         wait,
         types: options.types,
         subject: options.subject,
         signal: limit.signal,
-      });
-    } finally {
-      limit.clear();
-    }
+      })
+      .finally(() => limit.clear());
     for (const event of page.events) yield { event, cursor: event.sequence };
     if (page.next !== cursor) {
       cursor = page.next;

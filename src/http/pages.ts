@@ -84,10 +84,13 @@ const WAITED = { waited: "true" };
 const NOT_WAITED = { waited: "false" };
 const PULL = { channel: "pull" };
 
-function served(services: Services, page: FeedPage, waited: boolean, span: Span | undefined): void {
-  span?.setAttributes({ "seintje.next": page.next, "seintje.events": page.sequences.length });
-  services.metrics.pagesServed.inc(waited ? WAITED : NOT_WAITED);
-  services.metrics.eventsServed.inc(PULL, page.sequences.length);
+/** Counts `page` served to the requests of `spans` (one per request), and says so on each span. */
+function served(services: Services, page: FeedPage, waited: boolean, spans: Array<Span | undefined>): void {
+  for (const span of spans) {
+    span?.setAttributes({ "seintje.next": page.next, "seintje.events": page.sequences.length });
+  }
+  services.metrics.pagesServed.inc(waited ? WAITED : NOT_WAITED, spans.length);
+  services.metrics.eventsServed.inc(PULL, spans.length * page.sequences.length);
 }
 
 /** Reads the page and answers it; a long-poll that finds nothing waits for it past the middleware. */
@@ -112,7 +115,7 @@ export async function servePage(ctx: Context, services: Services, request: PageR
     return;
   }
   leave?.();
-  served(services, page, request.waitMs > 0, span);
+  served(services, page, request.waitMs > 0, [span]);
   const { tag, cacheControl } = validators(request, page);
   ctx.set("Link", nextLink(services, request, waitParameter(ctx), page.next));
   answerCacheable(ctx, tag, cacheControl, pageBody(page));
@@ -215,13 +218,16 @@ class Herd {
       herds.set(services, waiting);
     }
     const key = readKey(request.feed, request.query);
+    // A new herd is in the map before its first member joins: a member whose client is already gone leaves at
+    // once, and the herd it leaves empty takes itself out.
     let herd = waiting.get(key);
+    const fresh = herd === undefined;
     if (!herd) {
       herd = new Herd(services, key, request, first);
       waiting.set(key, herd);
-      herd.add(ctx, request, leave);
-      void herd.wait();
-    } else herd.add(ctx, request, leave);
+    }
+    herd.add(ctx, request, leave);
+    if (fresh) void herd.wait();
   }
 
   private add(ctx: Context, request: PageRequest, leave: () => void): void {
@@ -247,7 +253,7 @@ class Herd {
   private release(member: Waiting): void {
     if (!this.members.delete(member)) return;
     this.finish(member, this.current);
-    served(this.services, this.current, true, member.ctx.state.span as Span | undefined);
+    served(this.services, this.current, true, [member.ctx.state.span as Span | undefined]);
     if (this.members.size === 0) this.end();
   }
 
@@ -286,16 +292,14 @@ class Herd {
 
   private answer(page: FeedPage): void {
     this.end();
-    const { metrics } = this.services;
-    metrics.pagesServed.inc(WAITED, this.members.size);
-    metrics.eventsServed.inc(PULL, this.members.size * page.sequences.length);
-    for (const member of this.members) {
-      (member.ctx.state.span as Span | undefined)?.setAttributes({
-        "seintje.next": page.next,
-        "seintje.events": page.sequences.length,
-      });
-      this.finish(member, page);
-    }
+    const members = [...this.members];
+    served(
+      this.services,
+      page,
+      true,
+      members.map((member) => member.ctx.state.span as Span | undefined),
+    );
+    for (const member of members) this.finish(member, page);
     this.members.clear();
   }
 

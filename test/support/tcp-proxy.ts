@@ -48,7 +48,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
         return;
       }
       const hold = holding;
-      if (hold?.statement && chunk.includes(hold.statement)) {
+      if (hold && chunk.includes(hold.statement)) {
         holding = undefined;
         const waiting: Buffer[] = [chunk];
         held = waiting;
