@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { chunks, onPostgres, type Queryable } from "./database.js";
+import { onPostgres, powerOfTwoSlices, type Queryable } from "./database.js";
 import { countAppended, countRemoved } from "./types.js";
 
 /** Event rows: append, look up by identity, read after a cursor, prune from the bottom. */
@@ -35,11 +35,37 @@ export interface Filters {
   subject: string | undefined;
 }
 
-// Rows per INSERT and pairs per lookup: 9 columns x 500 rows stays far below SQLite's bound-parameter limit.
-const ROWS_PER_INSERT = 500;
-const PAIRS_PER_LOOKUP = 400;
+/**
+ * The most rows one INSERT takes and pairs one lookup asks for: 9 x 256 and 2 x 256 bound parameters stay far below
+ * SQLite's limit of 32,766.
+ */
+const MOST_PER_STATEMENT = 256;
 
-/** Inserts the rows and counts them in the per-type figures, in the caller's transaction. */
+/** `text(n)` for n = 1, 2, 4 ... MOST_PER_STATEMENT: the statements of powerOfTwoSlices. */
+function perSize(text: (count: number) => string): Map<number, string> {
+  const texts = new Map<number, string>();
+  for (let count = 1; count <= MOST_PER_STATEMENT; count *= 2) texts.set(count, text(count));
+  return texts;
+}
+
+const INSERTS = perSize(
+  (rows) =>
+    "insert into events (feed_id, sequence, source, event_id, type, subject, digest, body, appended_at) values " +
+    Array(rows).fill("(?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", "),
+);
+
+const LOOKUPS = perSize(
+  (pairs) =>
+    "select source, event_id, sequence, digest from events where feed_id = ? and (source, event_id) in (values " +
+    `${Array(pairs).fill("(?, ?)").join(", ")})`,
+);
+
+/**
+ * Inserts the rows and counts them in the per-type figures, in the caller's transaction.
+ *
+ * The rows go in as INSERTs of a power of two rows each (powerOfTwoSlices), so the connection keeps their nine
+ * texts prepared; building a multi-row INSERT with the query builder took longer than SQLite took to run it.
+ */
 export async function insertEvents(db: Queryable, rows: EventRow[]): Promise<void> {
   const counts = new Map<number, Map<string, number>>();
   let now = 0;
@@ -53,20 +79,22 @@ export async function insertEvents(db: Queryable, rows: EventRow[]): Promise<voi
     now = Math.max(now, row.appendedAt);
   }
   for (const [feedId, types] of counts) await countAppended(db, feedId, types, now);
-  for (const slice of chunks(rows, ROWS_PER_INSERT)) {
-    await db("events").insert(
-      slice.map((row) => ({
-        feed_id: row.feedId,
-        sequence: row.sequence,
-        source: row.source,
-        event_id: row.eventId,
-        type: row.type,
-        subject: row.subject,
-        digest: row.digest,
-        body: row.body,
-        appended_at: row.appendedAt,
-      })),
-    );
+  for (const slice of powerOfTwoSlices(rows, MOST_PER_STATEMENT)) {
+    const values: Array<string | number | null> = [];
+    for (const row of slice) {
+      values.push(
+        row.feedId,
+        row.sequence,
+        row.source,
+        row.eventId,
+        row.type,
+        row.subject,
+        row.digest,
+        row.body,
+        row.appendedAt,
+      );
+    }
+    await db.raw(INSERTS.get(slice.length)!, values);
   }
 }
 
@@ -87,11 +115,8 @@ export async function findByIdentity(
   pairs: Array<[source: string, eventId: string]>,
 ): Promise<StoredIdentity[]> {
   const found: StoredIdentity[] = [];
-  for (const slice of chunks(pairs, PAIRS_PER_LOOKUP)) {
-    const rows: StoredIdentityRow[] = await db("events")
-      .select("source", "event_id", "sequence", "digest")
-      .where({ feed_id: feedId })
-      .whereIn(["source", "event_id"], slice);
+  for (const slice of powerOfTwoSlices(pairs, MOST_PER_STATEMENT)) {
+    const rows: StoredIdentityRow[] = await db.raw(LOOKUPS.get(slice.length)!, [feedId, ...slice.flat()]);
     for (const row of rows) {
       found.push({
         source: row.source,

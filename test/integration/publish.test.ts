@@ -16,7 +16,7 @@ describe("publishing", () => {
   let svc: TestService;
   before(async () => {
     svc = await startTestService();
-    for (const feed of ["modes", "validation", "idem", "limits", "atomic", "warn"])
+    for (const feed of ["modes", "validation", "idem", "limits", "slices", "atomic", "warn"])
       await putFeed(svc.url, feed);
   });
   after(() => svc.stop());
@@ -269,6 +269,37 @@ describe("publishing", () => {
     );
     assert.equal(exactlyAtLimit.status, 201);
     assert.equal((await call(`${svc.url}/v1/feeds/limits`)).body.head, "1000");
+  });
+
+  it("finds repeats and conflicts anywhere in a batch of 1,000 (stored and looked up in slices)", async () => {
+    const events = Array.from({ length: 1000 }, (_, index) =>
+      cloudEvent({ id: `slice-${index}`, data: { index } }),
+    );
+    const first = await publishBatch(svc.url, "slices", events);
+    assert.equal(first.status, 201);
+    assert.deepEqual(
+      first.body.events.map((event: { sequence: string }) => event.sequence),
+      events.map((_, index) => String(index + 1)),
+    );
+    // Every event again: each is a repeat at its own sequence, nothing is stored.
+    const again = await publishBatch(svc.url, "slices", events);
+    assert.equal(again.status, 200);
+    assert.deepEqual(again.body, first.body);
+    // 998 repeats, one new event and, last, one stored event with other content: 409 for it alone, nothing stored.
+    const mixed = [
+      ...events.slice(0, 998),
+      cloudEvent({ id: "slice-new" }),
+      { ...events[999], data: { index: -1 } },
+    ];
+    const conflict = await publishBatch(svc.url, "slices", mixed);
+    assert.equal(conflict.status, 409);
+    assert.deepEqual(pointersOf(conflict.body), ["/999/id"]);
+    assert.equal((await call(`${svc.url}/v1/feeds/slices`)).body.head, "1000");
+    const page = await call(`${svc.url}/v1/feeds/slices/events?after=744&limit=20`);
+    assert.deepEqual(
+      page.body.events.map((event: { id: string }) => event.id),
+      Array.from({ length: 20 }, (_, index) => `slice-${744 + index}`),
+    );
   });
 
   it("reports NL GOV profile warnings without refusing", async () => {
