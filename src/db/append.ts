@@ -116,28 +116,38 @@ export interface Numbered {
  * and to completion whether or not the query reads them.
  *
  * Answers the head it numbered after; "gone" when the feed was deleted since it was read; "types-changed" when
- * its types changed since they were checked (nothing is written then).
+ * its types or type policy changed since they were checked; "known" when the feed holds an event with one of these
+ * (source, id) pairs. Nothing is written in those three cases.
  *
- * An event with the same (source, id) that another node stored since it was looked up is refused by the unique
- * index on (feed_id, source, event_id): the statement fails and nothing is written.
+ * The "known" look runs on the statement's snapshot, taken before the lock: an event with the same (source, id)
+ * that another node committed while this statement waited for the lock is refused by the unique index on
+ * (feed_id, source, event_id) instead; the statement fails and nothing is written.
  */
 export async function appendNumbered(
   db: Queryable,
   node: string,
   append: Numbered,
-): Promise<{ head: number } | "gone" | "types-changed"> {
+): Promise<{ head: number } | "gone" | "types-changed" | "known"> {
   const column = <K extends keyof NumberedEvent>(key: K) => append.events.map((event) => event[key]);
-  const result: { rows: Array<{ head: number | string; types_version: number | string }> } = await db
-    .raw(
-      `with feed as (
+  const result: { rows: Array<{ head: number | string; types_version: number | string; known: boolean }> } =
+    await db
+      .raw(
+        `with feed as (
        select id, head, types_version from feeds where id = ? for update
+     ), r as (
+       select * from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
+         with ordinality as r(source, event_id, type, subject, digest, json, n)
+     ), known as (
+       select exists (
+         select 1 from r cross join lateral (
+           select 1 from events e where e.feed_id = ? and e.source = r.source and e.event_id = r.event_id limit 1
+         ) stored
+       ) as found
      ), fresh as (
        select feed.id as feed_id, feed.head + r.n as sequence, r.source, r.event_id, r.type, r.subject, r.digest,
               left(r.json, -1) || ',"sequence":"' || (feed.head + r.n) || '","sequencetype":"Integer"}' as body
-         from feed,
-              unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
-                with ordinality as r(source, event_id, type, subject, digest, json, n)
-        where feed.types_version = ?
+         from feed, known, r
+        where feed.types_version = ? and not known.found
      ), appended as (
        insert into events (feed_id, sequence, source, event_id, type, subject, digest, body, appended_at)
        select feed_id, sequence, source, event_id, type, subject, digest, body, ? from fresh
@@ -147,37 +157,41 @@ export async function appendNumbered(
        on conflict (feed_id, type)
        do update set count = event_type_stats.count + excluded.count, last_published = excluded.last_published
      ), moved as (
-       update feeds set head = feeds.head + ? where feeds.id = ? and feeds.types_version = ?
+       update feeds set head = feeds.head + ?
+         from known
+        where feeds.id = ? and feeds.types_version = ? and not known.found
      )
-     select feed.head, feed.types_version,
-            case when feed.types_version = ? then pg_notify(?, json_build_object(
+     select feed.head, feed.types_version, known.found as known,
+            case when feed.types_version = ? and not known.found then pg_notify(?, json_build_object(
               'node', ?::text, 'appended', json_build_array(json_build_array(feed.id, feed.head + ?)))::text)
             end as notified
-       from feed`,
-      [
-        append.feedId,
-        column("source"),
-        column("id"),
-        column("type"),
-        // A null in a text[] is an SQL NULL: an event without a subject.
-        column("subject") as string[],
-        column("digest"),
-        column("json"),
-        append.typesVersion,
-        append.now,
-        append.now,
-        append.events.length,
-        append.feedId,
-        append.typesVersion,
-        append.typesVersion,
-        CHANNEL,
-        node,
-        append.events.length,
-      ],
-    )
-    .options(PREPARED_WRITE);
+       from feed, known`,
+        [
+          append.feedId,
+          column("source"),
+          column("id"),
+          column("type"),
+          // A null in a text[] is an SQL NULL: an event without a subject.
+          column("subject") as string[],
+          column("digest"),
+          column("json"),
+          append.feedId,
+          append.typesVersion,
+          append.now,
+          append.now,
+          append.events.length,
+          append.feedId,
+          append.typesVersion,
+          append.typesVersion,
+          CHANNEL,
+          node,
+          append.events.length,
+        ],
+      )
+      .options(PREPARED_WRITE);
   const [row] = result.rows;
   if (!row) return "gone";
   if (Number(row.types_version) !== append.typesVersion) return "types-changed";
+  if (row.known) return "known";
   return { head: Number(row.head) };
 }

@@ -143,14 +143,20 @@ export async function updateFeedSettings(
   settings: FeedSettings,
   now: number,
 ): Promise<void> {
-  await db("feeds").where({ id }).update({
-    description: settings.description,
-    retention_max_age: settings.retentionMaxAge,
-    retention_max_events: settings.retentionMaxEvents,
-    type_policy: settings.typePolicy,
-    public: settings.public,
-    updated_at: now,
-  });
+  await db("feeds")
+    .where({ id })
+    .update({
+      description: settings.description,
+      retention_max_age: settings.retentionMaxAge,
+      retention_max_events: settings.retentionMaxEvents,
+      type_policy: settings.typePolicy,
+      public: settings.public,
+      updated_at: now,
+      // A new type policy changes what an append accepts, as a change of the declared types does.
+      types_version: db.raw("case when type_policy = ? then types_version else types_version + 1 end", [
+        settings.typePolicy,
+      ]),
+    });
 }
 
 /**

@@ -32,6 +32,8 @@ import type { WakeupBus } from "./wakeup.js";
  * appends to different feeds do not wait. What changed between the read and the write is met there: an event
  * another node stored meanwhile fails the write on the unique (source, id) index (and the requests are retried
  * alone, reading again), a change of the feed's types makes it write nothing and the part is decided again.
+ * A node remembers the feeds it read (FeedsRead): its next part for the same feed skips the read and is one round
+ * trip, since the write checks under the lock what the read decided, and holds back when it no longer holds.
  * On SQLite, with one writer, the whole group is one transaction.
  *
  * Each request is still all-or-nothing: a request that conflicts (409), names a missing feed (404) or has an event
@@ -90,6 +92,7 @@ export function storedBody(event: PreparedEvent, sequence: number): string {
 
 export class Appender {
   private queue: Pending[] = [];
+  private readonly feedsRead = new FeedsRead();
   private flushing: Promise<void> | undefined;
   private closed = false;
 
@@ -292,9 +295,14 @@ export class Appender {
     // A change of the feed's types, or an event another node stored, between the read and the write is met by
     // reading again; both are rare, and every round is a change some node committed, so this ends.
     for (let round = 1; ; round += 1) {
-      const feed = await this.open(db, name, requests, now);
+      // The first round goes without the read when the feed was read before (see FeedsRead).
+      const remembered = round === 1 ? this.feedsRead.get(name) : undefined;
+      const feed = remembered ?? (await this.open(db, name, requests, now));
       if (!feed) return { outcomes: requests.map(() => feedNotFound(name)) };
+      if (!remembered) this.feedsRead.remember(name, feed);
       const planned = plan(requests, feed);
+      // A refusal is only ever decided on a fresh read: the remembered types may be stale.
+      if (remembered && planned.outcomes.some((outcome) => outcome instanceof HttpProblem)) continue;
       if (planned.fresh.length === 0) return { outcomes: planned.outcomes };
       let written: Awaited<ReturnType<typeof appendNumbered>>;
       try {
@@ -309,9 +317,12 @@ export class Appender {
         if (uniqueViolation(error) && round < MAX_ROUNDS) continue;
         throw error;
       }
-      if (written === "gone") return { outcomes: requests.map(() => feedNotFound(name)) };
-      if (written === "types-changed") {
-        if (round >= MAX_ROUNDS) throw new Error(`the types of feed ${name} keep changing`);
+      if (written === "gone" && !remembered) return { outcomes: requests.map(() => feedNotFound(name)) };
+      if (typeof written === "string") {
+        // Gone since it was remembered (perhaps made again under its name), its types changed, or it holds one
+        // of these events: the next round reads it.
+        this.feedsRead.forget(name);
+        if (round >= MAX_ROUNDS) throw new Error(`the feed ${name} keeps changing (${written})`);
         continue;
       }
       planned.fresh.forEach(({ appended }, offset) => {
@@ -340,6 +351,39 @@ interface FeedAppend {
   /** The feed and its new head, when events were written. */
   feedId?: number;
   head?: number;
+}
+
+/** Feeds whose row and types a PostgreSQL node remembers; the least recently used is forgotten first. */
+const REMEMBERED_FEEDS = 1_000;
+
+/**
+ * PostgreSQL: what a node read of each feed it appended to (its row and type check, not its events), so that its
+ * next append to the feed is one round trip instead of two. That is safe because appendNumbered checks, under the
+ * feed's lock, everything the read decided: the feed's id is still there, its types_version (which a change of its
+ * types or type policy moves) is the one checked against, and it holds none of the events (a repeat or a conflict
+ * is then decided on a fresh read). An append refused on what was remembered is decided again on a fresh read too.
+ */
+class FeedsRead {
+  private readonly feeds = new Map<string, Opened>();
+
+  /** The feed as read before, holding no events as far as the append knows. */
+  get(name: string): Opened | undefined {
+    const feed = this.feeds.get(name);
+    if (!feed) return undefined;
+    this.feeds.delete(name);
+    this.feeds.set(name, feed);
+    return feed;
+  }
+
+  remember(name: string, feed: Opened): void {
+    this.feeds.delete(name);
+    this.feeds.set(name, { row: feed.row, check: feed.check, known: new Map() });
+    if (this.feeds.size > REMEMBERED_FEEDS) this.feeds.delete(this.feeds.keys().next().value!);
+  }
+
+  forget(name: string): void {
+    this.feeds.delete(name);
+  }
 }
 
 /** How often one append reads a feed again because it changed meanwhile, before it gives up (a 500). */

@@ -163,8 +163,8 @@ const CACHED_FEEDS = 1_000;
 
 /**
  * The declared types of each feed, compiled, for the append path. A feed's entry is current while the feed row's
- * `types_version` is unchanged; the appender reads that row under the feed's lock, so a change committed by any
- * node is seen by the next append. Compiling happens on the first append after a change, never per request.
+ * `types_version` is unchanged (a change of the feed's types or type policy moves it); the appender's write checks
+ * it under the feed's lock, so a change committed by any node applies to the next append. Compiling happens on the first append after a change, never per request.
  */
 export class TypeRules {
   private readonly cache = new Map<number, Catalogue>();

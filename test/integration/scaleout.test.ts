@@ -160,6 +160,63 @@ describe("two nodes on one PostgreSQL database", onPostgres, () => {
     assert.equal((await publishBatch(b.url, "typed", [event({ m: 1 })])).status, 201);
   });
 
+  it("decides node B's appends on what node A changed since B last appended to the feed", async () => {
+    const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
+    const feedUrl = `${a.url}/v1/feeds/remembered`;
+    const putFeedOn = (settings: unknown) =>
+      call(feedUrl, {
+        method: "PUT",
+        headers: { ...cluster.headers, "content-type": "application/json" },
+        body: JSON.stringify(settings),
+      });
+    assert.equal((await putFeedOn({})).status, 201);
+    // B appends once, so it has read the feed and appends to it next without reading it first.
+    assert.equal((await publishBatch(b.url, "remembered", [cloudEvent()])).status, 201);
+
+    // An event stored through A is a repeat on B, and with other content a conflict.
+    const stored = cloudEvent({ data: { n: 1 } });
+    assert.equal((await publishBatch(a.url, "remembered", [stored])).body.events[0].sequence, "2");
+    const repeat = await publishBatch(b.url, "remembered", [cloudEvent(), stored]);
+    assert.equal(repeat.status, 201, repeat.text);
+    assert.deepEqual(
+      repeat.body.events.map((event: { sequence: string }) => event.sequence),
+      ["3", "2"],
+    );
+    const conflict = await publishBatch(b.url, "remembered", [{ ...stored, data: { n: 2 } }]);
+    assert.equal(conflict.status, 409, conflict.text);
+
+    // A type policy set on A applies to B's next append.
+    const type = "nl.example.late";
+    assert.equal((await putFeedOn({ typePolicy: "declared" })).status, 200);
+    const undeclared = await publishBatch(b.url, "remembered", [cloudEvent({ type })]);
+    assert.equal(undeclared.status, 400, undeclared.text);
+    assert.deepEqual(undeclared.body.errors, [
+      { pointer: "/0/type", detail: "is not a declared type of this feed, whose typePolicy is declared" },
+    ]);
+    // B refused it on a fresh read, and remembers that; a type A declares since is taken on B's next append.
+    const declared = await call(`${feedUrl}/types/${type}`, {
+      method: "PUT",
+      headers: { ...cluster.headers, "content-type": "application/json" },
+      body: JSON.stringify({}),
+    });
+    assert.equal(declared.status, 201, declared.text);
+    const taken = await publishBatch(b.url, "remembered", [cloudEvent({ type })]);
+    assert.equal(taken.status, 201, taken.text);
+    assert.equal(taken.body.events[0].sequence, "4");
+
+    // The feed deleted and made again on A under its name: B appends to the new feed (an event of the type the
+    // old feed declared, so that what B remembers of the old one would take it).
+    assert.equal((await call(feedUrl, { method: "DELETE", headers: cluster.headers })).status, 204);
+    assert.equal((await putFeedOn({})).status, 201);
+    const fresh = await publishBatch(b.url, "remembered", [cloudEvent({ type })]);
+    assert.equal(fresh.status, 201, fresh.text);
+    assert.equal(fresh.body.events[0].sequence, "1");
+    assert.deepEqual(
+      (await readAll(a.url, "remembered")).map((event) => event.id),
+      [fresh.body.events[0].id],
+    );
+  });
+
   it("streams on node B what is published on node A, p99 under 100 ms over 200 events", async () => {
     const [a, b] = cluster.nodes as [ServerProcess, ServerProcess];
     await call(`${a.url}/v1/feeds/latency`, { method: "PUT", headers: cluster.headers });
