@@ -284,19 +284,31 @@ export async function findDue(
   return rows.map(toSubscription);
 }
 
+/** What the dispatcher's look before a claim finds. */
+export interface Look {
+  /** Whether any subscription is due now (findDue's conditions). */
+  due: boolean;
+  /** The earliest retry of a subscription that is not disabled (nextRetryAt), if any. */
+  nextRetry: number | undefined;
+}
+
 /**
- * Whether any subscription is due now (findDue's conditions), in one statement: the dispatcher looks with it
- * before it claims, after every append.
+ * Whether any subscription is due now, and when the next retry is, in one statement: the dispatcher looks with it
+ * after every append, and most looks find nothing due (then this is all it asks).
  */
-export async function anyDue(db: Queryable, now: number): Promise<boolean> {
+export async function look(db: Queryable, now: number): Promise<Look> {
   const { behind, pending } = dueQueries(db, now);
-  const result: unknown = await db.raw("select (exists ? or exists ?) as due", [
+  const result: unknown = await db.raw("select (exists ? or exists ?) as due, (?) as next_retry", [
     behind.select("s.id").limit(1),
     pending.select("s.id").limit(1),
+    retries(db),
   ]);
-  const rows = Array.isArray(result) ? result : (result as { rows: Array<{ due: unknown }> }).rows;
-  const due = (rows[0] as { due: unknown } | undefined)?.due;
-  return due === true || due === 1;
+  const rows = Array.isArray(result) ? result : (result as { rows: unknown[] }).rows;
+  const row = rows[0] as { due: unknown; next_retry: number | string | null } | undefined;
+  return {
+    due: row?.due === true || row?.due === 1,
+    nextRetry: row?.next_retry === null || row?.next_retry === undefined ? undefined : Number(row.next_retry),
+  };
 }
 
 /** findDue's two reads, without their columns: those behind their feed's head, and those with a ping pending. */
@@ -338,11 +350,13 @@ export async function countByStatus(db: Queryable): Promise<Record<string, numbe
 
 /** The earliest retry time among subscriptions waiting to retry, or undefined. */
 export async function nextRetryAt(db: Queryable): Promise<number | undefined> {
-  const row: { at?: number | string | null } | undefined = await db("subscriptions")
-    .min({ at: "next_attempt_at" })
-    .whereNot("status", "disabled")
-    .first();
+  const row: { at?: number | string | null } | undefined = await retries(db).first();
   return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
+}
+
+/** The earliest retry of a subscription that is not disabled, as `at`. */
+function retries(db: Queryable): Knex.QueryBuilder {
+  return db("subscriptions").min({ at: "next_attempt_at" }).whereNot("status", "disabled");
 }
 
 export type NewAttempt = Omit<AttemptRow, "id">;

@@ -10,11 +10,11 @@ import {
 } from "../db/deliveries.js";
 import {
   type AttemptRow,
-  anyDue,
   findDue,
   insertAttempts,
   listAttempts,
   lockSubscription,
+  look,
   type NewAttempt,
   nextRetryAt,
   pruneAttempts,
@@ -157,17 +157,27 @@ export class Dispatcher {
     let delay = SWEEP_MS;
     try {
       if (await this.schemaReady()) {
-        do {
-          this.again = false;
-          const free = this.options.concurrency - this.inFlight;
-          if (free <= 0) break;
-          const wanted = Math.min(free, CLAIM_BATCH);
-          const claimed = await this.claim(wanted);
-          for (const ping of claimed) this.launch(ping);
-          this.backlog = claimed.length === wanted;
-          if (claimed.length === CLAIM_BATCH) this.again = true;
-        } while (this.again && !this.stopped);
-        const next = await nextRetryAt(this.storage.reader);
+        // One read-only statement first: most looks (one after every append) find nothing due, and on SQLite the
+        // look must not hold the write lock. Claims look again on each further round, for kicks meanwhile.
+        const first = await look(this.storage.reader, Date.now());
+        let next = first.nextRetry;
+        let looked = first.due;
+        if (first.due || this.again) {
+          do {
+            this.again = false;
+            const free = this.options.concurrency - this.inFlight;
+            if (free <= 0) break;
+            const wanted = Math.min(free, CLAIM_BATCH);
+            const claimed = await this.claim(wanted, looked);
+            looked = false;
+            for (const ping of claimed) this.launch(ping);
+            this.backlog = claimed.length === wanted;
+            if (claimed.length === CLAIM_BATCH) this.again = true;
+          } while (this.again && !this.stopped);
+          next = await nextRetryAt(this.storage.reader);
+        } else {
+          this.backlog = false;
+        }
         if (next !== undefined) delay = Math.min(SWEEP_MS, Math.max(10, next - Date.now()));
         await this.pruneNow();
       } else {
@@ -201,11 +211,13 @@ export class Dispatcher {
     this.timer.unref();
   }
 
-  /** Claims up to `limit` due subscriptions and prepares their pings, in one transaction. */
-  private async claim(limit: number): Promise<PreparedPing[]> {
+  /**
+   * Claims up to `limit` due subscriptions and prepares their pings, in one transaction; `looked` when a look
+   * just found some due, otherwise it looks first.
+   */
+  private async claim(limit: number, looked: boolean): Promise<PreparedPing[]> {
     const now = Date.now();
-    // A read-only look first: most kicks find nothing, and on SQLite that look must not hold the write lock.
-    if (!(await anyDue(this.storage.reader, now))) return [];
+    if (!looked && !(await look(this.storage.reader, now)).due) return [];
     return this.storage.writer.transaction(async (trx) => {
       const claimed: PreparedPing[] = [];
       const claims: Claim[] = [];
