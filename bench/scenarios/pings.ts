@@ -180,7 +180,11 @@ export const pingThroughput: Scenario = {
           unit: "pings/s",
           ours: v1,
           baseline: { name: "bare undici POSTs, 256 at a time", value: median(bare) },
-          target: { text: "≥ 3,000/s", met: v1 >= 3000 },
+          // #24's target, a ratio, since these machines are shared; the earlier ≥ 3,000/s is noted beside it.
+          target: {
+            text: "≥ 0.8 × bare undici (and ≥ 3,000/s)",
+            met: v1 >= 0.8 * median(bare) && v1 >= 3000,
+          },
         },
         beside("a", "signed v1a (Ed25519)"),
         beside("j", "v1 with a JWT (EdDSA) in Authorization"),
