@@ -5,10 +5,11 @@ import { CHANNEL } from "./notify.js";
 
 /**
  * The statements of a group commit. On PostgreSQL, where several nodes append to one feed and take turns on its
- * row's lock, a feed's part of a group is two round trips: a read without the lock, and one statement that takes
- * the lock, writes and commits, so the lock is held for that statement and its commit alone. (It was eight round
- * trips in one transaction, holding the lock for six of them.) SQLite runs in this process with one writer: its
- * group is one transaction of plain statements.
+ * row's lock, a feed's part of a group is at most two round trips: a read without the lock (which a node skips
+ * for a feed it read before), and one statement that takes the lock, checks what the read decided, writes and
+ * commits, so the lock is held for that statement and its commit alone. (It was eight round trips in one
+ * transaction, holding the lock for six of them.) SQLite runs in this process with one writer: its group is one
+ * transaction of plain statements.
  */
 
 /** What appendNumbered stores of an event (a PreparedEvent has it). */

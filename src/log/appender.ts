@@ -248,11 +248,12 @@ export class Appender {
   }
 
   /**
-   * PostgreSQL: per feed of the group, two round trips and no transaction held open. A read of the feed and of
-   * the events it holds of these (source, id) pairs, without a lock; then one statement that locks the feed,
-   * numbers the fresh events from its head, writes them and moves the head, and commits (appendNumbered). The
-   * feed's lock is held for that statement and its commit alone, so the appends of several nodes to one feed
-   * take turns quickly and their commits' fsyncs are all that orders them.
+   * PostgreSQL: per feed of the group, at most two round trips and no transaction held open. A read of the feed
+   * and of the events it holds of these (source, id) pairs, without a lock (skipped for a feed this node read
+   * before, see FeedsRead); then one statement that locks the feed, numbers the fresh events from its head, writes
+   * them and moves the head, and commits (appendNumbered). The feed's lock is held for that statement and its
+   * commit alone, so the appends of several nodes to one feed take turns quickly and their commits' fsyncs are all
+   * that orders them.
    */
   private async applyEach(group: Pending[]): Promise<GroupResult> {
     const now = this.now();
