@@ -288,7 +288,7 @@ export async function findDue(
 export interface Look {
   /** Whether any subscription is due now (findDue's conditions). */
   due: boolean;
-  /** The earliest retry of a subscription that is not disabled (nextRetryAt), if any. */
+  /** The earliest retry of a subscription that is not disabled, if any. */
   nextRetry: number | undefined;
 }
 
@@ -301,7 +301,7 @@ export async function look(db: Queryable, now: number): Promise<Look> {
   const result: unknown = await db.raw("select (exists ? or exists ?) as due, (?) as next_retry", [
     behind.select("s.id").limit(1),
     pending.select("s.id").limit(1),
-    retries(db),
+    db("subscriptions").min("next_attempt_at").whereNot("status", "disabled"),
   ]);
   const rows = Array.isArray(result) ? result : (result as { rows: unknown[] }).rows;
   const row = rows[0] as { due: unknown; next_retry: number | string | null } | undefined;
@@ -346,17 +346,6 @@ export async function countByStatus(db: Queryable): Promise<Record<string, numbe
     .count({ count: "*" })
     .groupBy("status");
   return Object.fromEntries(rows.map((row) => [row.status, Number(row.count)]));
-}
-
-/** The earliest retry time among subscriptions waiting to retry, or undefined. */
-export async function nextRetryAt(db: Queryable): Promise<number | undefined> {
-  const row: { at?: number | string | null } | undefined = await retries(db).first();
-  return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
-}
-
-/** The earliest retry of a subscription that is not disabled, as `at`. */
-function retries(db: Queryable): Knex.QueryBuilder {
-  return db("subscriptions").min({ at: "next_attempt_at" }).whereNot("status", "disabled");
 }
 
 export type NewAttempt = Omit<AttemptRow, "id">;

@@ -16,7 +16,6 @@ import {
   lockSubscription,
   look,
   type NewAttempt,
-  nextRetryAt,
   pruneAttempts,
   type SubscriptionRow,
 } from "../db/subscriptions.js";
@@ -158,9 +157,10 @@ export class Dispatcher {
     try {
       if (await this.schemaReady()) {
         // One read-only statement first: most looks (one after every append) find nothing due, and on SQLite the
-        // look must not hold the write lock. Claims look again on each further round, for kicks meanwhile.
+        // look must not hold the write lock. Claims look again on each further round, for kicks meanwhile. The
+        // retry time it reads serves the whole pump: a claim does not move retries, and an outcome that schedules
+        // one wakes the dispatcher for it itself (wakeAt); one another node schedules meanwhile is met by the sweep.
         const first = await look(this.storage.reader, Date.now());
-        let next = first.nextRetry;
         let looked = first.due;
         if (first.due || this.again) {
           do {
@@ -174,10 +174,10 @@ export class Dispatcher {
             this.backlog = claimed.length === wanted;
             if (claimed.length === CLAIM_BATCH) this.again = true;
           } while (this.again && !this.stopped);
-          next = await nextRetryAt(this.storage.reader);
         } else {
           this.backlog = false;
         }
+        const next = first.nextRetry;
         if (next !== undefined) delay = Math.min(SWEEP_MS, Math.max(10, next - Date.now()));
         await this.pruneNow();
       } else {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Webhook } from "standardwebhooks";
 import { ConfigError } from "../../src/config.js";
+import { look } from "../../src/db/subscriptions.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import {
   call,
@@ -329,6 +330,15 @@ describe("webhook subscriptions", () => {
         ? { status: 503, headers: { "Retry-After": "1" } }
         : { status: 204 };
     await publish(svc.url, feed, cloudEvent());
+    // While the retry waits, the dispatcher's look knows when it is due (its timer is set from it).
+    const stored = () =>
+      svc.service.storage.reader("subscriptions").where({ id: created.id }).first("next_attempt_at");
+    await eventually(async () => (await stored())?.next_attempt_at != null, 5000, "the retry scheduled");
+    const retryAt = Number((await stored()).next_attempt_at);
+    const lookedAt = Date.now();
+    const seen = await look(svc.service.storage.reader, lookedAt);
+    assert.ok(lookedAt < retryAt, "looked before the retry was due");
+    assert.ok(seen.nextRetry !== undefined && seen.nextRetry <= retryAt, `next retry ${seen.nextRetry}`);
     await eventually(() => mine().length >= 2, 5000, "the retry");
     receiver.respond = () => ({ status: 204 });
     const [first, second] = mine();
