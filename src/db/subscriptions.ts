@@ -266,8 +266,8 @@ export async function deleteSubscription(db: Queryable, id: string): Promise<boo
  *
  * Two reads, each through its own index, so that a look costs what is due and not what exists: those behind,
  * found from each feed by a range on `(feed_id, scanned)`, the longest behind first; then those with a ping
- * pending and nothing new. (SQLite is told to start from feeds with CROSS JOIN, which it takes as an order; the
- * time conditions are written with coalesce so that no index on them looks more attractive than these.)
+ * pending and nothing new. (SQLite is told to start from feeds with CROSS JOIN, which it takes as an order; for the
+ * time conditions see DUE.)
  */
 export async function findDue(
   db: Queryable,
@@ -294,15 +294,15 @@ export interface Look {
 
 /**
  * Whether any subscription is due now, and when the next retry is, in one statement: the dispatcher looks with it
- * after every append, and most looks find nothing due (then this is all it asks).
+ * after every append, and most looks find nothing due (then this is all it asks). On PostgreSQL every node looks
+ * after every append of any node, so the look's text is fixed and prepared once per connection (a named
+ * statement): built with the query builder and planned anew, it cost PostgreSQL 0.5 ms of CPU and this process
+ * 0.5 ms, more than a group's append; prepared, 0.06 and 0.2 ms. Its plan does not depend on `now`.
  */
 export async function look(db: Queryable, now: number): Promise<Look> {
-  const { behind, pending } = dueQueries(db, now);
-  const result: unknown = await db.raw("select (exists ? or exists ?) as due, (?) as next_retry", [
-    behind.select("s.id").limit(1),
-    pending.select("s.id").limit(1),
-    db("subscriptions").min("next_attempt_at").whereNot("status", "disabled"),
-  ]);
+  const postgres = onPostgres(db);
+  const query = db.raw(postgres ? LOOK.postgres : LOOK.sqlite, { now });
+  const result: unknown = await (postgres ? query.options(PREPARED_LOOK) : query);
   const rows = Array.isArray(result) ? result : (result as { rows: unknown[] }).rows;
   const row = rows[0] as { due: unknown; next_retry: number | string | null } | undefined;
   return {
@@ -311,27 +311,41 @@ export async function look(db: Queryable, now: number): Promise<Look> {
   };
 }
 
+/**
+ * When a subscription (`s`) is due, with `:now` bound: not disabled, not leased, not waiting for a retry. findDue's
+ * reads and the look share it. (The time conditions are written with coalesce so that no index on them looks more
+ * attractive than the ones findDue means to use.)
+ */
+const DUE =
+  "s.status <> 'disabled' and coalesce(s.lease_until, 0) < :now and coalesce(s.next_attempt_at, 0) <= :now";
+
+/** findDue's two reads: subscriptions behind their feed's head (from feeds), and those with a ping pending. */
+const BEHIND_ON = "s.feed_id = f.id and s.scanned < f.head";
+const PENDING = "s.ping_id is not null and s.scanned >= f.head";
+/** SQLite takes CROSS JOIN as an order: to start from feeds (see findDue). */
+const behindJoin = (postgres: boolean) =>
+  `${postgres ? "join" : "cross join"} subscriptions as s on ${BEHIND_ON}`;
+
+const lookText = (postgres: boolean) => `select (
+    exists (select 1 from feeds as f ${behindJoin(postgres)} where ${DUE})
+    or exists (select 1 from subscriptions as s join feeds as f on f.id = s.feed_id where ${PENDING} and ${DUE})
+  ) as due,
+  (select min(next_attempt_at) from subscriptions where status <> 'disabled') as next_retry`;
+
+const LOOK = { postgres: lookText(true), sqlite: lookText(false) };
+
+const PREPARED_LOOK = { name: "seintje_look" };
+
 /** findDue's two reads, without their columns: those behind their feed's head, and those with a ping pending. */
 function dueQueries(db: Queryable, now: number) {
-  const due = (query: Knex.QueryBuilder) =>
-    query
-      .whereNot("s.status", "disabled")
-      .andWhereRaw("coalesce(s.lease_until, 0) < ?", [now])
-      .andWhereRaw("coalesce(s.next_attempt_at, 0) <= ?", [now]);
   return {
-    behind: due(
-      db
-        .from("feeds as f")
-        [onPostgres(db) ? "join" : "crossJoin"]("subscriptions as s", (on) =>
-          on.on("s.feed_id", "f.id").andOn("s.scanned", "<", "f.head"),
-        ),
-    ),
-    pending: due(
-      db("subscriptions as s")
-        .join("feeds as f", "f.id", "s.feed_id")
-        .whereNotNull("s.ping_id")
-        .andWhereRaw("s.scanned >= f.head"),
-    ),
+    behind: db
+      .from("feeds as f")
+      .joinRaw(behindJoin(onPostgres(db)))
+      .whereRaw(DUE, { now }),
+    pending: db("subscriptions as s")
+      .join("feeds as f", "f.id", "s.feed_id")
+      .whereRaw(`${PENDING} and ${DUE}`, { now }),
   };
 }
 
