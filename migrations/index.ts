@@ -7,6 +7,7 @@ import * as eventTypes from "./20261130_005_event_types.js";
 import * as publicFeeds from "./20261130_006_public_feeds.js";
 import * as pingAuthentication from "./20261130_007_ping_authentication.js";
 import * as dueSubscriptions from "./20261130_008_due_subscriptions.js";
+import * as appendCheck from "./20261201_009_append_check.js";
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -26,4 +27,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ["20261130_006_public_feeds", publicFeeds],
   ["20261130_007_ping_authentication", pingAuthentication],
   ["20261130_008_due_subscriptions", dueSubscriptions],
+  ["20261201_009_append_check", appendCheck],
 ];

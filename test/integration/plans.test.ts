@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { rmSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { appendNumbered, type NumberedEvent } from "../../src/db/append.js";
+import { migrate, openStorage, type Storage } from "../../src/db/database.js";
+import { type FeedRow, insertFeed } from "../../src/db/feeds.js";
+import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
+import { tempDir } from "../support/service.js";
+
+/**
+ * PostgreSQL keeps a generic plan for a prepared statement once it has run it a few times, and keeps it until the
+ * planner's statistics of its tables change (autovacuum's ANALYZE, which a new table waits a minute or more for).
+ * A plan made while `events` was nearly empty must still not make an append's cost grow with its feed. Here the
+ * connection is told to use the generic plan from the first execution, on an empty table, the worst case; the
+ * check for events the feed holds is read from the transaction's statistics of the table's indexes.
+ */
+describe("PostgreSQL statement plans", { skip: DIALECT !== "postgres" && "plans of PostgreSQL's" }, () => {
+  let dir: string;
+  let storage: Storage;
+  let feed: FeedRow;
+  let count = 0;
+
+  const events = (n: number): NumberedEvent[] =>
+    Array.from({ length: n }, () => {
+      count += 1;
+      const json = JSON.stringify({
+        specversion: "1.0",
+        id: `e-${count}`,
+        source: "urn:test",
+        type: "t.x",
+        data: { note: "x".repeat(200) },
+      });
+      const digest = createHash("sha256").update(json).digest("hex");
+      return { source: "urn:test", id: `e-${count}`, type: "t.x", subject: null, digest, json };
+    });
+
+  const append = (db: Storage["writer"], n: number) =>
+    appendNumbered(db, storage.node, {
+      feedId: feed.id,
+      typesVersion: feed.typesVersion,
+      events: events(n),
+      now: Date.now(),
+    });
+
+  before(async () => {
+    dir = tempDir();
+    const { DATABASE_URL } = await databaseEnv(dir);
+    // One connection: a prepared statement and its plan belong to a connection.
+    storage = await openStorage({ dialect: "postgres", url: DATABASE_URL!, pool: { min: 1, max: 1 } });
+    await migrate(storage);
+    // So that no ANALYZE comes in between and replans the statement.
+    await storage.writer.raw("alter table events set (autovacuum_enabled = false)");
+    await storage.writer.raw("set plan_cache_mode = force_generic_plan");
+    feed = (await insertFeed(
+      storage.writer,
+      "plans",
+      {
+        description: null,
+        retentionMaxAge: null,
+        retentionMaxEvents: null,
+        typePolicy: "open",
+        public: false,
+      },
+      Date.now(),
+    ))!;
+  });
+
+  after(async () => {
+    await storage?.close();
+    await dropDatabaseOf(dir);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("an append looks for the events it holds through the (feed_id, source, event_id) index, however the feed grew since its statement was planned", async () => {
+    // Planned, and then planned generically, while the table holds a handful of events.
+    for (let round = 0; round < 10; round += 1)
+      assert.equal(typeof (await append(storage.writer, 13)), "object");
+    // The feed grows to 20,000 events, through the same statement.
+    for (let round = 0; round < 20; round += 1)
+      assert.equal(typeof (await append(storage.writer, 1000)), "object");
+    const head = count;
+    // One more append of 10 events, in a transaction, to read what it cost from the transaction's statistics.
+    const read = await storage.writer.transaction(async (trx) => {
+      const written = await append(trx, 10);
+      assert.deepEqual(written, { head });
+      const result: { rows: Array<{ name: string; read: number }> } = await trx.raw(
+        `select c.relname as name, pg_stat_get_xact_tuples_returned(c.oid) as read
+           from pg_index i join pg_class c on c.oid = i.indexrelid where i.indrelid = 'events'::regclass`,
+      );
+      return Object.fromEntries(result.rows.map((row) => [row.name, Number(row.read)]));
+    });
+    // Ten probes, each of at most one index entry; a plan that scans the feed by its primary key reads 20,010.
+    const total = Object.values(read).reduce((sum, tuples) => sum + tuples, 0);
+    assert.ok(total <= 10, `index entries of events read by one append of 10: ${JSON.stringify(read)}`);
+  });
+});
