@@ -284,6 +284,14 @@ export async function findDue(
   return rows.map(toSubscription);
 }
 
+/** The feeds that a subscription which is not disabled follows. */
+export async function followedFeeds(db: Queryable): Promise<number[]> {
+  const rows: Array<{ feed_id: number }> = await db("subscriptions")
+    .distinct("feed_id")
+    .whereNot("status", "disabled");
+  return rows.map((row) => Number(row.feed_id));
+}
+
 /** What the dispatcher's look before a claim finds. */
 export interface Look {
   /** Whether any subscription is due now (findDue's conditions). */

@@ -251,7 +251,7 @@ export function subscriptionRouter(services: Services): Router {
       authorization: authentication.authorization ?? null,
     };
     const { subscription, secret } = await webhooks.subscriptions.create(principal.subject ?? null, input);
-    webhooks.dispatcher.kick();
+    webhooks.dispatcher.subscriptionsChanged();
     ctx.status = 201;
     ctx.set("Location", `${services.publicUrl()}/v1/subscriptions/${subscription.id}`);
     ctx.set("Cache-Control", "no-store");
@@ -302,7 +302,7 @@ export function subscriptionRouter(services: Services): Router {
       if (changes.url !== row.url) await webhooks.callbacks.verify(changes.url);
     }
     const { subscription, secret } = await webhooks.subscriptions.change(row.id, changes);
-    webhooks.dispatcher.kick();
+    webhooks.dispatcher.subscriptionsChanged();
     if (secret !== undefined) ctx.set("Cache-Control", "no-store");
     ctx.body = { ...(await view(subscription)), ...(secret === undefined ? {} : { secret }) };
   });
