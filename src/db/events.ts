@@ -25,8 +25,8 @@ export interface StoredIdentity {
 
 export interface Page {
   sequences: number[];
-  /** Each event's stored JSON as UTF-8 bytes: served as they are, never decoded and encoded again. */
-  bodies: Buffer[];
+  /** Each event's stored JSON, served as it is: never parsed or serialized again. */
+  bodies: string[];
 }
 
 export interface Filters {
@@ -152,14 +152,6 @@ function filtered<T extends Knex.QueryBuilder>(query: T, filters: Filters): T {
 }
 
 /**
- * The stored text as bytes. Pages are joined as bytes: reading the text as a string made SQLite's UTF-8 into a
- * JavaScript string only for the HTTP layer to measure it and encode it back, which took as long as the read.
- */
-function bodyBytes(db: Queryable): Knex.Raw {
-  return db.raw(onPostgres(db) ? "convert_to(body, 'UTF8') as body" : "cast(body as blob) as body");
-}
-
-/**
  * Events with after < sequence <= upTo that pass the filters, oldest first, at most `limit`.
  * A range on the primary key (feed_id, sequence): an index seek, whatever the depth.
  */
@@ -171,11 +163,8 @@ export async function readRange(
   limit: number,
   filters: Filters,
 ): Promise<Page> {
-  const query = range(db, feedId, after, upTo)
-    .select("sequence", bodyBytes(db))
-    .orderBy("sequence")
-    .limit(limit);
-  const rows: Array<{ sequence: number | string; body: Buffer }> = await filtered(query, filters);
+  const query = range(db, feedId, after, upTo).select("sequence", "body").orderBy("sequence").limit(limit);
+  const rows: Array<{ sequence: number | string; body: string }> = await filtered(query, filters);
   return { sequences: rows.map((row) => Number(row.sequence)), bodies: rows.map((row) => row.body) };
 }
 

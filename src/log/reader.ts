@@ -34,8 +34,8 @@ export interface ReadQuery {
 export interface FeedPage {
   feed: FeedRow;
   sequences: number[];
-  /** The stored JSON of each event as UTF-8, served as is. */
-  bodies: Buffer[];
+  /** The stored JSON of each event, served as is. */
+  bodies: string[];
   /** The cursor for the next read: past every event this read scanned, matching or not. */
   next: number;
   head: number;
@@ -156,7 +156,7 @@ async function readBudgeted(
   query: ReadQuery,
 ): Promise<Page & { full: boolean }> {
   const sequences: number[] = [];
-  const bodies: Buffer[] = [];
+  const bodies: string[] = [];
   let bytes = 0;
   let cursor = start;
   while (sequences.length < query.limit) {
@@ -168,7 +168,7 @@ async function readBudgeted(
     const chunk = await readRange(db, feedId, cursor, upTo, want, query.filters);
     for (let index = 0; index < chunk.sequences.length; index += 1) {
       const body = chunk.bodies[index]!;
-      const size = body.length;
+      const size = Buffer.byteLength(body);
       if (sequences.length > 0 && bytes + size > MAX_PAGE_BYTES) return { sequences, bodies, full: true };
       sequences.push(chunk.sequences[index]!);
       bodies.push(body);

@@ -225,7 +225,7 @@ export class StreamConnection implements StreamStats {
     if (page.next <= this.cursor) return false;
     let chunk = "";
     page.sequences.forEach((sequence, index) => {
-      chunk += eventMessage(sequence, page.bodies[index]!.toString());
+      chunk += eventMessage(sequence, page.bodies[index]!);
       this.lastId = sequence;
     });
     this.cursor = page.next;
