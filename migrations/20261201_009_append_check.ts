@@ -9,8 +9,9 @@ import type { Knex } from "knex";
  * that plan was made while `events` was nearly empty (a new database, in its first minute before autovacuum's
  * ANALYZE), the probe through the `(feed_id, source, event_id)` index and a scan of the feed's events through the
  * primary key cost the same, and the planner sometimes kept the scan: every append then read all of its feed's
- * events, 100 ms at 20,000. A function with its own plan_cache_mode is never inlined, and plans its query anew on
- * each call on every version (PostgreSQL 18 caches the plans of SQL functions; force_custom_plan keeps them custom).
+ * events, 100 ms at 20,000. A SQL function with a SET clause is never inlined into the statement; PostgreSQL 15
+ * plans its query anew on each call, and should a later version cache the plans of SQL functions, force_custom_plan
+ * keeps them custom.
  */
 export async function up(knex: Knex): Promise<void> {
   if (knex.client.config.client !== "pg") return;

@@ -123,10 +123,10 @@ export interface Numbered {
  * its types or type policy changed since they were checked; "known" when the feed holds an event with one of these
  * (source, id) pairs. Nothing is written in those three cases.
  *
- * The "known" look (seintje_feed_holds_any, a STABLE function, so on the statement's snapshot) runs on the
- * snapshot taken before the lock: an event with the same (source, id)
- * that another node committed while this statement waited for the lock is refused by the unique index on
- * (feed_id, source, event_id) instead; the statement fails and nothing is written.
+ * The "known" look (seintje_feed_holds_any, a STABLE function, so it reads the statement's snapshot) sees what was
+ * committed before the lock was taken: an event with the same (source, id) that another node committed while this
+ * statement waited for the lock is refused by the unique index on (feed_id, source, event_id) instead; the
+ * statement fails and nothing is written.
  */
 export async function appendNumbered(
   db: Queryable,

@@ -302,10 +302,11 @@ export interface Look {
 
 /**
  * Whether any subscription is due now, and when the next retry is, in one statement: the dispatcher looks with it
- * after every append, and most looks find nothing due (then this is all it asks). On PostgreSQL every node looks
- * after every append of any node, so the look's text is fixed and prepared once per connection (a named
- * statement): built with the query builder and planned anew, it cost PostgreSQL 0.5 ms of CPU and this process
- * 0.5 ms, more than a group's append; prepared, 0.06 and 0.2 ms. Its plan does not depend on `now`.
+ * after appends to feeds that subscriptions follow and once a second, and most looks find nothing due (then this
+ * is all it asks). On PostgreSQL every node looks after such appends of any node, so the look's text is fixed and
+ * prepared once per connection (a named statement): built with the query builder and planned anew, it cost
+ * PostgreSQL 0.5 ms of CPU and this process 0.5 ms, more than a group's append; prepared, 0.06 and 0.2 ms. Its
+ * plan does not depend on `now`.
  */
 export async function look(db: Queryable, now: number): Promise<Look> {
   const postgres = onPostgres(db);
