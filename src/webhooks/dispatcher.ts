@@ -137,7 +137,10 @@ export class Dispatcher {
     this.kick();
   }
 
-  /** Subscriptions were made, changed or deleted here: which feeds are followed is read again, and due pings sent. */
+  /**
+   * Subscriptions were made or changed here: which feeds are followed is read again, and due pings sent. (A deletion
+   * needs neither: a feed left in the set only costs a look, until the next sweep reads the set again.)
+   */
   subscriptionsChanged(): void {
     this.watchedVersion += 1;
     this.watched = undefined;
@@ -191,10 +194,11 @@ export class Dispatcher {
     let delay = SWEEP_MS;
     try {
       if (await this.schemaReady()) {
-        // One read-only statement first: most looks (one after every append) find nothing due, and on SQLite the
-        // look must not hold the write lock. Claims look again on each further round, for kicks meanwhile. The
-        // retry time it reads serves the whole pump: a claim does not move retries, and an outcome that schedules
-        // one wakes the dispatcher for it itself (wakeAt); one another node schedules meanwhile is met by the sweep.
+        // One read-only statement first: most looks (after appends to followed feeds) find nothing due, and on
+        // SQLite the look must not hold the write lock. Claims look again on each further round, for kicks
+        // meanwhile. The retry time it reads serves the whole pump: a claim does not move retries, and an outcome
+        // that schedules one wakes the dispatcher for it itself (wakeAt); one another node schedules meanwhile is
+        // met by the sweep.
         await this.watch();
         const first = await look(this.storage.reader, Date.now());
         let looked = first.due;
