@@ -61,6 +61,8 @@ export interface Service {
 export interface StartOptions {
   /** Run pending migrations before serving (the default); off, the service refuses an outdated schema at /readyz. */
   migrate?: boolean;
+  /** For tests: how often the ping dispatcher looks without a signal (1 s); long, only signals make it look. */
+  dispatcherSweepMs?: number;
 }
 
 /** On SQLite, the lock that keeps a second process from serving the same file (see db/sqlite-lock.ts). */
@@ -259,6 +261,7 @@ export async function startService(
     attemptsKeep: hooks.attemptsKeep,
     issuer: { key: signingKey, issuer: config.source },
     tracer: tracing.tracer,
+    sweepMs: options.dispatcherSweepMs,
   });
   const database = config.database;
   const wakeups =

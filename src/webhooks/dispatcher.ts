@@ -57,6 +57,11 @@ export interface DispatcherOptions extends AnnouncementOptions {
   issuer: PingIssuer;
   /** Spans of ping deliveries (a no-op tracer when tracing is off). */
   tracer: Tracer;
+  /**
+   * How often the database is looked at when nothing signalled (SWEEP_MS). Not configurable: tests set it long, so
+   * that a ping that arrives was sent because of a signal.
+   */
+  sweepMs?: number;
 }
 
 interface Outcome {
@@ -107,13 +112,14 @@ export class Dispatcher {
    * The feeds that a subscription which is not disabled follows, as last read (at most one id per feed), or
    * undefined until it is read again. An append to any other feed cannot make a ping due, so it costs no look:
    * on PostgreSQL every node looked after every append of every node, a quarter of pg-publish's throughput.
-   * It is read again on every sweep, so a subscription made on another node counts here within SWEEP_MS; until
+   * It is read again on every sweep, so a subscription made on another node counts here within a sweep; until
    * then the node that made it looks after every append to its feed (it hears of other nodes' appends).
    */
   private watched: Set<number> | undefined;
   private watchedAt = 0;
   /** Moves on every local change of subscriptions, so that a read begun before one is not kept. */
   private watchedVersion = 0;
+  private readonly sweepMs: number;
 
   constructor(
     private readonly storage: Storage,
@@ -125,6 +131,7 @@ export class Dispatcher {
     private readonly options: DispatcherOptions,
   ) {
     this.courier = new Courier(client, box, options.requestOrigin, options.issuer, options.tracer);
+    this.sweepMs = options.sweepMs ?? SWEEP_MS;
   }
 
   start(): void {
@@ -149,7 +156,7 @@ export class Dispatcher {
 
   /** Reads which feeds are followed, when this node's knowledge of it is older than a sweep. */
   private async watch(): Promise<void> {
-    if (this.watched && Date.now() - this.watchedAt < SWEEP_MS) return;
+    if (this.watched && Date.now() - this.watchedAt < this.sweepMs) return;
     const version = this.watchedVersion;
     const at = Date.now();
     const feeds = await followedFeeds(this.storage.reader);
@@ -191,7 +198,7 @@ export class Dispatcher {
       this.pumping = false;
       return;
     }
-    let delay = SWEEP_MS;
+    let delay = this.sweepMs;
     try {
       if (await this.schemaReady()) {
         // One read-only statement first: most looks (after appends to followed feeds) find nothing due, and on
@@ -218,11 +225,11 @@ export class Dispatcher {
           this.backlog = false;
         }
         const next = first.nextRetry;
-        if (next !== undefined) delay = Math.min(SWEEP_MS, Math.max(10, next - Date.now()));
+        if (next !== undefined) delay = Math.min(this.sweepMs, Math.max(10, next - Date.now()));
         await this.pruneNow();
       } else {
         this.again = false;
-        delay = 5 * SWEEP_MS;
+        delay = 5 * this.sweepMs;
       }
     } catch (error) {
       if (!this.stopped) this.logger.error({ err: error }, "ping dispatch failed; trying again shortly");

@@ -938,3 +938,66 @@ describe("the key that seals webhook secrets", () => {
     }
   });
 });
+
+/**
+ * The dispatcher looks for due pings after appends only to feeds that a subscription which is not disabled follows
+ * (and once a sweep otherwise). This service's sweep is ten minutes, so every ping here was sent because a signal
+ * made the dispatcher look: a subscription made or re-enabled must count at once, not at the next sweep.
+ */
+describe("pings when the dispatcher looks only on signals", () => {
+  let svc: TestService;
+  let receiver: Receiver;
+
+  before(async () => {
+    svc = await startTestService(FAST, { dispatcherSweepMs: 600_000 });
+    receiver = await startReceiver();
+  });
+  after(async () => {
+    await svc.stop();
+    await receiver.close();
+  });
+
+  const pingsOf = (id: string) => receiver.pings.filter((p) => p.event.data.subscription === id);
+
+  async function pinged(id: string, head: string, what: string) {
+    await eventually(() => pingsOf(id).some((p) => p.event.data.head === head), 10_000, what);
+  }
+
+  it("pings a subscription made after the dispatcher read which feeds are followed", async () => {
+    const first = await newFeed(svc);
+    const earlier = (await subscribe(svc, { feed: first, url: receiver.url })).body;
+    await publish(svc.url, first, cloudEvent());
+    // This ping needed a look after the subscription was made, so the followed feeds were read since.
+    await pinged(earlier.id, "1", "the earlier subscription's ping");
+    const feed = await newFeed(svc);
+    await publish(svc.url, feed, cloudEvent());
+    const created = (await subscribe(svc, { feed, url: receiver.url })).body;
+    await publish(svc.url, feed, cloudEvent());
+    await pinged(created.id, "2", "a ping of the subscription made last");
+  });
+
+  it("pings a re-enabled subscription on the next append, though its feed was read as followed by none", async () => {
+    const feed = await newFeed(svc);
+    const created = (await subscribe(svc, { feed, url: receiver.url })).body;
+    receiver.respond = (ping) =>
+      ping.event.data.subscription === created.id ? { status: 410 } : { status: 204 };
+    await publish(svc.url, feed, cloudEvent());
+    await eventually(
+      async () => (await subscription(svc, created.id)).status === "disabled",
+      10_000,
+      "disabled",
+    );
+    receiver.respond = () => ({ status: 204 });
+    // Another subscription made and pinged: the followed feeds were read while this one was disabled.
+    const other = await newFeed(svc);
+    const control = (await subscribe(svc, { feed: other, url: receiver.url })).body;
+    await publish(svc.url, other, cloudEvent());
+    await pinged(control.id, "1", "the control subscription's ping");
+    assert.equal(pingsOf(created.id).length, 1, "a disabled subscription gets no pings");
+    const enabled = await patch(svc, created.id, { status: "active" });
+    assert.equal(enabled.status, 200, enabled.text);
+    await eventually(() => pingsOf(created.id).length >= 2, 10_000, "the ping of what it missed");
+    await publish(svc.url, feed, cloudEvent());
+    await pinged(created.id, "2", "a ping of the append after re-enabling");
+  });
+});
