@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { appendNumbered, type NumberedEvent } from "../../src/db/append.js";
 import { migrate, openStorage, type Storage } from "../../src/db/database.js";
 import { type FeedRow, insertFeed } from "../../src/db/feeds.js";
+import { followedFeeds } from "../../src/db/subscriptions.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { tempDir } from "../support/service.js";
 
@@ -93,5 +95,48 @@ describe("PostgreSQL statement plans", { skip: DIALECT !== "postgres" && "plans 
     // Ten probes, each of at most one index entry; a plan that scans the feed by its primary key reads 20,010.
     const total = Object.values(read).reduce((sum, tuples) => sum + tuples, 0);
     assert.ok(total <= 10, `index entries of events read by one append of 10: ${JSON.stringify(read)}`);
+  });
+});
+
+/**
+ * SQLite plans without statistics (seintje runs no ANALYZE): the shape of a statement decides its plan, so a
+ * statement that runs often is checked here to reach its rows through an index. PostgreSQL chooses by its tables'
+ * statistics, and on tables this small would rightly scan them.
+ */
+describe("SQLite statement plans", { skip: DIALECT !== "sqlite" && "plans of SQLite's" }, () => {
+  let dir: string;
+  let storage: Storage;
+
+  before(async () => {
+    dir = tempDir();
+    storage = await openStorage({ dialect: "sqlite", filename: join(dir, "seintje.db") });
+    await migrate(storage);
+  });
+
+  after(async () => {
+    await storage?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("the dispatcher's read of followed feeds, once a second, seeks each feed's subscriptions in an index instead of reading them all", async () => {
+    const ran: Array<{ sql: string; bindings: unknown[] }> = [];
+    const note = (query: { sql: string; bindings: unknown[] }) => ran.push(query);
+    storage.reader.on("query", note);
+    try {
+      assert.deepEqual(await followedFeeds(storage.reader), []);
+    } finally {
+      storage.reader.off("query", note);
+    }
+    assert.equal(ran.length, 1);
+    const plan: Array<{ detail: string }> = await storage.reader.raw(
+      `explain query plan ${ran[0]!.sql}`,
+      ran[0]!.bindings as never,
+    );
+    const steps = plan.map((step) => step.detail);
+    assert.ok(
+      steps.some((step) => /^SEARCH s (EXISTS )?USING (COVERING )?INDEX \S+ \(feed_id=\?/.test(step)),
+      `plan: ${JSON.stringify(steps)}`,
+    );
+    assert.ok(!steps.some((step) => /^SCAN s\b/.test(step)), `plan: ${JSON.stringify(steps)}`);
   });
 });
