@@ -31,7 +31,8 @@ import type { WakeupBus } from "./wakeup.js";
  * or identity columns, which are handed out before commit and commit in any order). PostgreSQL makes a commit
  * visible before it releases the transaction's locks, so the next holder and every later read see it. The cost:
  * appends to one feed take turns, each turn carrying a whole group and lasting one statement and its commit;
- * appends to different feeds do not wait. What changed between the read and the write is met there: an event
+ * appends to different feeds do not wait for each other's lock (but their commits take turns on PostgreSQL's lock
+ * for NOTIFY, see docs/scale-out.md). What changed between the read and the write is met there: an event
  * another node stored meanwhile fails the write on the unique (source, id) index (and the requests are retried
  * alone, reading again), a change of the feed's types makes it write nothing and the part is decided again.
  * A node remembers the feeds it read (FeedsRead): its next part for the same feed skips the read and is one round
