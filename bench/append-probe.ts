@@ -7,7 +7,7 @@ import { parsePublishRequest } from "../src/events/encoding.js";
 import { Appender } from "../src/log/appender.js";
 import { TypeRules } from "../src/log/types.js";
 import { WakeupBus } from "../src/log/wakeup.js";
-import { Metrics } from "../src/metrics.js";
+import { Metrics, NO_SOURCES } from "../src/metrics.js";
 
 /**
  * `node --import tsx bench/append-probe.ts [events-per-request] [writers] [seconds]` (default 100, 8, 5): the
@@ -21,13 +21,7 @@ const dir = mkdtempSync(join(tmpdir(), "seintje-append-probe-"));
 const storage = await openStorage({ dialect: "sqlite", filename: join(dir, "probe.db") });
 await migrate(storage);
 const bus = new WakeupBus();
-const metrics = new Metrics({
-  openStreams: () => 0,
-  waitingLongPolls: () => 0,
-  limits: { streams: 0, longpolls: 0 },
-  storageFull: () => false,
-  subscriptionsByStatus: async () => ({}),
-});
+const metrics = new Metrics(NO_SOURCES);
 const appender = new Appender(storage, bus, metrics, new TypeRules(bus), {
   autoCreateFeeds: true,
   logger: pino({ level: "warn" }),

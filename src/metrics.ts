@@ -59,6 +59,15 @@ export interface MetricSources {
   subscriptionsByStatus(): Promise<Record<string, number>>;
 }
 
+/** Sources with nothing to report: for a part of the service run on its own (the append probe, tests). */
+export const NO_SOURCES: MetricSources = {
+  openStreams: () => 0,
+  waitingLongPolls: () => 0,
+  limits: { streams: 0, longpolls: 0 },
+  storageFull: () => false,
+  subscriptionsByStatus: async () => ({}),
+};
+
 export class Metrics {
   readonly registry = new Registry();
 

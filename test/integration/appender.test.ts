@@ -9,7 +9,7 @@ import { parsePublishRequest } from "../../src/events/encoding.js";
 import { Appender, type AppendOutcome } from "../../src/log/appender.js";
 import { TypeRules } from "../../src/log/types.js";
 import { WakeupBus } from "../../src/log/wakeup.js";
-import { Metrics } from "../../src/metrics.js";
+import { Metrics, NO_SOURCES } from "../../src/metrics.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { tempDir } from "../support/service.js";
 
@@ -38,13 +38,7 @@ describe("group commit under load", () => {
 
   function appender(gatherMs: number): Appender {
     const bus = new WakeupBus();
-    const metrics = new Metrics({
-      openStreams: () => 0,
-      waitingLongPolls: () => 0,
-      limits: { streams: 0, longpolls: 0 },
-      storageFull: () => false,
-      subscriptionsByStatus: async () => ({}),
-    });
+    const metrics = new Metrics(NO_SOURCES);
     return new Appender(storage, bus, metrics, new TypeRules(bus), {
       autoCreateFeeds: true,
       logger: pino({ level: "debug" }, sink),
@@ -85,6 +79,16 @@ describe("group commit under load", () => {
     }
   }
 
+  /**
+   * Ten requests of 1,000 events, which fill a group (10,000 events at most), and an eleventh, which waits for
+   * the next group while the first commits.
+   */
+  function underLoad(appending: Appender, feed: string) {
+    groups.length = 0;
+    const first = Array.from({ length: 10 }, () => appending.append(request(feed, 1_000)));
+    return { first, waiting: appending.append(request(feed, 1)) };
+  }
+
   /** Two turns of the event loop: a client that sends its next request a moment after its answer. */
   const aMomentLater = () =>
     new Promise<void>((resolve) => setImmediate(() => setImmediate(() => resolve())));
@@ -117,10 +121,7 @@ describe("group commit under load", () => {
 
   it("lets a group wait for as many requests as the commit before it answered, and no longer", async () => {
     const appending = appender(20_000);
-    groups.length = 0;
-    // Ten requests of 1,000 events fill a group (10,000 events at most), so the eleventh waits for the next one.
-    const first = Array.from({ length: 10 }, () => appending.append(request("load", 1_000)));
-    const waiting = appending.append(request("load", 1));
+    const { first, waiting } = underLoad(appending, "load");
     // Each client answered sends its next request a moment later, after the appender would have taken the next
     // group without waiting.
     const again: Array<Promise<AppendOutcome>> = [];
@@ -138,9 +139,7 @@ describe("group commit under load", () => {
 
   it("commits what waits once the wait is over, when the clients answered do not come back", async () => {
     const appending = appender(50);
-    groups.length = 0;
-    const first = Array.from({ length: 10 }, () => appending.append(request("quiet", 1_000)));
-    const waiting = appending.append(request("quiet", 1));
+    const { first, waiting } = underLoad(appending, "quiet");
     await Promise.all(first);
     assert.ok(await within(waiting, 10_000), "the waiting request was held past the wait");
     assert.deepEqual(groups, [10, 1]);
