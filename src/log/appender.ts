@@ -153,23 +153,23 @@ export class Appender {
 
   private async flush(): Promise<void> {
     try {
-      // How many requests the last group answered: as many may be on their way back (GATHER_MS).
-      let answered = 0;
+      // As many requests as the last group answered may be on their way back (GATHER_MS): the group waits until
+      // that many arrived since its answers went out.
+      let expected = 0;
       while (this.queue.length > 0) {
         await new Promise((resolve) => setImmediate(resolve));
-        if (answered > 0) await this.gather(answered);
+        if (expected > this.arrivals) await this.gather(expected);
         const group = this.takeGroup();
         await this.commit(group);
-        answered = group.length;
+        expected = this.arrivals + group.length;
       }
     } finally {
       this.flushing = undefined;
     }
   }
 
-  /** Resolves once `count` more requests arrived, or after GATHER_MS. */
-  private gather(count: number): Promise<void> {
-    const wanted = this.arrivals + count;
+  /** Resolves once `wanted` requests arrived since the start, or after GATHER_MS. */
+  private gather(wanted: number): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
