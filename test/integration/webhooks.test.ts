@@ -80,6 +80,25 @@ async function subscription(svc: TestService, id: string) {
   return reply.body;
 }
 
+/**
+ * A subscription of a new feed whose first ping its receiver answers 410, which disables it; the receiver answers
+ * 204 to everything again once it is disabled.
+ */
+async function disabledByItsReceiver(svc: TestService, receiver: Receiver) {
+  const feed = await newFeed(svc);
+  const created = (await subscribe(svc, { feed, url: receiver.url })).body;
+  receiver.respond = (ping) =>
+    ping.event.data.subscription === created.id ? { status: 410 } : { status: 204 };
+  await publish(svc.url, feed, cloudEvent());
+  await eventually(
+    async () => (await subscription(svc, created.id)).status === "disabled",
+    10_000,
+    "disabled",
+  );
+  receiver.respond = () => ({ status: 204 });
+  return { feed, created };
+}
+
 describe("webhook subscriptions", () => {
   let svc: TestService;
   let receiver: Receiver;
@@ -405,21 +424,11 @@ describe("webhook subscriptions", () => {
   });
 
   it("disables on 410 and, re-enabled, covers everything since acked", async () => {
-    const feed = await newFeed(svc);
-    const created = (await subscribe(svc, { feed, url: receiver.url })).body;
+    const { feed, created } = await disabledByItsReceiver(svc, receiver);
     const mine = () => receiver.pings.filter((p) => p.event.data.subscription === created.id);
-    receiver.respond = (ping) =>
-      ping.event.data.subscription === created.id ? { status: 410 } : { status: 204 };
-    await publish(svc.url, feed, cloudEvent());
-    await eventually(
-      async () => (await subscription(svc, created.id)).status === "disabled",
-      5000,
-      "disabled",
-    );
     const disabled = await subscription(svc, created.id);
     assert.equal(disabled.acked, "0");
     assert.match(disabled.disabledReason, /410/);
-    receiver.respond = () => ({ status: 204 });
     // A subscription made now takes the same appends: once it is pinged, the dispatcher has been past them.
     const control = (await subscribe(svc, { feed, url: receiver.url })).body;
     await publishMany(svc, feed, 2);
@@ -977,17 +986,7 @@ describe("pings when the dispatcher looks only on signals", () => {
   });
 
   it("pings a re-enabled subscription on the next append, though its feed was read as followed by none", async () => {
-    const feed = await newFeed(svc);
-    const created = (await subscribe(svc, { feed, url: receiver.url })).body;
-    receiver.respond = (ping) =>
-      ping.event.data.subscription === created.id ? { status: 410 } : { status: 204 };
-    await publish(svc.url, feed, cloudEvent());
-    await eventually(
-      async () => (await subscription(svc, created.id)).status === "disabled",
-      10_000,
-      "disabled",
-    );
-    receiver.respond = () => ({ status: 204 });
+    const { feed, created } = await disabledByItsReceiver(svc, receiver);
     // Another subscription made and pinged: the followed feeds were read while this one was disabled.
     const other = await newFeed(svc);
     const control = (await subscribe(svc, { feed: other, url: receiver.url })).body;
