@@ -124,9 +124,11 @@ export interface Numbered {
  * (source, id) pairs. Nothing is written in those three cases.
  *
  * The "known" look (seintje_feed_holds_any, a STABLE function, so it reads the statement's snapshot) sees what was
- * committed before the lock was taken: an event with the same (source, id) that another node committed while this
+ * committed before the statement began: an event with the same (source, id) that another node committed while this
  * statement waited for the lock is refused by the unique index on (feed_id, source, event_id) instead; the
- * statement fails and nothing is written.
+ * statement fails and nothing is written. Since what it sees is fixed when the statement begins, it runs before
+ * the lock is taken (the feed's scan waits for its answer), not while the lock is held: a sixth of the statement's
+ * time for 20 events, which appends to the feed from every node would otherwise wait through.
  */
 export async function appendNumbered(
   db: Queryable,
@@ -137,13 +139,13 @@ export async function appendNumbered(
   const result: { rows: Array<{ head: number | string; types_version: number | string; known: boolean }> } =
     await db
       .raw(
-        `with feed as (
-       select id, head, types_version from feeds where id = ? for update
+        `with known as (
+       select seintje_feed_holds_any(?, ?::text[], ?::text[]) as found
+     ), feed as (
+       select id, head, types_version from feeds where id = ? and (select found from known) is not null for update
      ), r as (
        select * from unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
          with ordinality as r(source, event_id, type, subject, digest, json, n)
-     ), known as (
-       select seintje_feed_holds_any(?, ?::text[], ?::text[]) as found
      ), fresh as (
        select feed.id as feed_id, feed.head + r.n as sequence, r.source, r.event_id, r.type, r.subject, r.digest,
               left(r.json, -1) || ',"sequence":"' || (feed.head + r.n) || '","sequencetype":"Integer"}' as body
@@ -171,14 +173,14 @@ export async function appendNumbered(
           append.feedId,
           column("source"),
           column("id"),
+          append.feedId,
+          column("source"),
+          column("id"),
           column("type"),
           // A null in a text[] is an SQL NULL: an event without a subject.
           column("subject") as string[],
           column("digest"),
           column("json"),
-          append.feedId,
-          column("source"),
-          column("id"),
           append.typesVersion,
           append.now,
           append.now,
