@@ -295,7 +295,8 @@ export function wrk(
       out += chunk;
     });
     child.once("error", reject);
-    child.once("exit", (code) => {
+    // "close", not "exit": wrk can exit before its report has been read from the pipe (a full run once lost it).
+    child.once("close", (code) => {
       const rate = /Requests\/sec:\s+([\d.]+)/.exec(out);
       const latency = /Latency\s+([\d.]+)(us|ms|s|m)/.exec(out);
       const p99 = /\s99%\s+([\d.]+)(us|ms|s|m)/.exec(out);

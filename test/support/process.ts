@@ -21,7 +21,7 @@ export interface Running {
   child: ChildProcess;
   stdout(): string;
   stderr(): string;
-  /** Resolves with the exit code (null when a signal ended it). */
+  /** Resolves with the exit code (null when a signal ended it), once its output is all read. */
   exited: Promise<number | null>;
 }
 
@@ -50,7 +50,8 @@ export function runCommand(
   child.stderr!.on("data", (chunk: Buffer) => {
     stderr += chunk;
   });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // "close", not "exit": a process can exit before its last output has been read from the pipes.
+  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
   return { child, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
