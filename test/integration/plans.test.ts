@@ -3,12 +3,14 @@ import { createHash } from "node:crypto";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import pg from "pg";
 import { appendNumbered, type NumberedEvent } from "../../src/db/append.js";
 import { migrate, openStorage, type Storage } from "../../src/db/database.js";
 import { type FeedRow, insertFeed } from "../../src/db/feeds.js";
 import { followedFeeds } from "../../src/db/subscriptions.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { tempDir } from "../support/service.js";
+import { eventually } from "../support/wait.js";
 
 /**
  * PostgreSQL keeps a generic plan for a prepared statement once it has run it a few times, and keeps it until the
@@ -19,6 +21,7 @@ import { tempDir } from "../support/service.js";
  */
 describe("PostgreSQL statement plans", { skip: DIALECT !== "postgres" && "plans of PostgreSQL's" }, () => {
   let dir: string;
+  let url: string;
   let storage: Storage;
   let feed: FeedRow;
   let count = 0;
@@ -47,9 +50,9 @@ describe("PostgreSQL statement plans", { skip: DIALECT !== "postgres" && "plans 
 
   before(async () => {
     dir = tempDir();
-    const { DATABASE_URL } = await databaseEnv(dir);
+    url = (await databaseEnv(dir)).DATABASE_URL!;
     // One connection: a prepared statement and its plan belong to a connection.
-    storage = await openStorage({ dialect: "postgres", url: DATABASE_URL!, pool: { min: 1, max: 1 } });
+    storage = await openStorage({ dialect: "postgres", url, pool: { min: 1, max: 1 } });
     await migrate(storage);
     // So that no ANALYZE comes in between and replans the statement.
     await storage.writer.raw("alter table events set (autovacuum_enabled = false)");
@@ -95,6 +98,44 @@ describe("PostgreSQL statement plans", { skip: DIALECT !== "postgres" && "plans 
     // Ten probes, each of at most one index entry; a plan that scans the feed by its primary key reads 20,010.
     const total = Object.values(read).reduce((sum, tuples) => sum + tuples, 0);
     assert.ok(total <= 10, `index entries of events read by one append of 10: ${JSON.stringify(read)}`);
+  });
+
+  it("an append looks for the events it holds before it waits for the feed's lock, not while holding it", async () => {
+    // Another session holds the feed's row lock; the append waits for it. The look is the only part of the
+    // statement that reads `events` (the write only inserts), and a read holds its lock on the table until the
+    // transaction ends: so the waiting append holds it only if it has already looked.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await holder.query("begin");
+      await holder.query("select id from feeds where id = $1 for update", [feed.id]);
+      const head = count;
+      const appending = append(storage.writer, 3);
+      const waiter = await eventually(
+        async () => {
+          // Within a transaction pg_stat_activity is read once, unless its snapshot is cleared.
+          await holder.query("select pg_stat_clear_snapshot()");
+          const result = await holder.query(
+            `select pid from pg_stat_activity
+              where datname = current_database() and wait_event_type = 'Lock'
+                and query like '%seintje_feed_holds_any%'`,
+          );
+          return result.rows[0]?.pid as number | undefined;
+        },
+        10_000,
+        "the append waits for the feed's lock",
+      );
+      const read = await holder.query(
+        `select mode from pg_locks
+          where pid = $1 and relation = 'events'::regclass and mode = 'AccessShareLock' and granted`,
+        [waiter],
+      );
+      await holder.query("commit");
+      assert.deepEqual(await appending, { head });
+      assert.equal(read.rows.length, 1, "the waiting append had read events before the lock");
+    } finally {
+      await holder.end();
+    }
   });
 });
 
