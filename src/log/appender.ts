@@ -160,8 +160,7 @@ export class Appender {
         await new Promise((resolve) => setImmediate(resolve));
         if (expected > this.arrivals) await this.gather(expected);
         const group = this.takeGroup();
-        await this.commit(group);
-        expected = this.arrivals + group.length;
+        expected = (await this.commit(group)) + group.length;
       }
     } finally {
       this.flushing = undefined;
@@ -196,7 +195,11 @@ export class Appender {
     return this.queue.splice(0, count);
   }
 
-  private async commit(group: Pending[]): Promise<void> {
+  /**
+   * Commits a group and answers its requests. Resolves with how many requests had arrived when the answers went
+   * out: a caller in this process may send its next request as soon as its answer settles, before this resolves.
+   */
+  private async commit(group: Pending[]): Promise<number> {
     const started = process.hrtime.bigint();
     let result: GroupResult;
     try {
@@ -210,16 +213,22 @@ export class Appender {
           { err: error, requests: group.length },
           "group commit failed; retrying requests one by one",
         );
-        for (const pending of group) await this.commit([pending]);
-      } else {
-        group[0]!.reject(error);
+        let answered: number | undefined;
+        for (const pending of group) {
+          const arrived = await this.commit([pending]);
+          answered ??= arrived;
+        }
+        return answered!;
       }
-      return;
+      const arrived = this.arrivals;
+      group[0]!.reject(error);
+      return arrived;
     }
     this.metrics.groupCommitDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     this.metrics.groupCommits.observe(group.length);
     this.options.logger.debug({ requests: group.length, feeds: result.heads.size }, "group committed");
     for (const [feedId, head] of result.heads) this.bus.appended(feedId, head);
+    const arrived = this.arrivals;
     group.forEach((pending, index) => {
       const outcome = result.outcomes[index]!;
       if (outcome instanceof HttpProblem || outcome instanceof Failed) {
@@ -230,6 +239,7 @@ export class Appender {
       if (fresh > 0) this.metrics.eventsAppended.inc({ feed: pending.feed }, fresh);
       pending.resolve(outcome);
     });
+    return arrived;
   }
 
   /**

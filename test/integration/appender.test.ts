@@ -137,6 +137,20 @@ describe("group commit under load", () => {
     await appending.close();
   });
 
+  it("counts requests sent again the moment their answers settle as back, and does not wait for them", async () => {
+    // Callers in this process (the append probe, say) append again in the microtasks of their answers, before
+    // the appender's own code after the commit runs: they arrived after their answers went out.
+    const appending = appender(20_000);
+    const { first, waiting } = underLoad(appending, "eager");
+    const again = first.map((answer) => answer.then(() => appending.append(request("eager", 1))));
+    assert.ok(
+      await within(Promise.all([waiting, ...again]), 10_000),
+      "the group waited for requests that had come back already",
+    );
+    assert.deepEqual(groups, [10, 11]);
+    await appending.close();
+  });
+
   it("commits what waits once the wait is over, when the clients answered do not come back", async () => {
     const appending = appender(50);
     const { first, waiting } = underLoad(appending, "quiet");
