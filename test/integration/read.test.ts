@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { MAX_PAGE_BYTES } from "../../src/log/reader.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
 import { heldLongPolls, scrape } from "../support/metrics.js";
 import { startTestService, type TestService } from "../support/service.js";
@@ -86,6 +87,29 @@ describe("reading the pull feed", () => {
     assert.equal((await readPage(svc.url, "pages", "type=NL.example")).body.events.length, 0);
     assert.equal((await readPage(svc.url, "pages", "type=nl_example")).body.events.length, 0);
     assert.equal((await readPage(svc.url, "pages", "type=nl%25")).body.events.length, 0);
+  });
+
+  it("stops a page at its byte budget counted in UTF-8, where a character may take three bytes", async () => {
+    // 60 events of 10,000 euro signs each: 600,000 characters in all, under the 1 MiB budget, but 1.8 MB of
+    // UTF-8, over it. The page must stop where the bytes reach the budget, not the characters.
+    await putFeed(svc.url, "wide");
+    const text = "\u20ac".repeat(10_000);
+    for (let batch = 0; batch < 3; batch += 1) {
+      await publishBatch(
+        svc.url,
+        "wide",
+        Array.from({ length: 20 }, () => cloudEvent({ data: { text } })),
+      );
+    }
+    const page = await readPage(svc.url, "wide", "limit=1000");
+    assert.equal(page.status, 200);
+    const events = page.body.events as unknown[];
+    const bytes = Buffer.byteLength(page.text);
+    const eventBytes = Buffer.byteLength(JSON.stringify(events[0]));
+    assert.ok(events.length > 1 && events.length < 60, `${events.length} events`);
+    assert.ok(bytes <= MAX_PAGE_BYTES + 100, `${bytes} bytes`);
+    assert.ok(bytes > MAX_PAGE_BYTES - 2 * eventBytes, `${bytes} bytes: the page stopped before its budget`);
+    assert.equal(page.body.next, String(events.length));
   });
 
   it("refuses malformed parameters with 400", async () => {
