@@ -5,6 +5,7 @@ import type BetterSqlite3 from "better-sqlite3";
 import knex, { type Knex } from "knex";
 import pg from "pg";
 import { MIGRATIONS, type Migration } from "../../migrations/index.js";
+import { SqliteReads } from "./sqlite-reads.js";
 
 /** Which database to open: what the configuration (DATABASE_URL, SEINTJE_DB_POOL_*) says. */
 export type DatabaseConfig =
@@ -25,6 +26,8 @@ export interface Storage {
   readonly node: string;
   readonly writer: Knex;
   readonly reader: Knex;
+  /** On SQLite, page reads without knex, on a third connection (see SqliteReads); undefined on PostgreSQL. */
+  readonly sqliteReads: SqliteReads | undefined;
   close(): Promise<void>;
 }
 
@@ -189,6 +192,7 @@ export async function openStorage(config: DatabaseConfig, log?: StorageLog): Pro
       node,
       writer: pool,
       reader: pool,
+      sqliteReads: undefined,
       async close() {
         if (closed) return;
         closed = true;
@@ -201,15 +205,25 @@ export async function openStorage(config: DatabaseConfig, log?: StorageLog): Pro
   // Creating the file and switching it to WAL has to happen before a read-only connection can open it.
   await writer.raw("select 1");
   const reader = sqlite(config.filename, true);
+  let sqliteReads: SqliteReads;
+  try {
+    sqliteReads = new SqliteReads(config.filename);
+  } catch (error) {
+    await reader.destroy();
+    await writer.destroy();
+    throw error;
+  }
   let closed = false;
   return {
     dialect: "sqlite",
     node,
     writer,
     reader,
+    sqliteReads,
     async close() {
       if (closed) return;
       closed = true;
+      sqliteReads.close();
       await reader.destroy();
       await writer.destroy();
     },

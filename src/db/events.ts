@@ -137,18 +137,54 @@ function range(db: Queryable, feedId: number, after: number, upTo: number): Knex
     .andWhere("sequence", "<=", upTo);
 }
 
-/** Adds the filters to a query on events (the same rule as `matches`). */
-function filtered<T extends Knex.QueryBuilder>(query: T, filters: Filters): T {
+/**
+ * The filters as SQL to add to a WHERE on events, with its bindings (the same rule as `matches`): empty without
+ * filters. Its text depends only on how many type prefixes there are and whether a subject is asked for, so a
+ * connection that keeps its statements prepared has few texts to keep.
+ */
+export function filterClause(filters: Filters): { sql: string; bindings: Array<string | number> } {
+  let sql = "";
+  const bindings: Array<string | number> = [];
   if (filters.types.length > 0) {
     // substr, not LIKE: LIKE is case-insensitive in SQLite and would need escaping of % and _.
-    query.andWhere((where) => {
-      for (const prefix of filters.types) {
-        where.orWhereRaw("substr(type, 1, ?) = ?", [prefix.length, prefix]);
-      }
-    });
+    sql += ` and (${filters.types.map(() => "substr(type, 1, ?) = ?").join(" or ")})`;
+    for (const prefix of filters.types) bindings.push(prefix.length, prefix);
   }
-  if (filters.subject !== undefined) query.andWhere("subject", filters.subject);
+  if (filters.subject !== undefined) {
+    sql += " and subject = ?";
+    bindings.push(filters.subject);
+  }
+  return { sql, bindings };
+}
+
+/** Adds the filters to a query on events (filterClause). */
+function filtered<T extends Knex.QueryBuilder>(query: T, filters: Filters): T {
+  const clause = filterClause(filters);
+  if (clause.sql !== "") query.andWhereRaw(clause.sql.slice(" and ".length), clause.bindings);
   return query;
+}
+
+/**
+ * readRange's statement, as text and bindings: written out rather than built, so that a read costs what SQLite
+ * or PostgreSQL take to run it (see SqliteReads).
+ */
+export function rangeStatement(
+  feedId: number,
+  after: number,
+  upTo: number,
+  limit: number,
+  filters: Filters,
+): { sql: string; bindings: Array<string | number> } {
+  const clause = filterClause(filters);
+  return {
+    sql: `select sequence, body from events where feed_id = ? and sequence > ? and sequence <= ?${clause.sql} order by sequence limit ?`,
+    bindings: [feedId, after, upTo, ...clause.bindings, limit],
+  };
+}
+
+/** The rows of readRange's statement as a page. */
+export function toPage(rows: Array<{ sequence: number | string; body: string }>): Page {
+  return { sequences: rows.map((row) => Number(row.sequence)), bodies: rows.map((row) => row.body) };
 }
 
 /**
@@ -163,9 +199,9 @@ export async function readRange(
   limit: number,
   filters: Filters,
 ): Promise<Page> {
-  const query = range(db, feedId, after, upTo).select("sequence", "body").orderBy("sequence").limit(limit);
-  const rows: Array<{ sequence: number | string; body: string }> = await filtered(query, filters);
-  return { sequences: rows.map((row) => Number(row.sequence)), bodies: rows.map((row) => row.body) };
+  const { sql, bindings } = rangeStatement(feedId, after, upTo, limit, filters);
+  const result = await db.raw(sql, bindings);
+  return toPage(onPostgres(db) ? result.rows : result);
 }
 
 export async function readOne(db: Queryable, feedId: number, sequence: number): Promise<string | undefined> {

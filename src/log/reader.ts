@@ -1,4 +1,4 @@
-import type { Queryable, Storage } from "../db/database.js";
+import type { Storage } from "../db/database.js";
 import { type Filters, type Page, readOne, readRange } from "../db/events.js";
 import { type FeedRow, findFeed } from "../db/feeds.js";
 import { HttpProblem } from "../errors.js";
@@ -126,35 +126,64 @@ export function readPage(storage: Storage, name: string, query: ReadQuery): Prom
   return read;
 }
 
+/**
+ * One page, read in one read transaction. On SQLite synchronously, on a connection without knex (SqliteReads);
+ * on PostgreSQL through knex. Both run the same steps (pageSteps).
+ */
 async function readPageAlone(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
+  const sqlite = storage.sqliteReads;
+  if (sqlite) {
+    return sqlite.snapshot(() => {
+      const steps = pageSteps(sqlite.feed(name), name, query);
+      let step = steps.next();
+      while (!step.done) step = steps.next(sqlite.range(...step.value));
+      return step.value;
+    });
+  }
   return storage.reader.transaction(async (trx) => {
-    const feed = await findFeed(trx, name);
-    if (!feed) throw feedNotFound(name);
-    const after = query.after ?? 0;
-    checkCursor(feed, after);
-    const start = Math.max(after, feed.prunedThrough);
-    const upTo = filtered(query.filters) ? Math.min(feed.head, start + SCAN_WINDOW) : feed.head;
-    const page = await readBudgeted(trx, feed.id, start, upTo, query);
-    const next = page.full
-      ? page.sequences.at(-1)!
-      : filtered(query.filters)
-        ? upTo
-        : (page.sequences.at(-1) ?? start);
-    return { feed, sequences: page.sequences, bodies: page.bodies, next, head: feed.head };
+    const steps = pageSteps(await findFeed(trx, name), name, query);
+    let step = steps.next();
+    while (!step.done) step = steps.next(await readRange(trx, ...step.value));
+    return step.value;
   });
 }
 
+/** The arguments of a range read after the feed's id: after, upTo, limit and filters. */
+type RangeAsk = [feedId: number, after: number, upTo: number, limit: number, filters: Filters];
+
 /**
- * The events of a page within `limit` and MAX_PAGE_BYTES, read in as few queries as the budget allows. `full`
+ * A page of `feed` (as read in the page's transaction): yields each range it needs read, gets back its rows, and
+ * returns the page. Throws the feed's 404 and the cursor's 400 or 410.
+ */
+function* pageSteps(
+  feed: FeedRow | undefined,
+  name: string,
+  query: ReadQuery,
+): Generator<RangeAsk, FeedPage, Page> {
+  if (!feed) throw feedNotFound(name);
+  const after = query.after ?? 0;
+  checkCursor(feed, after);
+  const start = Math.max(after, feed.prunedThrough);
+  const upTo = filtered(query.filters) ? Math.min(feed.head, start + SCAN_WINDOW) : feed.head;
+  const page = yield* budgeted(feed.id, start, upTo, query);
+  const next = page.full
+    ? page.sequences.at(-1)!
+    : filtered(query.filters)
+      ? upTo
+      : (page.sequences.at(-1) ?? start);
+  return { feed, sequences: page.sequences, bodies: page.bodies, next, head: feed.head };
+}
+
+/**
+ * The events of a page within `limit` and MAX_PAGE_BYTES, read in as few ranges as the budget allows. `full`
  * when it stopped at either bound, not at the end of the range.
  */
-async function readBudgeted(
-  db: Queryable,
+function* budgeted(
   feedId: number,
   start: number,
   upTo: number,
   query: ReadQuery,
-): Promise<Page & { full: boolean }> {
+): Generator<RangeAsk, Page & { full: boolean }, Page> {
   const sequences: number[] = [];
   const bodies: string[] = [];
   let bytes = 0;
@@ -165,7 +194,7 @@ async function readBudgeted(
       sequences.length === 0
         ? Math.min(left, FIRST_READ)
         : Math.min(left, Math.floor((MAX_PAGE_BYTES - bytes) / (bytes / sequences.length)) + 1);
-    const chunk = await readRange(db, feedId, cursor, upTo, want, query.filters);
+    const chunk = yield [feedId, cursor, upTo, want, query.filters];
     for (let index = 0; index < chunk.sequences.length; index += 1) {
       const body = chunk.bodies[index]!;
       const size = Buffer.byteLength(body);
