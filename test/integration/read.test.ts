@@ -350,3 +350,68 @@ describe("retention and old cursors", () => {
     assert.deepEqual(sequences(await readAll(svc.url, "aged")), [6]);
   });
 });
+
+describe("readers following `after` while publishers append", () => {
+  let svc: TestService;
+  before(async () => {
+    svc = await startTestService();
+    await putFeed(svc.url, "race");
+  });
+  after(() => svc.stop());
+
+  it("never skip an event, with and without filters", async () => {
+    const publishers = 8;
+    const rounds = 30;
+    const total = publishers * rounds * 2;
+    // Each batch holds one event of each type, so a reader of one type expects half of them.
+    const batch = () => [
+      cloudEvent({ type: "nl.example.race.a" }),
+      cloudEvent({ type: "nl.example.race.b" }),
+    ];
+    // Set when publishing ends, well or badly: the readers then stop once they have everything (or at once).
+    let published: boolean | undefined;
+    const follow = async (filter: string) => {
+      const seen: number[] = [];
+      let cursor = 0;
+      const deadline = Date.now() + 60_000;
+      while (published !== false && !(published && cursor >= total) && Date.now() < deadline) {
+        const reply = await readPage(svc.url, "race", `after=${cursor}&limit=1000&wait=1${filter}`);
+        assert.equal(reply.status, 200, JSON.stringify(reply.body));
+        for (const event of reply.body.events) seen.push(Number(event.sequence));
+        cursor = Number(reply.body.next);
+      }
+      return seen;
+    };
+    const readers = [follow(""), follow(""), follow("&type=nl.example.race.b")];
+    const publishing = Promise.all(
+      Array.from({ length: publishers }, async () => {
+        for (let round = 0; round < rounds; round += 1) {
+          const reply = await publishBatch(svc.url, "race", batch());
+          assert.equal(reply.status, 201, JSON.stringify(reply.body));
+        }
+      }),
+    ).then(
+      () => {
+        published = true;
+      },
+      (error: unknown) => {
+        published = false;
+        throw error;
+      },
+    );
+    const [outcome, all, again, filtered] = await Promise.allSettled([publishing, ...readers]);
+    if (outcome.status === "rejected") throw outcome.reason;
+    const every = Array.from({ length: total }, (_, index) => index + 1);
+    for (const result of [all, again]) {
+      if (result?.status === "rejected") throw result.reason;
+      assert.deepEqual(result?.value, every);
+    }
+    if (filtered?.status === "rejected") throw filtered.reason;
+    const types = new Map(
+      (await readAll(svc.url, "race")).map((event) => [Number(event.sequence), event.type as string]),
+    );
+    const expected = every.filter((sequence) => types.get(sequence) === "nl.example.race.b");
+    assert.equal(expected.length, total / 2);
+    assert.deepEqual(filtered?.value, expected);
+  });
+});
