@@ -1,4 +1,4 @@
-import type { Storage } from "../db/database.js";
+import { readSnapshot, type Storage } from "../db/database.js";
 import { type Filters, type Page, readOne, readRange } from "../db/events.js";
 import { type FeedRow, findFeed } from "../db/feeds.js";
 import { HttpProblem } from "../errors.js";
@@ -128,7 +128,10 @@ export function readPage(storage: Storage, name: string, query: ReadQuery): Prom
 
 /**
  * One page, read in one read transaction. On SQLite synchronously, on a connection without knex (SqliteReads);
- * on PostgreSQL through knex. Both run the same steps (pageSteps).
+ * on PostgreSQL through knex, REPEATABLE READ (readSnapshot): under READ COMMITTED each statement sees what was
+ * committed when it began, and a retention pass that committed between the feed's read and the events' read made
+ * a cursor it had just passed read on from after the removed events, a silent skip instead of a 410. Both run the
+ * same steps (pageSteps).
  */
 async function readPageAlone(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
   const sqlite = storage.sqliteReads;
@@ -140,7 +143,7 @@ async function readPageAlone(storage: Storage, name: string, query: ReadQuery): 
       return step.value;
     });
   }
-  return storage.reader.transaction(async (trx) => {
+  return readSnapshot(storage, async (trx) => {
     const steps = pageSteps(await findFeed(trx, name), name, query);
     let step = steps.next();
     while (!step.done) step = steps.next(await readRange(trx, ...step.value));

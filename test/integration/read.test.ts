@@ -332,6 +332,47 @@ describe("retention and old cursors", () => {
     assert.equal((await call(`${svc.url}/v1/feeds/kept/events/16`)).status, 200);
   });
 
+  it("answers a read that races the pass removing what follows its cursor with those events or with 410, never a skip", async () => {
+    await putFeed(svc.url, "edge", { retention: { maxEvents: 20 } });
+    const twenty = () => Array.from({ length: 20 }, () => cloudEvent());
+    await publishBatch(svc.url, "edge", [...twenty(), ...twenty()]);
+    assert.equal(await svc.service.retention.pass(), 20);
+    const outcomes = { read: 0, gone: 0 };
+    const deadline = Date.now() + 10_000;
+    for (let round = 0; round < 150 && Date.now() < deadline; round += 1) {
+      // The cursor just below the oldest kept event; the pass removes the 20 events after it.
+      const after = 20 * (round + 1);
+      assert.equal((await publishBatch(svc.url, "edge", twenty())).status, 201);
+      // Every other round the pass starts first, the others the reads; the other side starts 0 to 5 ms later, a
+      // different offset each time. So reads are served before the pass, after it and while it runs, on either
+      // database (a pass takes a few ms on PostgreSQL and less than one on SQLite).
+      const offset = () => new Promise((resolve) => setTimeout(resolve, Math.floor(round / 2) % 6));
+      const reading = () =>
+        Array.from({ length: 4 }, () => readPage(svc.url, "edge", `after=${after}&limit=5`));
+      let replies: Array<Awaited<ReturnType<typeof readPage>>>;
+      if (round % 2 === 0) {
+        const pass = svc.service.retention.pass();
+        await offset();
+        [, ...replies] = await Promise.all([pass, ...reading()]);
+      } else {
+        const reads = reading();
+        await offset();
+        [, ...replies] = await Promise.all([svc.service.retention.pass(), ...reads]);
+      }
+      for (const reply of replies) {
+        if (reply.status === 410) {
+          outcomes.gone += 1;
+          continue;
+        }
+        assert.equal(reply.status, 200, JSON.stringify(reply.body));
+        assert.equal(reply.body.events[0].sequence, String(after + 1), `a read after ${after} skipped`);
+        outcomes.read += 1;
+      }
+    }
+    // Both sides of the race were met: reads that came before the pass and reads that came after it.
+    assert.ok(outcomes.read > 0 && outcomes.gone > 0, JSON.stringify(outcomes));
+  });
+
   it("removes by age, and a fully pruned feed keeps its head", async () => {
     await putFeed(svc.url, "aged", { retention: { maxAge: "PT1S" } });
     await publishBatch(
