@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import { onPostgres, powerOfTwoSlices, type Queryable } from "./database.js";
+import type { SqliteReads } from "./sqlite-reads.js";
 import { countAppended, countRemoved } from "./types.js";
 
 /** Event rows: append, look up by identity, read after a cursor, prune from the bottom. */
@@ -142,7 +143,7 @@ function range(db: Queryable, feedId: number, after: number, upTo: number): Knex
  * filters. Its text depends only on how many type prefixes there are and whether a subject is asked for, so a
  * connection that keeps its statements prepared has few texts to keep.
  */
-export function filterClause(filters: Filters): { sql: string; bindings: Array<string | number> } {
+function filterClause(filters: Filters): { sql: string; bindings: Array<string | number> } {
   let sql = "";
   const bindings: Array<string | number> = [];
   if (filters.types.length > 0) {
@@ -168,7 +169,7 @@ function filtered<T extends Knex.QueryBuilder>(query: T, filters: Filters): T {
  * readRange's statement, as text and bindings: written out rather than built, so that a read costs what SQLite
  * or PostgreSQL take to run it (see SqliteReads).
  */
-export function rangeStatement(
+function rangeStatement(
   feedId: number,
   after: number,
   upTo: number,
@@ -183,7 +184,7 @@ export function rangeStatement(
 }
 
 /** The rows of readRange's statement as a page. */
-export function toPage(rows: Array<{ sequence: number | string; body: string }>): Page {
+function toPage(rows: Array<{ sequence: number | string; body: string }>): Page {
   return { sequences: rows.map((row) => Number(row.sequence)), bodies: rows.map((row) => row.body) };
 }
 
@@ -202,6 +203,19 @@ export async function readRange(
   const { sql, bindings } = rangeStatement(feedId, after, upTo, limit, filters);
   const result = await db.raw(sql, bindings);
   return toPage(onPostgres(db) ? result.rows : result);
+}
+
+/** readRange on SQLite, read now (SqliteReads). */
+export function readRangeNow(
+  reads: SqliteReads,
+  feedId: number,
+  after: number,
+  upTo: number,
+  limit: number,
+  filters: Filters,
+): Page {
+  const { sql, bindings } = rangeStatement(feedId, after, upTo, limit, filters);
+  return toPage(reads.all(sql, bindings));
 }
 
 export async function readOne(db: Queryable, feedId: number, sequence: number): Promise<string | undefined> {

@@ -1,4 +1,5 @@
 import { forUpdate, type Queryable } from "./database.js";
+import type { SqliteReads } from "./sqlite-reads.js";
 
 /** Feed rows. Every function takes the pool or a transaction, so callers choose the transaction boundary. */
 
@@ -78,6 +79,14 @@ export function toFeed(row: StoredFeed): FeedRow {
 
 export async function findFeed(db: Queryable, name: string): Promise<FeedRow | undefined> {
   const row: StoredFeed | undefined = await db("feeds").select(FEED_COLUMNS).where({ name }).first();
+  return row ? toFeed(row) : undefined;
+}
+
+const FEED_BY_NAME = `select ${FEED_COLUMNS.join(", ")} from feeds where name = ?`;
+
+/** findFeed on SQLite, read now (SqliteReads). */
+export function findFeedNow(reads: SqliteReads, name: string): FeedRow | undefined {
+  const row = reads.get<StoredFeed>(FEED_BY_NAME, [name]);
   return row ? toFeed(row) : undefined;
 }
 

@@ -1,18 +1,15 @@
 import Database from "better-sqlite3";
-import { type Filters, type Page, rangeStatement, toPage } from "./events.js";
-import { FEED_COLUMNS, type FeedRow, type StoredFeed, toFeed } from "./feeds.js";
 
-const FEED = `select ${FEED_COLUMNS.join(", ")} from feeds where name = ?`;
-
-/** Statements kept prepared: a range's text differs only by its number of type prefixes and its subject. */
+/** Statements kept prepared: the page reads' texts, which differ by the shape of their filters. */
 const MOST_STATEMENTS = 64;
 
 /**
- * SQLite's page reads, run synchronously on a read-only connection of their own. better-sqlite3 runs every
- * statement synchronously anyway; through knex a page of 1,000 events also paid for the query builder, the
- * transaction's and each query's promises and knex's handling of the rows, which took longer than SQLite took to
- * read them (docs/BENCHMARKS.md, "Page reads without knex"). The same statements as readRange and findFeed; each
- * read is one read transaction, so a page and the head it is bounded by are of one snapshot.
+ * Reads on SQLite, run synchronously on a read-only connection of their own. better-sqlite3 runs every statement
+ * synchronously anyway; through knex a page of 1,000 events also paid for the query builder, the transaction's and
+ * each query's promises and knex's handling of the rows, which took longer than SQLite took to read them
+ * (docs/BENCHMARKS.md, "Page reads without knex"). What is read, and how rows become values, is the business of
+ * the modules that own the tables (findFeedNow, readRangeNow); this is the connection, its prepared statements
+ * and its snapshots.
  *
  * A connection of its own, not the knex reader's: that one may be inside a snapshot (readSnapshot) that awaits
  * between its statements, and a read here must not land in it.
@@ -38,22 +35,21 @@ export class SqliteReads {
     return this.connection.transaction(reads).deferred();
   }
 
-  feed(name: string): FeedRow | undefined {
-    const row = this.statement(FEED).get(name) as StoredFeed | undefined;
-    return row ? toFeed(row) : undefined;
+  /** The rows of `sql`. */
+  all<Row>(sql: string, bindings: readonly unknown[]): Row[] {
+    return this.statement(sql).all(...bindings) as Row[];
   }
 
-  /** readRange's rows, read now. */
-  range(feedId: number, after: number, upTo: number, limit: number, filters: Filters): Page {
-    const { sql, bindings } = rangeStatement(feedId, after, upTo, limit, filters);
-    return toPage(this.statement(sql).all(...bindings) as Array<{ sequence: number; body: string }>);
+  /** The first row of `sql`, or undefined. */
+  get<Row>(sql: string, bindings: readonly unknown[]): Row | undefined {
+    return this.statement(sql).get(...bindings) as Row | undefined;
   }
 
   private statement(sql: string): Database.Statement {
     let statement = this.statements.get(sql);
     if (!statement) {
       statement = this.connection.prepare(sql);
-      // Few texts exist (the filters' shapes); should more appear, the oldest prepared is forgotten.
+      // Few texts exist; should more appear, the oldest prepared is forgotten.
       if (this.statements.size >= MOST_STATEMENTS)
         this.statements.delete(this.statements.keys().next().value!);
       this.statements.set(sql, statement);

@@ -1,6 +1,6 @@
 import { readSnapshot, type Storage } from "../db/database.js";
-import { type Filters, type Page, readOne, readRange } from "../db/events.js";
-import { type FeedRow, findFeed } from "../db/feeds.js";
+import { type Filters, type Page, readOne, readRange, readRangeNow } from "../db/events.js";
+import { type FeedRow, findFeed, findFeedNow } from "../db/feeds.js";
 import { HttpProblem } from "../errors.js";
 import { feedNotFound } from "./feeds.js";
 import type { WakeupBus } from "./wakeup.js";
@@ -137,9 +137,9 @@ async function readPageAlone(storage: Storage, name: string, query: ReadQuery): 
   const sqlite = storage.sqliteReads;
   if (sqlite) {
     return sqlite.snapshot(() => {
-      const steps = pageSteps(sqlite.feed(name), name, query);
+      const steps = pageSteps(findFeedNow(sqlite, name), name, query);
       let step = steps.next();
-      while (!step.done) step = steps.next(sqlite.range(...step.value));
+      while (!step.done) step = steps.next(readRangeNow(sqlite, ...step.value));
       return step.value;
     });
   }
