@@ -4,7 +4,7 @@ import { MAX_PAGE_BYTES } from "../../src/log/reader.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
 import { heldLongPolls, scrape } from "../support/metrics.js";
 import { startTestService, type TestService } from "../support/service.js";
-import { eventually } from "../support/wait.js";
+import { eventually, watched } from "../support/wait.js";
 
 const sequences = (events: any[]) => events.map((event) => Number(event.sequence));
 
@@ -409,13 +409,12 @@ describe("readers following `after` while publishers append", () => {
       cloudEvent({ type: "nl.example.race.a" }),
       cloudEvent({ type: "nl.example.race.b" }),
     ];
-    // Set when publishing ends, well or badly: the readers then stop once they have everything (or at once).
-    let published: boolean | undefined;
     const follow = async (filter: string) => {
       const seen: number[] = [];
       let cursor = 0;
       const deadline = Date.now() + 60_000;
-      while (published !== false && !(published && cursor >= total) && Date.now() < deadline) {
+      // Until publishing has ended and the reader has everything (or at once, when publishing failed).
+      while (publishing.goOn(cursor >= total) && Date.now() < deadline) {
         const reply = await readPage(svc.url, "race", `after=${cursor}&limit=1000&wait=1${filter}`);
         assert.equal(reply.status, 200, JSON.stringify(reply.body));
         for (const event of reply.body.events) seen.push(Number(event.sequence));
@@ -423,24 +422,18 @@ describe("readers following `after` while publishers append", () => {
       }
       return seen;
     };
-    const readers = [follow(""), follow(""), follow("&type=nl.example.race.b")];
-    const publishing = Promise.all(
-      Array.from({ length: publishers }, async () => {
-        for (let round = 0; round < rounds; round += 1) {
-          const reply = await publishBatch(svc.url, "race", batch());
-          assert.equal(reply.status, 201, JSON.stringify(reply.body));
-        }
-      }),
-    ).then(
-      () => {
-        published = true;
-      },
-      (error: unknown) => {
-        published = false;
-        throw error;
-      },
+    const publishing = watched(
+      Promise.all(
+        Array.from({ length: publishers }, async () => {
+          for (let round = 0; round < rounds; round += 1) {
+            const reply = await publishBatch(svc.url, "race", batch());
+            assert.equal(reply.status, 201, JSON.stringify(reply.body));
+          }
+        }),
+      ),
     );
-    const [outcome, all, again, filtered] = await Promise.allSettled([publishing, ...readers]);
+    const readers = [follow(""), follow(""), follow("&type=nl.example.race.b")];
+    const [outcome, all, again, filtered] = await Promise.allSettled([publishing.done, ...readers]);
     if (outcome.status === "rejected") throw outcome.reason;
     const every = Array.from({ length: total }, (_, index) => index + 1);
     for (const result of [all, again]) {

@@ -9,7 +9,7 @@ import { sampleValue, scrape } from "../support/metrics.js";
 import { type ServerProcess, startServerProcess } from "../support/process.js";
 import { startReceiver } from "../support/receiver.js";
 import { tempDir, tokenFor } from "../support/service.js";
-import { eventually, pause } from "../support/wait.js";
+import { eventually, pause, watched } from "../support/wait.js";
 
 /**
  * Several `seintje serve` processes on one PostgreSQL database, as behind a load balancer. These run on the
@@ -421,13 +421,23 @@ describe("a reader following `after` under concurrent publishing", onPostgres, (
       const publishers = 16;
       const rounds = 40;
       const total = publishers * rounds * 2;
-      // Set when publishing ends, well or badly: the readers then stop once they have everything (or at once).
-      let published: boolean | undefined;
+      const publishing = watched(
+        Promise.all(
+          Array.from({ length: publishers }, async (_, publisher) => {
+            const node = publisher % 2 === 0 ? a : b;
+            for (let round = 0; round < rounds; round += 1) {
+              const reply = await publishBatch(node.url, "race", [cloudEvent(), cloudEvent()]);
+              assert.equal(reply.status, 201, reply.text);
+            }
+          }),
+        ),
+      );
       const readers = [a, b].map(async (node) => {
         const seen: number[] = [];
         let cursor = 0;
         const deadline = Date.now() + 60_000;
-        while (published !== false && !(published && cursor >= total) && Date.now() < deadline) {
+        // Until publishing has ended and the reader has everything (or at once, when publishing failed).
+        while (publishing.goOn(cursor >= total) && Date.now() < deadline) {
           const reply = await call(`${node.url}/v1/feeds/race/events?after=${cursor}&limit=1000&wait=1`, {
             headers: cluster.headers,
           });
@@ -442,24 +452,7 @@ describe("a reader following `after` under concurrent publishing", onPostgres, (
         }
         return seen;
       });
-      const publishing = Promise.all(
-        Array.from({ length: publishers }, async (_, publisher) => {
-          const node = publisher % 2 === 0 ? a : b;
-          for (let round = 0; round < rounds; round += 1) {
-            const reply = await publishBatch(node.url, "race", [cloudEvent(), cloudEvent()]);
-            assert.equal(reply.status, 201, reply.text);
-          }
-        }),
-      ).then(
-        () => {
-          published = true;
-        },
-        (error: unknown) => {
-          published = false;
-          throw error;
-        },
-      );
-      const [outcome, ...read] = await Promise.allSettled([publishing, ...readers]);
+      const [outcome, ...read] = await Promise.allSettled([publishing.done, ...readers]);
       if (outcome.status === "rejected") throw outcome.reason;
       for (const result of read) {
         if (result.status === "rejected") throw result.reason;

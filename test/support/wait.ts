@@ -24,3 +24,26 @@ export async function eventually<T>(
 export function pause(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * Work that others beside it watch, such as publishers that readers follow. `done` settles as the work did;
+ * `goOn(caughtUp)` is whether a follower should go on: while the work runs, and after it succeeded until the
+ * follower has caught up; never after it failed.
+ */
+export function watched<T>(work: Promise<T>): {
+  done: Promise<T>;
+  goOn: (caughtUp: boolean) => boolean;
+} {
+  let ended: boolean | undefined;
+  const done = work.then(
+    (value) => {
+      ended = true;
+      return value;
+    },
+    (error: unknown) => {
+      ended = false;
+      throw error;
+    },
+  );
+  return { done, goOn: (caughtUp) => ended === undefined || (ended && !caughtUp) };
+}
