@@ -151,7 +151,7 @@ async function readPageAlone(storage: Storage, name: string, query: ReadQuery): 
   });
 }
 
-/** The arguments of a range read after the feed's id: after, upTo, limit and filters. */
+/** The arguments of a range read (readRange's, after its database): the feed, after, upTo, limit and filters. */
 type RangeAsk = [feedId: number, after: number, upTo: number, limit: number, filters: Filters];
 
 /**
