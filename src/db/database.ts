@@ -5,7 +5,7 @@ import type BetterSqlite3 from "better-sqlite3";
 import knex, { type Knex } from "knex";
 import pg from "pg";
 import { MIGRATIONS, type Migration } from "../../migrations/index.js";
-import { SqliteReads } from "./sqlite-reads.js";
+import { cachePreparedStatements, SqliteReads } from "./sqlite-reads.js";
 
 /** Which database to open: what the configuration (DATABASE_URL, SEINTJE_DB_POOL_*) says. */
 export type DatabaseConfig =
@@ -43,31 +43,6 @@ function configureSqlite(connection: BetterSqlite3.Database): void {
   connection.pragma("synchronous = FULL");
   connection.pragma("foreign_keys = ON");
   connection.pragma("busy_timeout = 5000");
-}
-
-/** Statements each SQLite connection keeps prepared, the least recently used forgotten first. */
-const PREPARED_STATEMENTS = 256;
-
-/**
- * Makes the connection keep the statements it prepares. knex prepares every query anew, and for the append path
- * (a lookup, a multi-row insert and an update per group commit) parsing the SQL took about as long as running it:
- * 0.6 s of 7.7 s busy when publishing single events. A statement is only ever run to completion (knex calls all()
- * or run(), never iterate()), so one prepared statement can serve every query with the same SQL.
- */
-function cachePreparedStatements(connection: BetterSqlite3.Database): void {
-  const prepared = new Map<string, BetterSqlite3.Statement>();
-  const prepare = connection.prepare.bind(connection);
-  connection.prepare = ((sql: string) => {
-    let statement = prepared.get(sql);
-    if (statement) {
-      prepared.delete(sql);
-    } else {
-      statement = prepare(sql);
-      if (prepared.size >= PREPARED_STATEMENTS) prepared.delete(prepared.keys().next().value!);
-    }
-    prepared.set(sql, statement);
-    return statement;
-  }) as typeof connection.prepare;
 }
 
 function sqlite(filename: string, readonly: boolean): Knex {
