@@ -4,7 +4,7 @@ import { MAX_PAGE_BYTES } from "../../src/log/reader.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
 import { heldLongPolls, scrape } from "../support/metrics.js";
 import { startTestService, type TestService } from "../support/service.js";
-import { eventually, watched } from "../support/wait.js";
+import { eventually, pause, watched } from "../support/wait.js";
 
 const sequences = (events: any[]) => events.map((event) => Number(event.sequence));
 
@@ -346,7 +346,7 @@ describe("retention and old cursors", () => {
       // Every other round the pass starts first, the others the reads; the other side starts 0 to 5 ms later, a
       // different offset each time. So reads are served before the pass, after it and while it runs, on either
       // database (a pass takes a few ms on PostgreSQL and less than one on SQLite).
-      const offset = () => new Promise((resolve) => setTimeout(resolve, Math.floor(round / 2) % 6));
+      const offset = () => pause(Math.floor(round / 2) % 6);
       const reading = () =>
         Array.from({ length: 4 }, () => readPage(svc.url, "edge", `after=${after}&limit=5`));
       let replies: Array<Awaited<ReturnType<typeof readPage>>>;
