@@ -30,7 +30,7 @@ export function cachePreparedStatements(connection: Database.Database): void {
  * Reads on SQLite, run synchronously on a read-only connection of their own. better-sqlite3 runs every statement
  * synchronously anyway; through knex a page of 1,000 events also paid for the query builder, the transaction's and
  * each query's promises and knex's handling of the rows, which took longer than SQLite took to read them
- * (docs/BENCHMARKS.md, "Page reads without knex"). What is read, and how rows become values, is the business of
+ * (docs/benchmarks-log.md, "Page reads without knex"). What is read, and how rows become values, is the business of
  * the modules that own the tables (findFeedNow, readRangeNow); this is the connection, its prepared statements
  * and its snapshots.
  *

@@ -90,7 +90,7 @@ const MAX_GROUP_EVENTS = 10_000;
  * that were just answered mostly send their next request at once, and waiting for them makes one commit serve
  * both halves of the clients, where without it they settle into two groups that take turns. On PostgreSQL, where
  * the appends of every node to a feed take turns on its row's lock and each turn lasts a commit's WAL flush, this
- * made groups of 12 requests into groups of 20 and two nodes 17 % faster (docs/BENCHMARKS.md); on SQLite it
+ * made groups of 12 requests into groups of 20 and two nodes 17 % faster (docs/benchmarks-log.md); on SQLite it
  * measured no different. It never delays a request that arrives when no other is waiting.
  */
 const GATHER_MS = 1;
