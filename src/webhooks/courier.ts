@@ -99,8 +99,9 @@ export class Courier {
       sealed.push(subscription.previousSecret);
     }
     // A key of the other scheme is one from before a change of scheme: it no longer signs.
+    // The subscription's public key is the current key's (a rotation replaces both); the previous key's is gone.
     return sealed
-      .map((text) => this.signer(text, subscription.id))
+      .map((text, index) => this.signer(text, subscription.id, index === 0 ? subscription.publicKey : null))
       .filter((signer) => signer.scheme === subscription.signature);
   }
 
@@ -108,13 +109,15 @@ export class Courier {
    * The signer of a sealed key, opened and parsed once and kept (the sealed text names it: a rotation seals a new
    * one): opening and parsing an Ed25519 key per ping halved the rate of v1a pings.
    */
-  private signer(sealed: string, subscriptionId: string): PingSigner {
+  private signer(sealed: string, subscriptionId: string, publicKey: string | null): PingSigner {
     let signer = this.opened.get(sealed);
     if (signer) {
       this.opened.delete(sealed);
     } else {
       const opened = this.box.open(sealed, subscriptionId);
-      signer = opened.startsWith("whsk_") ? ed25519Signer(opened) : { scheme: "v1", secret: opened };
+      signer = opened.startsWith("whsk_")
+        ? ed25519Signer(opened, publicKey)
+        : { scheme: "v1", secret: opened };
     }
     this.opened.set(sealed, signer);
     if (this.opened.size > CACHED_SIGNERS) this.opened.delete(this.opened.keys().next().value!);

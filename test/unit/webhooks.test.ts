@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Webhook } from "standardwebhooks";
+import { verifyPing } from "../../src/client/ping.js";
 import { AddressGuard, AddressRefused } from "../../src/webhooks/guard.js";
 import { uuidv7 } from "../../src/webhooks/ids.js";
-import { feedUrl, pingBody, pingHeaders } from "../../src/webhooks/ping.js";
-import { generateSecret, SecretBox } from "../../src/webhooks/secrets.js";
+import { ed25519Signer, feedUrl, pingBody, pingHeaders } from "../../src/webhooks/ping.js";
+import { generateSecret, generateSigningKeyPair, SecretBox } from "../../src/webhooks/secrets.js";
 import { tempDir } from "../support/service.js";
 
 const v1 = (secret: string) => ({ scheme: "v1" as const, secret });
@@ -115,6 +116,29 @@ describe("pings", () => {
     assert.deepEqual(new Webhook(previous).verify(body, headers), JSON.parse(body));
     assert.throws(() => new Webhook(generateSecret()).verify(body, headers));
     assert.throws(() => new Webhook(secret).verify(body.replace('"9"', '"10"'), headers));
+  });
+
+  it("are signed alike by a v1a key opened with its public key or without, and verify with that key only", () => {
+    const body = pingBody("ping-2", "urn:seintje:test", new Date(), "https://seintje.example", {
+      feed: "zaken",
+      subscription: "s-2",
+      after: 0,
+      head: 1,
+      types: [],
+      subject: null,
+      events: [],
+      truncated: false,
+    });
+    const pair = generateSigningKeyPair();
+    const other = generateSigningKeyPair();
+    const now = new Date();
+    // Opened as a JWK (with the public key) and from its PKCS #8 form (without): Ed25519 signs deterministically.
+    const fast = pingHeaders("ping-2", body, [ed25519Signer(pair.privateKey, pair.publicKey)], now, "x");
+    const slow = pingHeaders("ping-2", body, [ed25519Signer(pair.privateKey)], now, "x");
+    assert.match(fast["webhook-signature"]!, /^v1a,[A-Za-z0-9+/]{86}==$/);
+    assert.equal(fast["webhook-signature"], slow["webhook-signature"]);
+    assert.equal(verifyPing(fast, body, pair.publicKey).id, "ping-2");
+    assert.throws(() => verifyPing(fast, body, other.publicKey), /no v1a signature/);
   });
 
   it("hold identifiers only, and the feed URL with the cursor and filters", () => {
