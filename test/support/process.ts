@@ -8,6 +8,9 @@ const ENTRY = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 /** The TypeScript loader by its full URL, so that a script started in another directory still finds it. */
 const TSX = import.meta.resolve("tsx");
 
+/** The command line that runs `seintje` from the sources, as a shell would be given it. */
+export const SEINTJE_COMMAND = [process.execPath, "--import", TSX, ENTRY];
+
 export interface ServerProcess {
   child: ChildProcess;
   url: string;
