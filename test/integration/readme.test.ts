@@ -193,7 +193,15 @@ describe("the README's one-minute tour", () => {
     assert.match(subscribed.secret, /^whsec_/);
 
     // The long-poll after 2 got the event the seintje command published next.
-    const polled = JSON.parse(await printed(/wait=/, (output) => output.includes("}")));
+    const whole = (output: string) => {
+      try {
+        JSON.parse(output);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const polled = JSON.parse(await printed(/wait=/, whole));
     assert.deepEqual(
       polled.events.map((event: { sequence: string }) => event.sequence),
       ["3"],
