@@ -68,7 +68,11 @@ export function problems(services: Services): Koa.Middleware {
         else if (ctx.status === 405)
           problem = new HttpProblem(405, "methodNotAllowed", `${ctx.method} is not allowed here.`);
         else if (ctx.status === 501)
-          problem = new HttpProblem(501, "methodNotAllowed", `${ctx.method} is not implemented.`);
+          problem = new HttpProblem(
+            501,
+            "notImplemented",
+            `${ctx.method} is not a method this service knows.`,
+          );
       }
     } catch (error) {
       problem = problemOf(services, ctx, error);

@@ -163,6 +163,14 @@ describe("feeds", () => {
     assert.equal(wrongMethod.status, 405);
     assert.match(wrongMethod.headers.get("allow") ?? "", /PUT/);
     assert.equal(wrongMethod.headers.get("content-type"), "application/problem+json");
+    assert.equal(wrongMethod.body.type, "urn:seintje:problem:method-not-allowed");
+
+    // A method nothing here knows (RFC 9110 §15.6.2), not one that is known but not allowed on the resource.
+    const unknownMethod = await call(`${svc.url}/v1/feeds/brk-a`, { method: "PROPFIND" });
+    assert.equal(unknownMethod.status, 501);
+    assert.equal(unknownMethod.headers.get("content-type"), "application/problem+json");
+    assert.equal(unknownMethod.body.type, "urn:seintje:problem:not-implemented");
+    assert.equal(unknownMethod.body.title, "Method not implemented");
   });
 
   it("reports liveness and readiness", async () => {
