@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { Parser } from "@asyncapi/parser";
-import { call, cloudEvent, publish, publishBatch, putFeed, readPage } from "../support/http.js";
-import { startTestService, type TestService, tokenFor } from "../support/service.js";
+import { call, cloudEvent, publish, publishBatch, putFeed, readPage, useToken } from "../support/http.js";
+import { type ServerProcess, startServerProcess } from "../support/process.js";
+import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
 
 /**
  * Event types (version 1.1): the catalogue, its schemas enforced at publish in every mode, the type policy,
@@ -130,6 +132,9 @@ describe("event types", () => {
     assert.deepEqual(await refused({ schema: { $ref: "https://example.com/remote.json" } }), ["/schema"]);
     assert.deepEqual(await refused({ schema: { $ref: "#/$defs/missing" } }), ["/schema"]);
     assert.deepEqual(await refused({ schema: { type: "string", pattern: "(" } }), ["/schema"]);
+    // Patterns run on RE2, which matches in linear time and has no lookahead or backreferences.
+    assert.deepEqual(await refused({ schema: { type: "string", pattern: "^(?=a)a$" } }), ["/schema"]);
+    assert.deepEqual(await refused({ schema: { type: "string", pattern: "(a)\\1" } }), ["/schema"]);
     assert.deepEqual(
       await refused({ schema: { properties: { bsn: { type: "string", format: "bsn" } } } }),
       ["/schema/properties/bsn"],
@@ -477,5 +482,55 @@ describe("event types", () => {
         "an open feed takes other types too",
       );
     });
+  });
+});
+
+describe("a schema's pattern against data made to make it backtrack", () => {
+  // The service runs in a process of its own: on a backtracking engine it would stop answering altogether (each
+  // further "a" doubles the time; 28 took 8 s, these 64 would take ages), and this test says so after 10 s instead
+  // of stopping with it.
+  const dir = tempDir("seintje-pattern-");
+  let server: ServerProcess;
+  before(async () => {
+    server = await startServerProcess({ SEINTJE_DATA_DIR: dir });
+    useToken(server.url, await tokenFor(dir, "admin"));
+  });
+  after(async () => {
+    useToken(server.url, undefined);
+    // SIGKILL: a service whose event loop were held could not act on SIGTERM.
+    server.child.kill("SIGKILL");
+    await server.exited;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("is answered at once while the service goes on serving others: patterns run on RE2", async () => {
+    const type = "nl.example.genest";
+    await putFeed(server.url, "patterns");
+    const declared = await call(`${server.url}/v1/feeds/patterns/types/${type}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        schema: { type: "object", properties: { s: { type: "string", pattern: "^(a+)+$" } } },
+      }),
+    });
+    assert.equal(declared.status, 201, declared.text);
+    const send = (s: string) =>
+      call(`${server.url}/v1/feeds/patterns/events`, {
+        method: "POST",
+        headers: { "content-type": "application/cloudevents+json" },
+        body: JSON.stringify(cloudEvent({ type, data: { s } })),
+        signal: AbortSignal.timeout(10_000),
+      });
+    const [refused, health] = await Promise.all([
+      send(`${"a".repeat(64)}!`),
+      call(`${server.url}/healthz`, { signal: AbortSignal.timeout(10_000) }),
+    ]);
+    assert.equal(refused.status, 400, refused.text);
+    assert.deepEqual(
+      refused.body.errors.map((error: { pointer: string }) => error.pointer),
+      ["/data/s"],
+    );
+    assert.equal(health.status, 200);
+    assert.equal((await send("a".repeat(64))).status, 201);
   });
 });
