@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { HttpProblem, validationProblem } from "../errors.js";
-import { decodeUtf8, MAX_DATA_DEPTH, parseJsonText } from "../json.js";
+import { canonicalJson, decodeUtf8, MAX_DATA_DEPTH, parseJsonText } from "../json.js";
 import { isJsonMediaType, validateEvent } from "./validate.js";
 
 /**
@@ -98,34 +98,6 @@ function fromBinary(message: IncomingMessage): Record<string, unknown> {
     }
   }
   return event;
-}
-
-/**
- * The JSON text of `value` with every object's keys in code-unit order: equal for equal content, whatever the
- * key order or mode it was published in. (Written as loops: it is on the publish path of every event.) The
- * digests of stored events are made with it, so its output must never change.
- */
-function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== "object") return JSON.stringify(value);
-  if (Array.isArray(value)) {
-    let text = "[";
-    for (let index = 0; index < value.length; index += 1) {
-      if (index > 0) text += ",";
-      text += canonicalJson(value[index]) ?? "";
-    }
-    return `${text}]`;
-  }
-  const object = value as Record<string, unknown>;
-  let text = "{";
-  let first = true;
-  for (const key of Object.keys(object).sort()) {
-    const member = object[key];
-    if (member === undefined) continue;
-    if (!first) text += ",";
-    first = false;
-    text += `${JSON.stringify(key)}:${canonicalJson(member)}`;
-  }
-  return `${text}}`;
 }
 
 function prepare(event: Record<string, unknown>, pointer: string): PreparedEvent {

@@ -2,6 +2,7 @@ import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.
 import formats from "ajv-formats";
 import { RE2JS } from "re2js";
 import type { Pointed } from "../errors.js";
+import { canonicalJson } from "../json.js";
 
 /**
  * JSON Schemas (draft 2020-12) of event data, with ajv: compiled once per schema into a function, never per
@@ -33,6 +34,43 @@ function linearRegExp(
 // What ajv writes for it in standalone code, which seintje does not generate.
 linearRegExp.code = "linearRegExp";
 
+/**
+ * `uniqueItems` by each item's canonical JSON in a set, which takes time linear in the array. ajv's own compares
+ * every pair of items that are objects or arrays: 16,000 small objects, all different, took it 2.9 s, and one
+ * request may carry sixteen events of 64 KiB. Two items are the same when their JSON is, whatever the key order,
+ * as ajv's deep equality has it. The error is ajv's, with the same message and parameters.
+ */
+function linearUniqueItems(ajv: Ajv2020): void {
+  ajv.removeKeyword("uniqueItems");
+  ajv.addKeyword({
+    keyword: "uniqueItems",
+    type: "array",
+    schemaType: "boolean",
+    errors: true,
+    validate: function unique(required: boolean, items: unknown[]): boolean {
+      (unique as { errors?: Partial<ErrorObject>[] }).errors = [];
+      if (!required) return true;
+      const seen = new Map<string, number>();
+      for (let index = 0; index < items.length; index += 1) {
+        const text = canonicalJson(items[index]);
+        const earlier = seen.get(text);
+        if (earlier !== undefined) {
+          (unique as { errors?: Partial<ErrorObject>[] }).errors = [
+            {
+              keyword: "uniqueItems",
+              message: `must NOT have duplicate items (items ## ${earlier} and ${index} are identical)`,
+              params: { i: index, j: earlier },
+            },
+          ];
+          return false;
+        }
+        seen.set(text, index);
+      }
+      return true;
+    },
+  });
+}
+
 function newAjv(allErrors: boolean, warnings: string[]): Ajv2020 {
   // strict: false accepts keywords ajv does not know (annotations such as `example`), as JSON Schema says.
   // A schema ajv could only half enforce (an unknown format) is refused by collecting ajv's warnings.
@@ -43,6 +81,7 @@ function newAjv(allErrors: boolean, warnings: string[]): Ajv2020 {
     logger: { log: () => {}, warn: (message: unknown) => warnings.push(String(message)), error: () => {} },
   });
   addFormats(ajv);
+  linearUniqueItems(ajv);
   return ajv;
 }
 
