@@ -1,3 +1,4 @@
+import type { SchemaValidateFunction } from "ajv";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
 import formats from "ajv-formats";
 import { RE2JS } from "re2js";
@@ -41,33 +42,34 @@ linearRegExp.code = "linearRegExp";
  * as ajv's deep equality has it. The error is ajv's, with the same message and parameters.
  */
 function linearUniqueItems(ajv: Ajv2020): void {
+  const unique: SchemaValidateFunction = (required: boolean, items: unknown[]) => {
+    unique.errors = [];
+    if (!required) return true;
+    const seen = new Map<string, number>();
+    for (let index = 0; index < items.length; index += 1) {
+      const text = canonicalJson(items[index]);
+      const earlier = seen.get(text);
+      if (earlier !== undefined) {
+        unique.errors = [
+          {
+            keyword: "uniqueItems",
+            message: `must NOT have duplicate items (items ## ${earlier} and ${index} are identical)`,
+            params: { i: index, j: earlier },
+          },
+        ];
+        return false;
+      }
+      seen.set(text, index);
+    }
+    return true;
+  };
   ajv.removeKeyword("uniqueItems");
   ajv.addKeyword({
     keyword: "uniqueItems",
     type: "array",
     schemaType: "boolean",
     errors: true,
-    validate: function unique(required: boolean, items: unknown[]): boolean {
-      (unique as { errors?: Partial<ErrorObject>[] }).errors = [];
-      if (!required) return true;
-      const seen = new Map<string, number>();
-      for (let index = 0; index < items.length; index += 1) {
-        const text = canonicalJson(items[index]);
-        const earlier = seen.get(text);
-        if (earlier !== undefined) {
-          (unique as { errors?: Partial<ErrorObject>[] }).errors = [
-            {
-              keyword: "uniqueItems",
-              message: `must NOT have duplicate items (items ## ${earlier} and ${index} are identical)`,
-              params: { i: index, j: earlier },
-            },
-          ];
-          return false;
-        }
-        seen.set(text, index);
-      }
-      return true;
-    },
+    validate: unique,
   });
 }
 
