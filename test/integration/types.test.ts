@@ -503,7 +503,7 @@ describe("a schema's pattern against data made to make it backtrack", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("is answered at once while the service goes on serving others: patterns run on RE2", async () => {
+  it("is answered at once: patterns run on RE2", async () => {
     const type = "nl.example.genest";
     await putFeed(server.url, "patterns");
     const declared = await call(`${server.url}/v1/feeds/patterns/types/${type}`, {
@@ -521,16 +521,13 @@ describe("a schema's pattern against data made to make it backtrack", () => {
         body: JSON.stringify(cloudEvent({ type, data: { s } })),
         signal: AbortSignal.timeout(10_000),
       });
-    const [refused, health] = await Promise.all([
-      send(`${"a".repeat(64)}!`),
-      call(`${server.url}/healthz`, { signal: AbortSignal.timeout(10_000) }),
-    ]);
+    // On a backtracking engine this request does not end within its 10 s, and the test fails there.
+    const refused = await send(`${"a".repeat(64)}!`);
     assert.equal(refused.status, 400, refused.text);
     assert.deepEqual(
       refused.body.errors.map((error: { pointer: string }) => error.pointer),
       ["/data/s"],
     );
-    assert.equal(health.status, 200);
     assert.equal((await send("a".repeat(64))).status, 201);
   });
 });
