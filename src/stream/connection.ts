@@ -95,10 +95,18 @@ export class StreamConnection implements StreamStats {
   /** Starts the stream: the retry hint, then catching up. The response's head is written already. */
   start(): void {
     this.res.once("close", () => this.end("client-gone"));
+    // The retry hint goes through the response, which sends the head before it. Node corks a response's first
+    // write until the next tick, and from Node 22 on the response holds the chunk (and the head) itself until
+    // then, where direct socket writes would overtake it: corked and uncorked here, it hands both to the socket
+    // now. The socket is the stream's only once the response holds nothing of its own; one that does (a
+    // pipelined request's, still waiting for its socket) keeps writing through itself.
+    this.res.cork();
     this.write(`${retryMessage(this.options.retryMs)}\n`);
-    // That write sent the head (the socket is corked until the next tick, so later writes queue behind it). A
-    // response still waiting for its socket (a pipelined request) has none, and keeps writing through itself.
-    if (this.res.headersSent && this.res.chunkedEncoding && this.res.socket) this.socket = this.res.socket;
+    this.res.uncork();
+    const { socket } = this.res;
+    if (this.res.chunkedEncoding && socket && this.res.writableLength === socket.writableLength) {
+      this.socket = socket;
+    }
     this.tail = this.options.hub.attach(this, this.options.feedId, this.options.head);
     if (!this.tail) {
       this.end("stopping");
