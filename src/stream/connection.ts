@@ -96,10 +96,10 @@ export class StreamConnection implements StreamStats {
   start(): void {
     this.res.once("close", () => this.end("client-gone"));
     // The retry hint goes through the response, which sends the head before it. Node corks a response's first
-    // write until the next tick, and from Node 22 on the response holds the chunk (and the head) itself until
-    // then, where direct socket writes would overtake it: corked and uncorked here, it hands both to the socket
-    // now. The socket is the stream's only once the response holds nothing of its own; one that does (a
-    // pipelined request's, still waiting for its socket) keeps writing through itself.
+    // write until the next tick, and from Node 22 on (nodejs/node#50167) the response holds the chunk, and the
+    // head, itself until then, where direct socket writes would overtake them: corked and uncorked here, it hands
+    // both to the socket now. The socket is the stream's only once the response holds nothing of its own; one
+    // that does (a pipelined request's, still waiting for its socket) keeps writing through itself.
     this.res.cork();
     this.write(`${retryMessage(this.options.retryMs)}\n`);
     this.res.uncork();
