@@ -24,7 +24,7 @@ runtime="$work/runtime/node_modules/$package"
 
 # A clone (the examples' test asks git what a run left behind), with the working tree's changes to tracked files.
 git clone --quiet --no-hardlinks "$here" "$work/seintje"
-git -C "$here" diff --binary HEAD | git -C "$work/seintje" apply --allow-empty
+git -C "$here" diff --binary HEAD | git -C "$work/seintje" apply --index --allow-empty
 
 cd "$work/seintje"
 export PATH="$runtime/bin:$PATH" npm_config_nodedir="$runtime"
