@@ -462,8 +462,8 @@ describe("clients that never read their page", () => {
     const dir = tempDir();
     // RSS also counts garbage not yet collected, and how much V8 lets gather in its young generation depends on
     // the Node release: reading these pages on PostgreSQL, RSS grew 72 to 89 MiB on Node 24 and 4 to 13 MiB on
-    // Node 20, and 20 MiB on Node 24 with the young generation's semi-spaces kept to 16 MiB (Node 20's size). The
-    // service runs with that limit here, so that RSS shows what the connections hold.
+    // Node 20, and 20 MiB on Node 24 with the young generation's semi-spaces kept to 16 MiB. The service runs
+    // with that limit here, so that RSS shows what the connections hold.
     const server = await startServerProcess({
       SEINTJE_DATA_DIR: dir,
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --max-semi-space-size=16`,
