@@ -184,9 +184,13 @@ function respond(ctx: Koa.Context): void {
  * Answers what Node's HTTP parser refuses before any middleware runs (headers too large, a malformed request, a
  * client too slow to send its request) as a problem document with API-Version, like every other answer; the
  * connection is closed after it, as Node's own answer would. A socket whose response has begun, or that is gone,
- * is only closed.
+ * is only closed. An answer to HEAD has no content (RFC 9112, section 6.3): a client reads the bytes after its
+ * headers as the next response.
  */
-export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+export function answerClientError(
+  error: Error & { code?: string; rawPacket?: Buffer },
+  socket: Duplex,
+): void {
   const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
   if (!socket.writable || inFlight?.headersSent || error.code === "ECONNRESET") {
     socket.destroy();
@@ -199,6 +203,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
         ? new HttpProblem(408, "requestTimeout", "The request was not received in time.")
         : new HttpProblem(400, "badRequest", "The request is not valid HTTP/1.1.");
   const body = JSON.stringify(problem.toJSON());
+  const head = error.rawPacket?.subarray(0, 5).toString("latin1") === "HEAD ";
   socket.end(
     [
       `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status]}`,
@@ -208,7 +213,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
       "Cache-Control: no-store",
       "Connection: close",
       "",
-      body,
+      head ? "" : body,
     ].join("\r\n"),
   );
 }

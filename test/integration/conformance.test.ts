@@ -261,6 +261,11 @@ describe("conformance details", () => {
     assert.match(malformed, /^HTTP\/1\.1 400 /);
     assert.match(malformed, /content-type: application\/problem\+json/i);
     assert.match(malformed, /api-version: /i);
+    // The answer to HEAD has its headers and no content, also when the parser refused the request.
+    const headRefused = await rawExchange(port, "HEAD /v1/feeds/\xe4 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.match(headRefused, /^HTTP\/1\.1 400 /);
+    assert.match(headRefused, /content-type: application\/problem\+json/i);
+    assert.ok(headRefused.endsWith("\r\n\r\n"), headRefused);
     assert.equal((await readPage(svc.url, "conf")).status, 200, "the service goes on");
   });
 });
