@@ -1,5 +1,5 @@
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
-import type { Duplex } from "node:stream";
+import { type Duplex, pipeline, Readable } from "node:stream";
 import type Router from "@koa/router";
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import Koa from "koa";
@@ -169,12 +169,22 @@ export function requestListener(
   };
 }
 
-/** What Koa's respond does, for the answers the stream path gives: nothing (a stream), text, or JSON. */
+/**
+ * What Koa's respond does, for the answers the stream path gives: nothing (an event stream, which writes its own),
+ * text, JSON, or a body compressed on its way out (compression turns a JSON answer of 1 KiB or more into a zlib
+ * stream, whatever route gave it: any GET may name text/event-stream in its Accept).
+ */
 function respond(ctx: Koa.Context): void {
   const { res, body } = ctx;
   if (ctx.respond === false || res.writableEnded) return;
   if (body === undefined || body === null) {
     res.end();
+    return;
+  }
+  if (body instanceof Readable) {
+    // An error here is the client gone, or the compressor failing: pipeline destroys both sides, nothing is left
+    // to answer.
+    pipeline(body, res, () => {});
     return;
   }
   res.end(typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body));

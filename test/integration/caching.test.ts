@@ -282,6 +282,21 @@ describe("validators and Cache-Control", () => {
       stream.close();
     }
   });
+
+  it("compresses a JSON answer the same when the request's Accept names text/event-stream too", async () => {
+    // Any GET that names text/event-stream takes the stream path through the middleware (app.ts); one that is not
+    // a stream was answered there with the compressor's internals serialized as JSON.
+    await putFeed(svc.url, "negotiated", { public: true });
+    for (const path of ["/v1/openapi.json", "/v1/feeds/negotiated/asyncapi.json"]) {
+      const expected = JSON.parse((await rawGet(`${svc.url}${path}`, {})).bytes.toString("utf8"));
+      for (const accept of ["text/event-stream", "text/event-stream, application/json"]) {
+        const gzip = await rawGet(`${svc.url}${path}`, { accept, "accept-encoding": "gzip" });
+        assert.equal(gzip.status, 200);
+        assert.equal(gzip.headers["content-encoding"], "gzip");
+        assert.deepEqual(JSON.parse(gunzipSync(gzip.bytes).toString("utf8")), expected, `${path}, ${accept}`);
+      }
+    }
+  });
 });
 
 describe("woken long-polls", () => {
