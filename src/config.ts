@@ -4,9 +4,9 @@ import { resolve } from "node:path";
 import type { DatabaseConfig } from "./db/database.js";
 import { MAX_REQUEST_BYTES } from "./events/encoding.js";
 import type { KeySource } from "./files.js";
+import { MAX_WAIT_SECONDS } from "./log/bounds.js";
 import { type Duration, durationProblem, parseDuration } from "./log/duration.js";
-import { MAX_WAIT_SECONDS } from "./log/reader.js";
-import { type TracingConfig, tracingConfig } from "./tracing.js";
+import { type TracingConfig, tracingConfig } from "./tracing-config.js";
 import { parseAllowEntry } from "./webhooks/guard.js";
 
 /**

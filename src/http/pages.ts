@@ -1,7 +1,8 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { Span } from "@opentelemetry/api";
 import type { Context } from "koa";
-import { type FeedPage, MAX_WAIT_SECONDS, type ReadQuery, readKey } from "../log/reader.js";
+import { MAX_WAIT_SECONDS } from "../log/bounds.js";
+import { type FeedPage, type ReadQuery, readKey } from "../log/reader.js";
 import {
   answerCacheable,
   chooseEncoding,

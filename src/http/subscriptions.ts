@@ -5,8 +5,8 @@ import type { Principal } from "../auth/verifier.js";
 import type { Attempt, Subscription } from "../client/types.js";
 import type { AttemptRow, SubscriptionRow } from "../db/subscriptions.js";
 import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
+import { FILTER_LIMITS } from "../log/bounds.js";
 import { FEED_NAME } from "../log/feeds.js";
-import { FILTER_LIMITS } from "../log/reader.js";
 import { parseSequence } from "../log/sequence.js";
 import { UUID } from "../webhooks/ids.js";
 import {

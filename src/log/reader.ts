@@ -2,6 +2,7 @@ import { readSnapshot, type Storage } from "../db/database.js";
 import { type Filters, type Page, readOne, readRange, readRangeNow } from "../db/events.js";
 import { type FeedRow, findFeed, findFeedNow } from "../db/feeds.js";
 import { HttpProblem } from "../errors.js";
+import { MAX_PAGE_BYTES } from "./bounds.js";
 import { feedNotFound } from "./feeds.js";
 import type { WakeupBus } from "./wakeup.js";
 
@@ -12,17 +13,6 @@ import type { WakeupBus } from "./wakeup.js";
  * transaction that appends its events, so every event up to it is committed and visible, and a page never
  * skips one that commits later.
  */
-
-/**
- * Bounds on filters, for readers and subscriptions alike. Each type prefix is one term of the query's OR, and
- * SQLite refuses an expression tree deeper than 1,000 ("Expression tree is too large"): 998 prefixes were a 500.
- */
-export const FILTER_LIMITS = { types: 20, length: 256 } as const;
-
-/** `limit` of a page: its default and most (the contract's). */
-export const PAGE_LIMIT = { default: 100, max: 1000 } as const;
-/** The longest a long-poll may wait, in seconds (`wait`, the contract's). */
-export const MAX_WAIT_SECONDS = 60;
 
 export interface ReadQuery {
   /** The cursor; undefined or 0 reads from the oldest kept event. */
@@ -49,13 +39,6 @@ export const SCAN_WINDOW = 10_000;
 /** A long-poll scans at most this many windows before it answers with an empty page and an advanced `next`. */
 const SCAN_ROUNDS = 10;
 
-/**
- * A page's byte budget: it stops adding events once their stored JSON would pass this many bytes (the first event
- * always fits: an event is at most 64 KiB), and `next` says where it stopped. So a page body is at most about
- * 1 MiB, and that is what a client that never reads its answer holds of the service's memory. Without it, 1,000
- * events of 61 KB made a 61 MB page, and ten such clients took 2.6 GB.
- */
-export const MAX_PAGE_BYTES = 1024 * 1024;
 /**
  * Rows the first query of a page reads. Later queries read as many as the budget left allows at the average size
  * seen so far, so a page of small events takes one or two queries, and reading a page of the largest events holds

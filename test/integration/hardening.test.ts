@@ -3,7 +3,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { MAX_DATA_DEPTH } from "../../src/json.js";
-import { MAX_PAGE_BYTES } from "../../src/log/reader.js";
+import { MAX_PAGE_BYTES } from "../../src/log/bounds.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readPage } from "../support/http.js";
 import { startServerProcess } from "../support/process.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { MAX_PAGE_BYTES } from "../../src/log/reader.js";
+import { MAX_PAGE_BYTES } from "../../src/log/bounds.js";
 import { call, cloudEvent, publish, publishBatch, putFeed, readAll, readPage } from "../support/http.js";
 import { heldLongPolls, scrape } from "../support/metrics.js";
 import { startTestService, type TestService } from "../support/service.js";
