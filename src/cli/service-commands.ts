@@ -4,13 +4,13 @@ import { parseScope } from "../auth/grants.js";
 import { MissingSigningKey, readSigningKey } from "../auth/keys.js";
 import { mintToken, parseTtl } from "../auth/tokens.js";
 import { loadConfig, unknownVariables } from "../config.js";
-import { backupSqlite } from "../db/backup.js";
-import { migrate, openStorage } from "../db/database.js";
-import { createLogger } from "../logger.js";
-import { startService } from "../service.js";
 import { type Command, CommandFailed, EXIT, UsageError } from "./command.js";
 
-/** The commands that run the service or work on its database and keys: serve, migrate, backup, token. */
+/**
+ * The commands that run the service or work on its database and keys: serve, migrate, backup, token. The service,
+ * the storage and their drivers are imported by the commands that use them, when they run: every other command,
+ * and help, starts without loading them.
+ */
 
 /** How long after the shutdown timeout a stopping process exits regardless. */
 const FORCED_EXIT_MARGIN_MS = 5000;
@@ -26,6 +26,10 @@ database schema up to date. With --no-migrate it does not migrate; /readyz then 
 seintje migrate has run. SIGTERM or SIGINT stops it gracefully; a second signal stops it at once.`,
   async run(args) {
     const { values } = parseArgs({ args, options: { "no-migrate": { type: "boolean" } }, strict: true });
+    const [{ createLogger }, { startService }] = await Promise.all([
+      import("../logger.js"),
+      import("../service.js"),
+    ]);
     const config = loadConfig();
     const logger = createLogger(config.logLevel);
     for (const name of unknownVariables())
@@ -68,6 +72,7 @@ Runs the migrations the database has not had, on DATABASE_URL (or the SQLite fil
 With several nodes on one PostgreSQL database, run it once before starting them with serve --no-migrate.`,
   async run(args) {
     parseArgs({ args, options: {}, strict: true });
+    const { migrate, openStorage } = await import("../db/database.js");
     const config = loadConfig();
     const storage = await openStorage(config.database);
     try {
@@ -97,6 +102,7 @@ PostgreSQL use pg_dump instead (docs/OPERATIONS.md).`,
         "backup copies SQLite databases; for PostgreSQL use pg_dump (see docs/OPERATIONS.md)",
       );
     }
+    const { backupSqlite } = await import("../db/backup.js");
     let result: ReturnType<typeof backupSqlite>;
     try {
       result = backupSqlite(config.database.filename, resolve(positionals[0]!));
