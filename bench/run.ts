@@ -75,7 +75,7 @@ if (!hasCommand("wrk")) {
 }
 
 const size: Size = values.quick
-  ? { quick: true, seconds: 2, rounds: 1 }
+  ? { quick: true, seconds: 1, rounds: 1 }
   : { quick: false, seconds: 5, rounds: 3 };
 const chosen =
   positionals.length > 0 ? SCENARIOS.filter((scenario) => positionals.includes(scenario.name)) : SCENARIOS;
