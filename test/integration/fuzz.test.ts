@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { request } from "node:http";
 import { after, before, describe, it } from "node:test";
-import { brotliDecompressSync, gunzipSync, inflateSync } from "node:zlib";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import * as fc from "fast-check";
-import { call, cloudEvent, putFeed, subscribe } from "../support/http.js";
+import { call, cloudEvent, publish, putFeed, subscribe } from "../support/http.js";
 import { type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
 
@@ -306,11 +306,8 @@ function headersFor(tokens: { admin: string; publisher: string }): fc.Arbitrary<
   );
 }
 
-const DECODERS: Record<string, (body: Buffer) => Buffer> = {
-  gzip: gunzipSync,
-  br: brotliDecompressSync,
-  deflate: inflateSync,
-};
+/** The encodings the service compresses in (never deflate); an answer in any other fails the run. */
+const DECODERS: Record<string, (body: Buffer) => Buffer> = { gzip: gunzipSync, br: brotliDecompressSync };
 
 /**
  * Sends one request as a client would, reading its whole answer, decoded (a stream's: its head, then it is
@@ -409,11 +406,7 @@ describe("requests from a hostile client, generated", () => {
     assert.equal(subscribed.status, 201, subscribed.text);
     subscriptionId = subscribed.body.id;
     for (let n = 0; n < 3; n += 1) {
-      const published = await call(`${svc.url}/v1/feeds/f1/events`, {
-        method: "POST",
-        headers: { "content-type": "application/cloudevents+json" },
-        body: JSON.stringify(cloudEvent({ type: DECLARED, data: { perceel: n } })),
-      });
+      const published = await publish(svc.url, "f1", cloudEvent({ type: DECLARED, data: { perceel: n } }));
       assert.equal(published.status, 201, published.text);
     }
   });
