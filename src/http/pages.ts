@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders } from "node:http";
 import type { Span } from "@opentelemetry/api";
 import type { Context } from "koa";
 import { MAX_WAIT_SECONDS } from "../log/bounds.js";
-import { type FeedPage, type ReadQuery, readKey } from "../log/reader.js";
+import { type FeedPage, type ReadQuery, readClock, readKey } from "../log/reader.js";
 import {
   answerCacheable,
   chooseEncoding,
@@ -105,7 +105,8 @@ export async function servePage(ctx: Context, services: Services, request: PageR
   const leave = request.waitMs > 0 ? services.admission.enter("longpolls") : undefined;
   let page: FeedPage;
   try {
-    page = await services.reader.poll(request.feed, request.query, 0);
+    // Read in a read that began after the request arrived: its client sees every append acknowledged before.
+    page = await services.reader.poll(request.feed, request.query, { waitMs: 0, since: readClock() });
   } catch (error) {
     leave?.();
     throw error;
@@ -226,9 +227,17 @@ class Herd {
     if (!herd) {
       herd = new Herd(services, key, request, first);
       waiting.set(key, herd);
+    } else {
+      // The joining request may have read after the herd did: whoever's time is up gets the newer page.
+      herd.keep(first);
     }
     herd.add(ctx, request, leave);
     if (fresh) void herd.wait();
+  }
+
+  /** Keeps `page` (empty, as every page of a waiting herd) as the answer for timeouts, unless it is older. */
+  private keep(page: FeedPage): void {
+    if (page.feed.id !== this.current.feed.id || page.head > this.current.head) this.current = page;
   }
 
   private add(ctx: Context, request: PageRequest, leave: () => void): void {
@@ -269,18 +278,16 @@ class Herd {
     try {
       for (;;) {
         // The longest wait a long-poll may ask for: members' own timers answer them at their deadlines.
-        const page = await services.reader.poll(
-          request.feed,
-          request.query,
-          MAX_WAIT_SECONDS * 1000,
-          this.quit.signal,
-          this.current,
-        );
+        const page = await services.reader.poll(request.feed, request.query, {
+          waitMs: MAX_WAIT_SECONDS * 1000,
+          signal: this.quit.signal,
+          first: this.current,
+        });
         if (this.members.size === 0) return;
         // Nothing new yet (the herd outlived the longest wait, members having joined later): wait again. An empty
         // page whose filters skipped windows, or one of a service that is stopping, is the answer as it is.
         if (page.sequences.length === 0 && page.next >= page.head && !services.stopping.aborted) {
-          this.current = page;
+          this.keep(page);
           continue;
         }
         this.answer(page);

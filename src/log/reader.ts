@@ -79,11 +79,22 @@ export function checkCursor(feed: FeedRow, after: number, gone = true): void {
 /**
  * Reads in flight per storage, by what they read. Requests that ask for the same page at the same time share one
  * read: when an append wakes thousands of long-polls (or streams open together) at one cursor, the database is
- * read once, not once per request. A request that joins a read begun just before it arrived gets the page as it
- * was a moment earlier: still a consistent page of the log, and a long-poll that finds it empty asks the wake-up
- * bus again, which knows of every append since, and reads anew.
+ * read once, not once per request.
+ *
+ * A read is shared only with those that may take its snapshot. Each read notes the moment it began, on the read
+ * clock; a caller that passes `since` joins only a read that began at or after it, so a reader told of an append
+ * before it asked (a publisher's 201, a ping, a wake-up) never gets a page read before that append. On SQLite a
+ * read is synchronous and ends in the tick it began; on PostgreSQL it takes a round trip, and a request that
+ * joined a read begun before the append its client had just seen acknowledged got a page without it.
  */
-const inFlight = new WeakMap<Storage, Map<string, Promise<FeedPage>>>();
+interface InFlight {
+  page: Promise<FeedPage>;
+  began: number;
+}
+const inFlight = new WeakMap<Storage, Map<string, InFlight>>();
+
+/** The read clock: a read begun at or after a moment on it sees every append committed before that moment. */
+export const readClock: () => number = () => performance.now();
 
 /** What a read reads, as a key: requests with equal keys may share one read, or one wait. */
 export function readKey(name: string, query: ReadQuery): string {
@@ -92,21 +103,33 @@ export function readKey(name: string, query: ReadQuery): string {
   return `${name} ${query.after ?? 0} ${query.limit} ${filters}`;
 }
 
-/** A page of the feed after `query.after`: one read transaction, bounded by the head it reads. */
-export function readPage(storage: Storage, name: string, query: ReadQuery): Promise<FeedPage> {
+/**
+ * A page of the feed after `query.after`: one read transaction, bounded by the head it reads. It shares a read in
+ * flight that began at or after `since` (a moment on readClock; by default any).
+ */
+export function readPage(
+  storage: Storage,
+  name: string,
+  query: ReadQuery,
+  since = Number.NEGATIVE_INFINITY,
+): Promise<FeedPage> {
   let reads = inFlight.get(storage);
   if (!reads) {
     reads = new Map();
     inFlight.set(storage, reads);
   }
   const key = readKey(name, query);
-  let read = reads.get(key);
-  if (!read) {
-    const shared = reads;
-    read = readPageAlone(storage, name, query).finally(() => shared.delete(key));
-    reads.set(key, read);
-  }
-  return read;
+  const current = reads.get(key);
+  if (current && current.began >= since) return current.page;
+  const shared = reads;
+  // The clock is read before the read begins: its snapshot is no older than `began`.
+  const began = readClock();
+  const read: InFlight = { page: readPageAlone(storage, name, query), began };
+  read.page = read.page.finally(() => {
+    if (shared.get(key) === read) shared.delete(key);
+  });
+  reads.set(key, read);
+  return read.page;
 }
 
 /**
@@ -195,32 +218,48 @@ function* budgeted(
   return { sequences, bodies, full: true };
 }
 
+/** How a poll waits, and how fresh its reads are. */
+export interface PollOptions {
+  /** How long to wait for an event when nothing is newer; 0 answers at once. */
+  waitMs: number;
+  signal?: AbortSignal | undefined;
+  /** The page a read without waiting gave, when there was one: it is not read again. */
+  first?: FeedPage | undefined;
+  /**
+   * The moment (on readClock) the caller's reads must not be older than: a request's arrival, so that its
+   * client sees every append acknowledged before it asked. By default a read in flight is shared whenever it began.
+   */
+  since?: number | undefined;
+}
+
 /**
  * Reads a page (or takes `first`, one read already); when it is empty and nothing newer is stored, waits up to
- * `waitMs` for an append and reads again. With filters it keeps waiting until a matching event arrives or the time
- * is up.
+ * `waitMs` for an append and reads again, in a read that began after the wake-up. With filters it keeps waiting
+ * until a matching event arrives or the time is up.
  */
 export async function pollPage(
   storage: Storage,
   bus: WakeupBus,
   name: string,
   query: ReadQuery,
-  waitMs: number,
-  signal?: AbortSignal,
-  first?: FeedPage,
+  options: PollOptions,
 ): Promise<FeedPage> {
+  const { waitMs, signal } = options;
   const deadline = Date.now() + waitMs;
-  let page = first ?? (await readPage(storage, name, query));
+  let since = options.since;
+  let page = options.first ?? (await readPage(storage, name, query, since));
   let rounds = 1;
   while (page.sequences.length === 0) {
     if (page.next < page.head) {
       // Filters skipped a whole window; keep scanning, within bounds.
       if (rounds >= SCAN_ROUNDS) break;
       rounds += 1;
-    } else if (!(await bus.waitBeyond(page.feed.id, page.head, deadline - Date.now(), signal))) {
+    } else if (await bus.waitBeyond(page.feed.id, page.head, deadline - Date.now(), signal)) {
+      since = readClock();
+    } else {
       break;
     }
-    page = await readPage(storage, name, { ...query, after: page.next });
+    page = await readPage(storage, name, { ...query, after: page.next }, since);
   }
   return page;
 }
@@ -246,18 +285,9 @@ export class FeedReader {
     private readonly bus: WakeupBus,
   ) {}
 
-  /**
-   * A page after the cursor, waiting up to `waitMs` for one when nothing is newer; `first` is the page a read
-   * without waiting gave, when there was one.
-   */
-  poll(
-    name: string,
-    query: ReadQuery,
-    waitMs: number,
-    signal?: AbortSignal,
-    first?: FeedPage,
-  ): Promise<FeedPage> {
-    return pollPage(this.storage, this.bus, name, query, waitMs, signal, first);
+  /** A page after the cursor, waiting up to `options.waitMs` for one when nothing is newer (see pollPage). */
+  poll(name: string, query: ReadQuery, options: PollOptions): Promise<FeedPage> {
+    return pollPage(this.storage, this.bus, name, query, options);
   }
 
   /** One event's stored JSON with its feed, or a 404 problem. */

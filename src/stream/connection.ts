@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import type { Storage } from "../db/database.js";
 import { type Filters, matches } from "../db/events.js";
 import { HttpProblem } from "../errors.js";
-import { readPage } from "../log/reader.js";
+import { readClock, readPage } from "../log/reader.js";
 import type { Logger } from "../logger.js";
 import {
   chunkMessage,
@@ -176,6 +176,8 @@ export class StreamConnection implements StreamStats {
     this.live = false;
     if (this.catching) return;
     this.catching = true;
+    // Reads from storage share a read in flight (see readPage) until one finds nothing newer.
+    let since = Number.NEGATIVE_INFINITY;
     try {
       while (!this.done) {
         if (this.needsDrain) {
@@ -193,12 +195,18 @@ export class StreamConnection implements StreamStats {
           }
           continue;
         }
-        if (!(await this.readStorage())) {
-          // Storage holds nothing newer than the cursor, though the tail began later (it cannot, but should it):
-          // be live, and let the next append's gap bring the stream back here.
-          this.live = !this.done;
-          return;
+        if (await this.readStorage(since)) continue;
+        if (since === Number.NEGATIVE_INFINITY) {
+          // Nothing newer than the cursor, though the tail began later: a read shared with another stream can have
+          // begun before the appends the tail holds (on PostgreSQL a read takes a round trip). Read once more, in
+          // a read begun now.
+          since = readClock();
+          continue;
         }
+        // Storage holds nothing newer even so (it cannot, but should it): be live, and let the next append's gap
+        // bring the stream back here.
+        this.live = !this.done;
+        return;
       }
     } catch (error) {
       this.options.logger.error({ err: error, feed: this.options.feed }, "stream failed; the client resumes");
@@ -212,11 +220,11 @@ export class StreamConnection implements StreamStats {
    * One page from storage after the cursor; ends the stream when retention passed it or the feed is gone. Answers
    * whether the cursor moved.
    */
-  private async readStorage(): Promise<boolean> {
+  private async readStorage(since: number): Promise<boolean> {
     const { storage, feed, filters } = this.options;
     let page: Awaited<ReturnType<typeof readPage>>;
     try {
-      page = await readPage(storage, feed, { after: this.cursor, limit: PAGE, filters });
+      page = await readPage(storage, feed, { after: this.cursor, limit: PAGE, filters }, since);
     } catch (error) {
       if (error instanceof HttpProblem && error.status === 410) {
         this.write(namedMessage("reset", JSON.stringify(error.toJSON())));
