@@ -1,16 +1,18 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as fc from "fast-check";
+import { DIALECT } from "../support/database.js";
 import { call, publishBatch, putFeed, readPage } from "../support/http.js";
 import { startTestService, type TestService, tokenFor } from "../support/service.js";
 import { dataIds, openStream } from "../support/sse.js";
 
 /**
  * The log against a model of it. fast-check generates runs of commands (publish in each mode, with repeats,
- * conflicts and invalid events; read pages with cursors, limits and filters; read one event; read the feed; set a
- * retention limit and run a retention pass; delete the feed and create it again) and applies each to the real
- * service over HTTP and to a plain model of what the contract promises, then compares the answers: statuses,
- * sequences, pages, `next`, `head`, `oldest` and the 410's `oldest`.
+ * conflicts and invalid events; read pages and streams with cursors, limits and filters; read one event and the
+ * feed; set a retention limit and run a retention pass; delete the feed and create it again; on PostgreSQL, turn
+ * to the other of two nodes on one database) and applies each to the real service over HTTP and to a plain model
+ * of what the contract promises, then compares the answers: statuses, sequences, pages, streams, `next`, `head`,
+ * `oldest` and the 410's `oldest`.
  *
  * Each run takes a feed of its own. The seed is fixed; `SEINTJE_MODEL_SEED` and `SEINTJE_MODEL_RUNS` run others, and
  * on a failure fast-check prints the seed and the shortest run of commands it found that fails.
@@ -51,11 +53,20 @@ interface Model {
   pruned: number;
 }
 
-interface Real {
-  svc: TestService;
-  feed: string;
-  /** For the streams, which do not go through `call`. */
-  token: string;
+/** The service the commands go to: on PostgreSQL two nodes on one database, taking turns (see Switch). */
+class Real {
+  current = 0;
+
+  constructor(
+    readonly nodes: TestService[],
+    readonly feed: string,
+    /** For the streams, which do not go through `call`. */
+    readonly token: string,
+  ) {}
+
+  get svc(): TestService {
+    return this.nodes[this.current]!;
+  }
 }
 
 /** Answers by command and status, printed after the run: what the run exercised. */
@@ -398,6 +409,21 @@ class Retain implements fc.AsyncCommand<Model, Real> {
   }
 }
 
+/** Sends the commands that follow to the other node (on SQLite, with one node, to the same). */
+class Switch implements fc.AsyncCommand<Model, Real> {
+  check(): boolean {
+    return true;
+  }
+
+  async run(_model: Model, real: Real): Promise<void> {
+    real.current = (real.current + 1) % real.nodes.length;
+  }
+
+  toString(): string {
+    return "switch node";
+  }
+}
+
 class Recreate implements fc.AsyncCommand<Model, Real> {
   check(): boolean {
     return true;
@@ -442,16 +468,23 @@ const commands = [
   fc.constant(new ReadFeed()),
   fc.integer({ min: 1, max: 6 }).map((maxEvents) => new Retain(maxEvents)),
   fc.constant(new Recreate()),
+  fc.constant(new Switch()),
 ];
 
 describe("the log against a model of the contract", () => {
-  let svc: TestService;
+  const nodes: TestService[] = [];
   let token: string;
   before(async () => {
-    svc = await startTestService();
-    token = await tokenFor(svc.dir, "admin");
+    const first = await startTestService();
+    nodes.push(first);
+    // A second node on the same database, as behind a load balancer: what one node acknowledged, the other serves.
+    if (DIALECT === "postgres") nodes.push(await startTestService({}, { dir: first.dir }));
+    token = await tokenFor(first.dir, "admin");
   });
-  after(() => svc.stop());
+  after(async () => {
+    for (const node of nodes.slice(1)) await node.stop();
+    await nodes[0]?.stop();
+  });
 
   it("publishes, reads, prunes and recreates as the model says", async (t) => {
     let runs = 0;
@@ -459,16 +492,16 @@ describe("the log against a model of the contract", () => {
       fc.asyncProperty(fc.commands(commands, { maxCommands: 60, size: "large" }), async (run) => {
         runs += 1;
         const feed = `model-${runs}`;
-        assert.equal((await putFeed(svc.url, feed)).status, 201);
+        assert.equal((await putFeed(nodes[0]!.url, feed)).status, 201);
         await fc.asyncModelRun(
-          () => ({ model: { events: [], head: 0, pruned: 0 }, real: { svc, feed, token } }),
+          () => ({ model: { events: [], head: 0, pruned: 0 }, real: new Real(nodes, feed, token) }),
           run,
         );
       }),
       { seed: SEED, numRuns: RUNS },
     );
     t.diagnostic(`${runs} runs: ${[...tally].map(([what, times]) => `${what} x${times}`).join(", ")}`);
-    const errors = svc.logs.filter((line) => Number(line.level) >= 50);
+    const errors = nodes.flatMap((node) => node.logs).filter((line) => Number(line.level) >= 50);
     assert.deepEqual(errors, [], "no errors logged");
   });
 });
