@@ -15,8 +15,9 @@ import { eventually } from "../support/wait.js";
  *
  * - every ping is signed with the subscription's secret (Standard Webhooks) and one id always carries one body;
  * - a ping announces only matching events beyond `acked`: `after` is the subscription's `acked` when it was sent
- *   (its creation's head, then the `head` of the last ping a 2xx answered), `head` a matching sequence beyond it,
- *   never lower than an earlier ping's, and `events` exactly the matching events in (after, head];
+ *   (the `after` it was created with, or the head then; later the `head` of the last ping a 2xx answered), `head`
+ *   a matching sequence beyond it, never lower than an earlier ping's, and `events` exactly the matching events in
+ *   (after, head];
  * - its `url` reads those events;
  * - at the end `acked` is the newest matching sequence, so that together the answered pings announced every
  *   matching event, each once.
@@ -35,6 +36,8 @@ const ANSWERS = [200, 204, 500, 503, 429];
 interface PlannedSubscription {
   types: string[];
   subject: string | undefined;
+  /** `after` in the request that creates it, as a pick below the feed's head then; none: from the head. */
+  start: number | null;
   /** The statuses its receiver answers its first pings with; 204 after them. */
   answers: number[];
 }
@@ -56,7 +59,7 @@ interface Live {
   id: string;
   secret: string;
   plan: PlannedSubscription;
-  /** `acked` when it was created: the feed's head then. */
+  /** `acked` when it was created: its `after`, or else the feed's head then. */
   acked: number;
 }
 
@@ -67,6 +70,7 @@ const matches = (plan: PlannedSubscription, event: Stored) =>
 const subscriptionPlan = fc.record({
   types: fc.subarray(PREFIXES, { maxLength: 2 }),
   subject: fc.constantFrom(...SUBJECTS),
+  start: fc.option(fc.nat({ max: 100 })),
   answers: fc.array(fc.constantFrom(...ANSWERS), { maxLength: 4 }),
 });
 
@@ -212,20 +216,23 @@ describe("wake-up pings against a model of the contract", () => {
               stored.push({ sequence: Number(event.sequence), id: String(events[index]!.id), type, subject });
             });
           };
-          // Events before the subscriptions: a subscription is told only of what comes after it.
+          // Events before the subscriptions: a subscription is told of what comes after its `after`, or else after it.
           for (const batch of prelude) await publish(batch);
           const live: Live[] = [];
           for (const plan of plans) {
+            const head = stored.at(-1)?.sequence ?? 0;
+            const start = plan.start === null ? undefined : plan.start % (head + 1);
             const body = {
               feed,
               url: receiver.url,
               types: plan.types,
               ...(plan.subject ? { subject: plan.subject } : {}),
+              ...(start === undefined ? {} : { after: String(start) }),
             };
             const created = await subscribe(svc.url, body);
             assert.equal(created.status, 201, created.text);
             const subscription = created.body as { id: string; secret: string; acked: string };
-            assert.equal(Number(subscription.acked), stored.at(-1)?.sequence ?? 0);
+            assert.equal(Number(subscription.acked), start ?? head);
             scripts.set(subscription.id, [...plan.answers]);
             live.push({
               id: subscription.id,
