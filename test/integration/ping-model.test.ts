@@ -9,8 +9,9 @@ import { eventually } from "../support/wait.js";
 
 /**
  * Wake-up pings against a model of the contract. fast-check generates runs: a few subscriptions to one feed, each
- * with its own filters and a script of answers its receiver gives (2xx, 500, 503, 429, then 204), and batches of
- * events published with or without waiting for the pings in between. When every subscription has settled, each
+ * with its own filters, an `after` or none, and a script of answers its receiver gives (2xx, 500, 503, 429, then
+ * 204), and batches of events published with or without waiting for the pings in between, some after a PATCH of
+ * a subscription's filters or status (made while no ping is pending). When every subscription has settled, each
  * one's pings, in the order they arrived at a real receiver on loopback, must show what the contract promises:
  *
  * - every ping is signed with the subscription's secret (Standard Webhooks) and one id always carries one body;
@@ -19,6 +20,7 @@ import { eventually } from "../support/wait.js";
  *   a matching sequence beyond it, never lower than an earlier ping's, and `events` exactly the matching events in
  *   (after, head];
  * - its `url` reads those events;
+ * - no ping reaches a disabled subscription; re-enabled, it is told of everything beyond `acked`;
  * - at the end `acked` is the newest matching sequence, so that together the answered pings announced every
  *   matching event, each once.
  *
@@ -33,19 +35,33 @@ const SUBJECTS = [undefined, "zaak-1", "zaak-2"];
 const PREFIXES = ["nl.example.zaak.", "nl.example.zaak.gesloten", "nl.example.document", "nl.other"];
 const ANSWERS = [200, 204, 500, 503, 429];
 
-interface PlannedSubscription {
-  types: string[];
-  subject: string | undefined;
+interface PlannedSubscription extends Filters {
   /** `after` in the request that creates it, as a pick below the feed's head then; none: from the head. */
   start: number | null;
   /** The statuses its receiver answers its first pings with; 204 after them. */
   answers: number[];
 }
 
+/** What a filter matches: type prefixes (none: every type) and a subject. */
+interface Filters {
+  types: string[];
+  subject: string | undefined;
+}
+
+/** A PATCH of one subscription: new filters, or a new status. */
+interface PlannedChange {
+  /** Which subscription, as a pick among them. */
+  target: number;
+  filters: Filters | null;
+  status: "active" | "disabled" | null;
+}
+
 interface PlannedBatch {
   events: Array<{ type: string; subject: string | undefined }>;
   /** Whether to wait, before publishing it, until every subscription has acknowledged what came before. */
   settleFirst: boolean;
+  /** A change made once they have (so that no ping is in flight), before publishing. */
+  change: PlannedChange | null;
 }
 
 interface Stored {
@@ -55,31 +71,58 @@ interface Stored {
   subject: string | undefined;
 }
 
-interface Live {
-  id: string;
-  secret: string;
-  plan: PlannedSubscription;
-  /** `acked` when it was created: its `after`, or else the feed's head then. */
+/**
+ * A span of a subscription's life with one set of filters and one status, from its `from`-th ping on. Changes
+ * are made only while no ping is pending, so each ping belongs to exactly one epoch.
+ */
+interface Epoch {
+  from: number;
+  filters: Filters;
+  disabled: boolean;
+  /** `acked` when it began: the `after` the subscription was created with (or the head then), later its acked. */
   acked: number;
 }
 
-const matches = (plan: PlannedSubscription, event: Stored) =>
-  (plan.types.length === 0 || plan.types.some((prefix) => event.type.startsWith(prefix))) &&
-  (plan.subject === undefined || event.subject === plan.subject);
+interface Live {
+  id: string;
+  secret: string;
+  epochs: Epoch[];
+}
 
-const subscriptionPlan = fc.record({
-  types: fc.subarray(PREFIXES, { maxLength: 2 }),
+const matches = (filters: Filters, event: Stored) =>
+  (filters.types.length === 0 || filters.types.some((prefix) => event.type.startsWith(prefix))) &&
+  (filters.subject === undefined || event.subject === filters.subject);
+
+/** The `acked` an epoch ends at once settled: the newest matching event beyond where it began, if any. */
+function settledAt(epoch: Epoch, stored: Stored[]): number {
+  if (epoch.disabled) return epoch.acked;
+  const newest = stored.filter((event) => matches(epoch.filters, event)).at(-1)?.sequence ?? 0;
+  return Math.max(epoch.acked, newest);
+}
+
+const types = fc.subarray(PREFIXES, { maxLength: 2 });
+
+const subscriptionPlan: fc.Arbitrary<PlannedSubscription> = fc.record({
+  types,
   subject: fc.constantFrom(...SUBJECTS),
   start: fc.option(fc.nat({ max: 100 })),
   answers: fc.array(fc.constantFrom(...ANSWERS), { maxLength: 4 }),
 });
 
-const batchPlan = fc.record({
+const batchPlan: fc.Arbitrary<PlannedBatch> = fc.record({
   events: fc.array(fc.record({ type: fc.constantFrom(...TYPES), subject: fc.constantFrom(...SUBJECTS) }), {
     minLength: 1,
     maxLength: 5,
   }),
   settleFirst: fc.boolean(),
+  change: fc.option(
+    fc.record({
+      target: fc.nat({ max: 2 }),
+      filters: fc.option(fc.record({ types, subject: fc.constantFrom(...SUBJECTS) })),
+      status: fc.constantFrom<"active" | "disabled" | null>("active", "disabled", null),
+    }),
+    { freq: 3 },
+  ),
 });
 
 describe("wake-up pings against a model of the contract", () => {
@@ -89,6 +132,9 @@ describe("wake-up pings against a model of the contract", () => {
   const received = new Map<string, Array<{ ping: Received; status: number }>>();
   /** Per subscription id: the statuses still to answer, in order. */
   const scripts = new Map<string, number[]>();
+  /** Subscriptions disabled by a PATCH, and pings that reached one of them anyway. */
+  const disabled = new Set<string>();
+  const unwanted: string[] = [];
 
   before(async () => {
     svc = await startTestService({
@@ -101,6 +147,7 @@ describe("wake-up pings against a model of the contract", () => {
     receiver = await startReceiver();
     receiver.respond = (ping) => {
       const id = ping.event.data.subscription as string;
+      if (disabled.has(id)) unwanted.push(`${id}: ${ping.body}`);
       const status = scripts.get(id)?.shift() ?? 204;
       let pings = received.get(id);
       if (!pings) {
@@ -124,11 +171,10 @@ describe("wake-up pings against a model of the contract", () => {
     return Number(reply.body.acked);
   }
 
-  /** Waits until every subscription has acknowledged the newest event it matches. */
+  /** Waits until every subscription has acknowledged the newest event it matches (a disabled one: nothing). */
   async function settled(live: Live[], stored: Stored[]): Promise<void> {
     for (const subscription of live) {
-      const newest = stored.filter((event) => matches(subscription.plan, event)).at(-1)?.sequence;
-      const expected = Math.max(subscription.acked, newest ?? 0);
+      const expected = settledAt(subscription.epochs.at(-1)!, stored);
       await eventually(
         async () => (await ackedOf(subscription.id)) === expected,
         15_000,
@@ -141,10 +187,17 @@ describe("wake-up pings against a model of the contract", () => {
   async function checkPings(feed: string, subscription: Live, stored: Stored[]): Promise<void> {
     const pings = received.get(subscription.id) ?? [];
     const bodies = new Map<string, string>();
-    let acked = subscription.acked;
+    let acked = subscription.epochs[0]!.acked;
     let highest = acked;
+    let epoch = subscription.epochs[0]!;
+    const enter = (next: Epoch) => {
+      assert.equal(acked, next.acked, `acked ${acked} where an epoch began at ${next.acked}`);
+      epoch = next;
+    };
     for (const [index, { ping, status }] of pings.entries()) {
-      const where = `ping ${index} of ${JSON.stringify(subscription.plan)}`;
+      for (const next of subscription.epochs) if (next.from === index && next !== epoch) enter(next);
+      const where = `ping ${index} of ${JSON.stringify(subscription.epochs)}`;
+      assert.equal(epoch.disabled, false, `${where}: sent while disabled`);
       const headers = ping.headers as Record<string, string>;
       assert.deepEqual(new Webhook(subscription.secret).verify(ping.body, headers), ping.event, where);
       const id = headers["webhook-id"]!;
@@ -159,7 +212,7 @@ describe("wake-up pings against a model of the contract", () => {
       assert.ok(head >= highest, `${where}: head ${head} below an earlier ping's ${highest}`);
       highest = head;
       const announced = stored.filter(
-        (event) => event.sequence > acked && event.sequence <= head && matches(subscription.plan, event),
+        (event) => event.sequence > acked && event.sequence <= head && matches(epoch.filters, event),
       );
       assert.equal(announced.at(-1)?.sequence, head, `${where}: head is a matching event`);
       assert.deepEqual(
@@ -184,10 +237,10 @@ describe("wake-up pings against a model of the contract", () => {
       );
       if (status < 300) acked = head;
     }
-    const newest = stored.filter((event) => matches(subscription.plan, event)).at(-1)?.sequence;
+    for (const next of subscription.epochs) if (next.from === pings.length && next !== epoch) enter(next);
     assert.equal(
       acked,
-      Math.max(subscription.acked, newest ?? 0),
+      settledAt(subscription.epochs.at(-1)!, stored),
       "the answered pings announced every event",
     );
   }
@@ -195,6 +248,36 @@ describe("wake-up pings against a model of the contract", () => {
   it("announces every matching event beyond acked, once acknowledged, whatever the receiver answered", async (t) => {
     let runs = 0;
     let pings = 0;
+    let changes = 0;
+
+    /** PATCHes a subscription while nothing is pending, and begins its next epoch. */
+    async function change(live: Live[], stored: Stored[], planned: PlannedChange): Promise<void> {
+      const subscription = live[planned.target % live.length]!;
+      const last = subscription.epochs.at(-1)!;
+      const filters = planned.filters ?? last.filters;
+      const isDisabled = planned.status === null ? last.disabled : planned.status === "disabled";
+      const body = {
+        ...(planned.filters ? { types: filters.types, subject: filters.subject ?? null } : {}),
+        ...(planned.status ? { status: planned.status } : {}),
+      };
+      // Re-enabled, it may be pinged before the answer to the PATCH is read.
+      if (!isDisabled) disabled.delete(subscription.id);
+      const reply = await call(`${svc.url}/v1/subscriptions/${subscription.id}`, {
+        method: "PATCH",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      assert.equal(reply.status, 200, `PATCH ${JSON.stringify(body)}: ${reply.text}`);
+      assert.equal(reply.body.status, isDisabled ? "disabled" : "active");
+      if (isDisabled) disabled.add(subscription.id);
+      changes += 1;
+      subscription.epochs.push({
+        from: received.get(subscription.id)?.length ?? 0,
+        filters,
+        disabled: isDisabled,
+        acked: settledAt(last, stored),
+      });
+    }
     await fc.assert(
       fc.asyncProperty(
         fc.array(batchPlan, { maxLength: 2 }),
@@ -234,15 +317,17 @@ describe("wake-up pings against a model of the contract", () => {
             const subscription = created.body as { id: string; secret: string; acked: string };
             assert.equal(Number(subscription.acked), start ?? head);
             scripts.set(subscription.id, [...plan.answers]);
+            const filters = { types: plan.types, subject: plan.subject };
+            const acked = Number(subscription.acked);
             live.push({
               id: subscription.id,
               secret: subscription.secret,
-              plan,
-              acked: Number(subscription.acked),
+              epochs: [{ from: 0, filters, disabled: false, acked }],
             });
           }
           for (const batch of batches) {
-            if (batch.settleFirst) await settled(live, stored);
+            if (batch.settleFirst || batch.change) await settled(live, stored);
+            if (batch.change) await change(live, stored, batch.change);
             await publish(batch);
           }
           await settled(live, stored);
@@ -251,13 +336,15 @@ describe("wake-up pings against a model of the contract", () => {
             pings += received.get(subscription.id)?.length ?? 0;
             // Done with: its feed goes, and with it the subscription.
             scripts.delete(subscription.id);
+            disabled.delete(subscription.id);
           }
           assert.equal((await call(`${svc.url}/v1/feeds/${feed}`, { method: "DELETE" })).status, 204);
         },
       ),
       { seed: SEED, numRuns: RUNS },
     );
-    t.diagnostic(`${runs} runs, ${pings} pings`);
+    t.diagnostic(`${runs} runs, ${pings} pings, ${changes} changes`);
+    assert.deepEqual(unwanted, [], "no ping reached a disabled subscription");
     const errors = svc.logs.filter((line) => Number(line.level) >= 50);
     assert.deepEqual(errors, [], "no errors logged");
   });
