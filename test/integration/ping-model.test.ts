@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as fc from "fast-check";
 import { Webhook } from "standardwebhooks";
+import { DIALECT } from "../support/database.js";
 import { call, cloudEvent, publishBatch, putFeed, subscribe } from "../support/http.js";
 import { type Received, type Receiver, startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService } from "../support/service.js";
@@ -23,6 +24,8 @@ import { eventually } from "../support/wait.js";
  * - no ping reaches a disabled subscription; re-enabled, it is told of everything beyond `acked`;
  * - at the end `acked` is the newest matching sequence, so that together the answered pings announced every
  *   matching event, each once.
+ *
+ * On PostgreSQL two nodes on one database take the requests in turns, and both dispatchers send pings.
  *
  * The seed is fixed; `SEINTJE_PING_MODEL_SEED` and `SEINTJE_PING_MODEL_RUNS` run others.
  */
@@ -126,7 +129,10 @@ const batchPlan: fc.Arbitrary<PlannedBatch> = fc.record({
 });
 
 describe("wake-up pings against a model of the contract", () => {
-  let svc: TestService;
+  /** On PostgreSQL two nodes on one database, each with its dispatcher; requests go to them in turns. */
+  const nodes: TestService[] = [];
+  let turn = 0;
+  const base = () => nodes[turn++ % nodes.length]!.url;
   let receiver: Receiver;
   /** Per subscription id: its pings as they arrived, each with the status its receiver answered. */
   const received = new Map<string, Array<{ ping: Received; status: number }>>();
@@ -137,13 +143,16 @@ describe("wake-up pings against a model of the contract", () => {
   const unwanted: string[] = [];
 
   before(async () => {
-    svc = await startTestService({
+    const env = {
       SEINTJE_CALLBACK_HTTP: "true",
       SEINTJE_CALLBACK_ALLOW: "127.0.0.1",
       // Retries 50 ms apart (before jitter): a failed ping is sent again while the run waits.
       SEINTJE_PING_RETRY: "0.05",
       SEINTJE_PING_TIMEOUT: "2",
-    });
+    };
+    const first = await startTestService(env);
+    nodes.push(first);
+    if (DIALECT === "postgres") nodes.push(await startTestService(env, { dir: first.dir }));
     receiver = await startReceiver();
     receiver.respond = (ping) => {
       const id = ping.event.data.subscription as string;
@@ -161,12 +170,13 @@ describe("wake-up pings against a model of the contract", () => {
   });
   after(async () => {
     await receiver.close();
-    await svc.stop();
+    for (const node of nodes.slice(1)) await node.stop();
+    await nodes[0]?.stop();
   });
 
   /** The subscription's `acked`, as the API shows it. */
   async function ackedOf(id: string): Promise<number> {
-    const reply = await call(`${svc.url}/v1/subscriptions/${id}`);
+    const reply = await call(`${base()}/v1/subscriptions/${id}`);
     assert.equal(reply.status, 200, reply.text);
     return Number(reply.body.acked);
   }
@@ -249,6 +259,7 @@ describe("wake-up pings against a model of the contract", () => {
     let runs = 0;
     let pings = 0;
     let changes = 0;
+    const senders = new Map<string, number>();
 
     /** PATCHes a subscription while nothing is pending, and begins its next epoch. */
     async function change(live: Live[], stored: Stored[], planned: PlannedChange): Promise<void> {
@@ -262,7 +273,7 @@ describe("wake-up pings against a model of the contract", () => {
       };
       // Re-enabled, it may be pinged before the answer to the PATCH is read.
       if (!isDisabled) disabled.delete(subscription.id);
-      const reply = await call(`${svc.url}/v1/subscriptions/${subscription.id}`, {
+      const reply = await call(`${base()}/v1/subscriptions/${subscription.id}`, {
         method: "PATCH",
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
@@ -286,13 +297,13 @@ describe("wake-up pings against a model of the contract", () => {
         async (prelude, plans, batches) => {
           runs += 1;
           const feed = `pings-${runs}`;
-          assert.equal((await putFeed(svc.url, feed)).status, 201);
+          assert.equal((await putFeed(base(), feed)).status, 201);
           const stored: Stored[] = [];
           const publish = async (batch: PlannedBatch) => {
             const events = batch.events.map(({ type, subject }) =>
               cloudEvent(subject === undefined ? { type } : { type, subject }),
             );
-            const reply = await publishBatch(svc.url, feed, events);
+            const reply = await publishBatch(base(), feed, events);
             assert.equal(reply.status, 201, reply.text);
             reply.body.events.forEach((event: { sequence: string }, index: number) => {
               const { type, subject } = batch.events[index]!;
@@ -312,7 +323,7 @@ describe("wake-up pings against a model of the contract", () => {
               ...(plan.subject ? { subject: plan.subject } : {}),
               ...(start === undefined ? {} : { after: String(start) }),
             };
-            const created = await subscribe(svc.url, body);
+            const created = await subscribe(base(), body);
             assert.equal(created.status, 201, created.text);
             const subscription = created.body as { id: string; secret: string; acked: string };
             assert.equal(Number(subscription.acked), start ?? head);
@@ -333,19 +344,26 @@ describe("wake-up pings against a model of the contract", () => {
           await settled(live, stored);
           for (const subscription of live) {
             await checkPings(feed, subscription, stored);
-            pings += received.get(subscription.id)?.length ?? 0;
+            for (const { ping } of received.get(subscription.id) ?? []) {
+              // Each node writes its own public URL into the pings it sends.
+              const sender = new URL(ping.event.data.url).origin;
+              senders.set(sender, (senders.get(sender) ?? 0) + 1);
+              pings += 1;
+            }
             // Done with: its feed goes, and with it the subscription.
             scripts.delete(subscription.id);
             disabled.delete(subscription.id);
           }
-          assert.equal((await call(`${svc.url}/v1/feeds/${feed}`, { method: "DELETE" })).status, 204);
+          assert.equal((await call(`${base()}/v1/feeds/${feed}`, { method: "DELETE" })).status, 204);
         },
       ),
       { seed: SEED, numRuns: RUNS },
     );
-    t.diagnostic(`${runs} runs, ${pings} pings, ${changes} changes`);
+    t.diagnostic(
+      `${runs} runs, ${pings} pings (by sender: ${[...senders.values()].join(", ")}), ${changes} changes`,
+    );
     assert.deepEqual(unwanted, [], "no ping reached a disabled subscription");
-    const errors = svc.logs.filter((line) => Number(line.level) >= 50);
+    const errors = nodes.flatMap((node) => node.logs).filter((line) => Number(line.level) >= 50);
     assert.deepEqual(errors, [], "no errors logged");
   });
 });
