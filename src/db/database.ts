@@ -139,6 +139,15 @@ export function forUpdate<T extends Knex.QueryBuilder>(db: Queryable, query: T):
 }
 
 /**
+ * Keeps the rows a query selects from being deleted (or their keys changed) until the transaction ends, on
+ * PostgreSQL, while other writes to them go on; rows that reference them can then be inserted safely. On SQLite
+ * nothing can delete them meanwhile: write transactions run one after another there.
+ */
+export function forKeyShare<T extends Knex.QueryBuilder>(db: Queryable, query: T): T {
+  return onPostgres(db) ? (query.forKeyShare() as T) : query;
+}
+
+/**
  * Runs several reads on one snapshot of the database, so that rows one transaction wrote together are seen
  * together (a subscription's state and the attempt recorded with it). On SQLite a read transaction on the WAL file
  * is a snapshot already; PostgreSQL's default, READ COMMITTED, gives each statement its own, so there it is

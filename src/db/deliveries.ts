@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { chunks, type Queryable } from "./database.js";
+import { chunks, forKeyShare, type Queryable } from "./database.js";
 import { insertAttempts, type NewAttempt } from "./subscriptions.js";
 
 /**
@@ -156,7 +156,7 @@ function columnsOf(state: DeliveryState): Record<string, unknown> {
 
 /**
  * Writes a batch of outcomes of pings leased to `node`, with their attempts, in `trx`. Subscriptions deleted
- * meanwhile are passed over. A ping replaced meanwhile (a PATCH changed filters, or re-enabled) keeps its new
+ * meanwhile are passed over; the rest cannot be deleted until `trx` ends. A ping replaced meanwhile (a PATCH changed filters, or re-enabled) keeps its new
  * state: then only the lease is given back. Acknowledgements, the common outcome, are written in one statement
  * per few hundred; a failure's state is its subscription's own.
  */
@@ -169,8 +169,12 @@ export async function recordOutcomes(
 ): Promise<void> {
   const ids = [...new Set(outcomes.map((outcome) => outcome.subscriptionId))];
   const existing = new Set<string>();
+  // The attempts reference their subscriptions: one deleted between this read and their insert (by the API, on
+  // any node) would fail the whole batch, and every outcome in it would be lost to a lapsed lease. Held in key
+  // share, a subscription's delete waits for this transaction instead.
   for (const slice of chunks(ids, ROWS_PER_STATEMENT)) {
-    for (const row of await trx("subscriptions").select("id").whereIn("id", slice)) existing.add(row.id);
+    const rows = await forKeyShare(trx, trx("subscriptions").select("id").whereIn("id", slice));
+    for (const row of rows) existing.add(row.id);
   }
   await insertAttempts(
     trx,

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { chunks, onPostgres, type Queryable } from "./database.js";
+import { chunks, forKeyShare, onPostgres, type Queryable } from "./database.js";
 
 /** Subscription and attempt rows. Every function takes the pool or a transaction. */
 
@@ -400,6 +400,20 @@ export async function insertAttempts(db: Queryable, attempts: NewAttempt[]): Pro
       })),
     );
   }
+}
+
+/**
+ * Records, in `trx`, the attempt of a ping sent outside the schedule (a test ping), unless its subscription was
+ * deleted while the ping was on its way: false then, and nothing is written.
+ */
+export async function insertAttemptIfKept(trx: Knex.Transaction, attempt: NewAttempt): Promise<boolean> {
+  const kept = await forKeyShare(
+    trx,
+    trx("subscriptions").select("id").where({ id: attempt.subscriptionId }),
+  );
+  if (kept.length === 0) return false;
+  await insertAttempts(trx, [attempt]);
+  return true;
 }
 
 /** Attempts of a subscription, newest first, with ids below `before`. */

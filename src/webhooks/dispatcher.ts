@@ -11,8 +11,9 @@ import {
 import {
   type AttemptRow,
   findDue,
+  findSubscription,
   followedFeeds,
-  insertAttempts,
+  insertAttemptIfKept,
   listAttempts,
   lockSubscription,
   look,
@@ -30,6 +31,7 @@ import type { CallbackClient, Exchange } from "./client.js";
 import { attemptOf, Courier, outcomeOf, type PingIssuer } from "./courier.js";
 import { type Decision, decide, type RetryPolicy } from "./policy.js";
 import { checkSealingKey, type SecretBox } from "./secrets.js";
+import { subscriptionNotFound } from "./subscriptions.js";
 
 /**
  * The dispatcher sends pings. Every decision is made from the database and written back to it, so the process
@@ -445,7 +447,9 @@ export class Dispatcher {
     const exchange = await this.courier.send(ping, this.abort.signal);
     this.count(exchange);
     const attempt = attemptOf(ping, at, exchange, true);
-    await insertAttempts(this.storage.writer, [attempt]);
+    if (!(await this.storage.writer.transaction((trx) => insertAttemptIfKept(trx, attempt)))) {
+      throw subscriptionNotFound(subscription.id);
+    }
     const [row] = await listAttempts(this.storage.reader, subscription.id, { before: undefined, limit: 1 });
     return row!;
   }
@@ -460,8 +464,7 @@ export class Dispatcher {
     const now = Date.now();
     const claimed = await this.storage.writer.transaction(async (trx) => {
       const subscription = await lockSubscription(trx, id);
-      if (!subscription)
-        throw new HttpProblem(404, "subscriptionNotFound", `There is no subscription "${id}".`);
+      if (!subscription) throw subscriptionNotFound(id);
       if (subscription.status === "disabled") {
         throw new HttpProblem(
           409,
@@ -486,6 +489,10 @@ export class Dispatcher {
     await this.flushing;
     while (this.outcomes.length > 0) await this.flush();
     const [row] = await listAttempts(this.storage.reader, id, { before: undefined, limit: 1 });
+    if (!row && !(await findSubscription(this.storage.reader, id))) {
+      // Deleted while the ping was on its way: its outcome, and the subscription's attempts, went with it.
+      throw subscriptionNotFound(id);
+    }
     if (!row || row.pingId !== claimed.pingId || row.at < now) {
       // Handed back unsent: the service began to stop while the ping was on its way.
       throw new HttpProblem(

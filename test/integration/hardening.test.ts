@@ -353,12 +353,15 @@ describe("storage that is full or goes away", () => {
   const APPEND_WRITE = "seintje_append_write";
 
   /** A service on its own PostgreSQL database, reached through a TCP proxy the test controls; removed after. */
-  async function throughProxy(use: (svc: TestService, proxy: TcpProxy) => Promise<void>): Promise<void> {
+  async function throughProxy(
+    use: (svc: TestService, proxy: TcpProxy) => Promise<void>,
+    env: Record<string, string> = {},
+  ): Promise<void> {
     const dir = tempDir();
     const url = new URL((await databaseEnv(dir)).DATABASE_URL!);
     const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
     url.port = String(proxy.port);
-    const svc = await startTestService({ DATABASE_URL: url.href }, { dir });
+    const svc = await startTestService({ ...env, DATABASE_URL: url.href }, { dir });
     try {
       await use(svc, proxy);
     } finally {
@@ -451,6 +454,127 @@ describe("storage that is full or goes away", () => {
       assert.equal((await call(`${svc.url}/v1/feeds/strict`)).body.head, "0", "nothing was stored");
     });
   });
+
+  it("records the outcomes of a round of pings when one of their subscriptions is deleted meanwhile", {
+    skip:
+      DIALECT !== "postgres" &&
+      "the gap between reading the subscriptions and writing the attempts is PostgreSQL's (SQLite has one writer)",
+    timeout: 60_000,
+  }, async () => {
+    const receiver = await startReceiver();
+    try {
+      await throughProxy(
+        async (svc, proxy) => {
+          await putFeed(svc.url, "outcomes");
+          const subscribed = async () => {
+            const reply = await call(`${svc.url}/v1/subscriptions`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ feed: "outcomes", url: receiver.url }),
+            });
+            assert.equal(reply.status, 201, reply.text);
+            return reply.body.id as string;
+          };
+          const [kept, deleted] = [await subscribed(), await subscribed()];
+          // Both pings are answered at once, so their outcomes are written in one transaction; its attempts'
+          // INSERT is held while the other subscription is deleted.
+          const holding = proxy.holdNext('insert into "ping_attempts"');
+          assert.equal((await publish(svc.url, "outcomes", cloudEvent())).status, 201);
+          await receiver.waitForPings(2);
+          const release = await holding;
+          let deleted204 = false;
+          const deleting = call(`${svc.url}/v1/subscriptions/${deleted}`, { method: "DELETE" }).then(
+            (reply) => {
+              deleted204 = reply.status === 204;
+              return reply;
+            },
+          );
+          // The delete either waits for the outcomes' transaction or is done; either way it is under way.
+          await eventually(
+            async () =>
+              deleted204 ||
+              (
+                await svc.service.storage.writer.raw(
+                  "select 1 from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'delete from \"subscriptions\"%'",
+                )
+              ).rows.length > 0,
+            5000,
+            "the delete is under way",
+          );
+          release();
+          assert.equal((await deleting).status, 204);
+          // The kept subscription's acknowledgement is written now, not after its lease lapses (the ping timeout
+          // and a margin: 7 s) and the ping is sent again.
+          await eventually(
+            async () => (await call(`${svc.url}/v1/subscriptions/${kept}`)).body.acked === "1",
+            3000,
+            "the kept subscription's acknowledgement is recorded",
+          );
+          const failed = svc.logs.filter((line) => Number(line.level) >= 50);
+          assert.deepEqual(failed, [], "no outcome was lost to the deletion");
+        },
+        { SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1", SEINTJE_PING_TIMEOUT: "2" },
+      );
+    } finally {
+      await receiver.close();
+    }
+  });
+});
+
+describe("a subscription deleted while a ping asked for by hand is on its way", () => {
+  const env = {
+    SEINTJE_CALLBACK_HTTP: "true",
+    SEINTJE_CALLBACK_ALLOW: "127.0.0.1",
+    // Retries wait a minute: only the ones asked for by hand happen during the test.
+    SEINTJE_PING_RETRY: "60",
+  };
+
+  for (const action of ["test", "retry"] as const) {
+    it(`answers POST /${action} with 404, not a 500 or a 503, and logs no error`, async () => {
+      const receiver = await startReceiver();
+      const svc = await startTestService(env);
+      try {
+        await putFeed(svc.url, "gone");
+        const created = await call(`${svc.url}/v1/subscriptions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ feed: "gone", url: receiver.url }),
+        });
+        assert.equal(created.status, 201, created.text);
+        const id = created.body.id as string;
+        // The scheduled ping fails, so a retry has something to deliver; a test ping needs nothing.
+        receiver.respond = () => ({ status: 500 });
+        await publish(svc.url, "gone", cloudEvent());
+        await receiver.waitForPings(1);
+        await eventually(
+          async () => (await call(`${svc.url}/v1/subscriptions/${id}`)).body.status === "failing",
+          5000,
+          "the first ping's failure recorded",
+        );
+
+        let deleted!: () => void;
+        const deletion = new Promise<void>((resolve) => {
+          deleted = resolve;
+        });
+        receiver.respond = () => ({ status: 204, after: deletion });
+        const asked = call(`${svc.url}/v1/subscriptions/${id}/${action}`, { method: "POST" });
+        await receiver.waitForPings(2);
+        assert.equal((await call(`${svc.url}/v1/subscriptions/${id}`, { method: "DELETE" })).status, 204);
+        deleted();
+
+        const reply = await asked;
+        assert.equal(reply.status, 404, reply.text);
+        assert.equal(reply.headers.get("content-type"), "application/problem+json");
+        assert.equal(reply.body.type, "urn:seintje:problem:subscription-not-found");
+        assert.equal((await call(`${svc.url}/v1/subscriptions/${id}`)).status, 404);
+        const failed = svc.logs.filter((line) => Number(line.level) >= 50);
+        assert.deepEqual(failed, [], "nothing failed on the way");
+      } finally {
+        await svc.stop();
+        await receiver.close();
+      }
+    });
+  }
 });
 
 describe("clients that never read their page", () => {
