@@ -1,4 +1,4 @@
-import { forUpdate, type Queryable } from "./database.js";
+import { forKeyShare, forUpdate, type Queryable } from "./database.js";
 import type { SqliteReads } from "./sqlite-reads.js";
 
 /** Feed rows. Every function takes the pool or a transaction, so callers choose the transaction boundary. */
@@ -96,6 +96,19 @@ export function findFeedNow(reads: SqliteReads, name: string): FeedRow | undefin
  */
 export async function lockFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
   const row: StoredFeed | undefined = await forUpdate(
+    trx,
+    trx("feeds").select(FEED_COLUMNS).where({ name }),
+  ).first();
+  return row ? toFeed(row) : undefined;
+}
+
+/**
+ * The feed, kept from being deleted until the transaction ends (on PostgreSQL), for a write that references it (a
+ * subscription's insert): its delete waits, where it would otherwise fail that write's foreign key. The lock is
+ * the one the foreign key's check takes anyway, taken before the feed is read.
+ */
+export async function shareFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
+  const row: StoredFeed | undefined = await forKeyShare(
     trx,
     trx("feeds").select(FEED_COLUMNS).where({ name }),
   ).first();

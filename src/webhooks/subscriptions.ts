@@ -1,5 +1,5 @@
 import { readSnapshot, type Storage } from "../db/database.js";
-import { findFeed } from "../db/feeds.js";
+import { shareFeed } from "../db/feeds.js";
 import {
   type AttemptRow,
   deleteSubscription,
@@ -8,6 +8,7 @@ import {
   lastAttempts,
   listAttempts,
   listSubscriptions,
+  lockSubscription,
   type PingAuthorization,
   type SignatureScheme,
   type SubscriptionRow,
@@ -98,7 +99,7 @@ export async function createSubscription(
   const id = uuidv7(now);
   const keys = newKeys(box, id, input.signature);
   const subscription = await storage.writer.transaction(async (trx) => {
-    const feed = await findFeed(trx, input.feed);
+    const feed = await shareFeed(trx, input.feed);
     if (!feed) throw feedNotFound(input.feed);
     if (input.after !== undefined && input.after > feed.head) {
       throw new HttpProblem(
@@ -143,7 +144,8 @@ export async function changeSubscription(
 ): Promise<{ subscription: SubscriptionRow } & Credentials> {
   let shown: Credentials = {};
   return storage.writer.transaction(async (trx) => {
-    const current = await findSubscription(trx, id);
+    // Locked, so that a delete or another change on the way waits for this one, or this one for it.
+    const current = await lockSubscription(trx, id);
     if (!current) throw subscriptionNotFound(id);
     const update: SubscriptionUpdate = {};
     const freshPing = { acked: current.acked };
@@ -189,7 +191,8 @@ export async function rotateSecret(
   now = Date.now(),
 ): Promise<{ secret: string } | { publicKey: string }> {
   return storage.writer.transaction(async (trx) => {
-    const current = await findSubscription(trx, id);
+    // Locked: two rotations at once must keep the first's new key as the second's previous one.
+    const current = await lockSubscription(trx, id);
     if (!current) throw subscriptionNotFound(id);
     const keys = newKeys(box, id, current.signature);
     const rotation = {

@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { Webhook } from "standardwebhooks";
 import { MAX_DATA_DEPTH } from "../../src/json.js";
 import { MAX_PAGE_BYTES } from "../../src/log/bounds.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
-import { call, cloudEvent, publish, publishBatch, putFeed, readPage } from "../support/http.js";
+import { call, cloudEvent, publish, publishBatch, putFeed, type Reply, readPage } from "../support/http.js";
 import { startServerProcess } from "../support/process.js";
 import { startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
@@ -351,6 +352,8 @@ describe("storage that is full or goes away", () => {
    * which goes with every execution of it.
    */
   const APPEND_WRITE = "seintje_append_write";
+  /** Pings may go to receivers on loopback. */
+  const pingsTo = { SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1" };
 
   /** A service on its own PostgreSQL database, reached through a TCP proxy the test controls; removed after. */
   async function throughProxy(
@@ -513,11 +516,132 @@ describe("storage that is full or goes away", () => {
           const failed = svc.logs.filter((line) => Number(line.level) >= 50);
           assert.deepEqual(failed, [], "no outcome was lost to the deletion");
         },
-        { SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1", SEINTJE_PING_TIMEOUT: "2" },
+        { ...pingsTo, SEINTJE_PING_TIMEOUT: "2" },
       );
     } finally {
       await receiver.close();
     }
+  });
+
+  /**
+   * Holds the next statement with `held` in it, runs `meanwhile` until it is done or waits for a lock that the held
+   * transaction has (both are fine), then lets the statement go; answers what `meanwhile` answered.
+   */
+  async function inTheGap<T>(
+    svc: TestService,
+    proxy: TcpProxy,
+    held: string,
+    start: () => Promise<void>,
+    meanwhile: () => Promise<T>,
+  ): Promise<{ first: Promise<void>; second: T }> {
+    const holding = proxy.holdNext(held);
+    const first = start();
+    const release = await holding;
+    let done = false;
+    const second = meanwhile().finally(() => {
+      done = true;
+    });
+    await eventually(
+      async () =>
+        done ||
+        (
+          await svc.service.storage.writer.raw(
+            "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+          )
+        ).rows.length > 0,
+      5000,
+      "the second change is done or waits for the first",
+    );
+    release();
+    return { first, second: await second };
+  }
+
+  it("creates, changes and rotates subscriptions safely beside a delete of them or their feed, or another rotation", {
+    skip: DIALECT !== "postgres" && "SQLite's one writer runs these one after another",
+    timeout: 60_000,
+  }, async () => {
+    const receiver = await startReceiver();
+    await throughProxy(async (svc, proxy) => {
+      const json = (method: string, body: unknown) => ({
+        method,
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const subscribe = (feed: string) =>
+        call(`${svc.url}/v1/subscriptions`, json("POST", { feed, url: receiver.url }));
+
+      // A subscription created while its feed is deleted: created and then deleted with the feed, or never.
+      await putFeed(svc.url, "going");
+      let created!: Reply<any>;
+      const feedDelete = await inTheGap(
+        svc,
+        proxy,
+        'insert into "subscriptions"',
+        async () => {
+          created = await subscribe("going");
+        },
+        () => call(`${svc.url}/v1/feeds/going`, { method: "DELETE" }),
+      );
+      await feedDelete.first;
+      assert.equal(feedDelete.second.status, 204, feedDelete.second.text);
+      assert.ok([201, 404].includes(created.status), `${created.status} ${created.text}`);
+      if (created.status === 201) {
+        assert.equal((await call(`${svc.url}/v1/subscriptions/${created.body.id}`)).status, 404);
+      }
+
+      // A change while the subscription is deleted: made and then deleted, or a 404.
+      await putFeed(svc.url, "kept");
+      const changed = (await subscribe("kept")).body.id as string;
+      let patched!: Reply<any>;
+      const deleted = await inTheGap(
+        svc,
+        proxy,
+        '"description" = $',
+        async () => {
+          patched = await call(
+            `${svc.url}/v1/subscriptions/${changed}`,
+            json("PATCH", { description: "new" }),
+          );
+        },
+        () => call(`${svc.url}/v1/subscriptions/${changed}`, { method: "DELETE" }),
+      );
+      await deleted.first;
+      assert.ok([204, 404].includes(deleted.second.status), deleted.second.text);
+      assert.ok([200, 404].includes(patched.status), `${patched.status} ${patched.text}`);
+      if (patched.status === 200) assert.equal(patched.body.description, "new");
+      assert.equal((await call(`${svc.url}/v1/subscriptions/${changed}`)).status, 404);
+
+      // Two rotations at once: the later keeps the earlier's new secret as its previous one, so a ping is signed
+      // with both secrets that were answered.
+      const rotated = (await subscribe("kept")).body.id as string;
+      const rotate = () => call(`${svc.url}/v1/subscriptions/${rotated}/rotate-secret`, { method: "POST" });
+      let firstRotation!: Reply<any>;
+      const rotations = await inTheGap(
+        svc,
+        proxy,
+        '"previous_secret" = $',
+        async () => {
+          firstRotation = await rotate();
+        },
+        rotate,
+      );
+      await rotations.first;
+      const secrets = [firstRotation, rotations.second].map((reply) => {
+        assert.equal(reply.status, 200, reply.text);
+        return reply.body.secret as string;
+      });
+      assert.equal((await publish(svc.url, "kept", cloudEvent())).status, 201);
+      const [ping] = await receiver.waitForPings(1);
+      for (const secret of secrets) {
+        assert.doesNotThrow(
+          () => new Webhook(secret).verify(ping!.body, ping!.headers as Record<string, string>),
+          "the ping is signed with both secrets answered",
+        );
+      }
+
+      const failed = svc.logs.filter((line) => Number(line.level) >= 50);
+      assert.deepEqual(failed, [], "nothing failed on the way");
+    }, pingsTo).finally(() => receiver.close());
   });
 });
 
