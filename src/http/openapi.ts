@@ -695,6 +695,7 @@ const paths = {
         },
         "400": problemRef("BadRequest"),
         ...AUTH_RESPONSES,
+        "409": problemResponse("Other requests kept creating and deleting the feed meanwhile; try again."),
         "415": problemRef("UnsupportedMediaType"),
       },
     },

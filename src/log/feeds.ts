@@ -26,6 +26,8 @@ export function checkFeedName(name: string): void {
   }
 }
 
+const PUT_TURNS = 5;
+
 export async function putFeed(
   storage: Storage,
   name: string,
@@ -33,16 +35,23 @@ export async function putFeed(
   now = Date.now(),
 ): Promise<{ feed: FeedRow; created: boolean }> {
   return storage.writer.transaction(async (trx) => {
-    let existing = await feeds.lockFeed(trx, name);
-    if (!existing) {
+    // A feed created by another request (on any node) after the look found none is changed instead; one deleted
+    // again before this request could lock it is created after all. Each further turn takes another request's
+    // create and delete in between.
+    for (let turn = 0; turn < PUT_TURNS; turn++) {
+      const existing = await feeds.lockFeed(trx, name);
+      if (existing) {
+        await feeds.updateFeedSettings(trx, existing.id, settings, now);
+        return { feed: { ...existing, ...settings }, created: false };
+      }
       const feed = await feeds.insertFeed(trx, name, settings, now);
       if (feed) return { feed, created: true };
-      // Created by a concurrent request (on another node) since the look above: this request changes it.
-      existing = await feeds.lockFeed(trx, name);
-      if (!existing) throw new Error(`feed ${name} was created and deleted meanwhile`);
     }
-    await feeds.updateFeedSettings(trx, existing.id, settings, now);
-    return { feed: { ...existing, ...settings }, created: false };
+    throw new HttpProblem(
+      409,
+      "conflict",
+      `Other requests created and deleted the feed "${name}" while this one ran; try again.`,
+    );
   });
 }
 

@@ -556,6 +556,33 @@ describe("storage that is full or goes away", () => {
     return { first, second: await second };
   }
 
+  it("creates a feed that another request created and a third deleted while it looked", {
+    skip: DIALECT !== "postgres" && "SQLite's one writer runs these one after another",
+    timeout: 60_000,
+  }, async () => {
+    await throughProxy(async (svc, proxy) => {
+      // The first PUT finds no feed; its insert is held while a second PUT creates the feed, so it finds the name
+      // taken; its look for that feed is held while a DELETE removes it.
+      const holdingInsert = proxy.holdNext('insert into "feeds"');
+      const first = putFeed(svc.url, "contested", { description: "first" });
+      const releaseInsert = await holdingInsert;
+      assert.equal((await putFeed(svc.url, "contested", { description: "second" })).status, 201);
+      const holdingLook = proxy.holdNext('from "feeds" where "name" = $1 limit $2 for update');
+      releaseInsert();
+      const releaseLook = await holdingLook;
+      assert.equal((await call(`${svc.url}/v1/feeds/contested`, { method: "DELETE" })).status, 204);
+      releaseLook();
+      const reply = await first;
+      assert.equal(reply.status, 201, reply.text);
+      const feed = (await call(`${svc.url}/v1/feeds/contested`)).body;
+      assert.equal(feed.description, "first");
+      assert.deepEqual(
+        svc.logs.filter((line) => Number(line.level) >= 50),
+        [],
+      );
+    });
+  });
+
   it("creates, changes and rotates subscriptions safely beside a delete of them or their feed, or another rotation", {
     skip: DIALECT !== "postgres" && "SQLite's one writer runs these one after another",
     timeout: 60_000,
