@@ -28,6 +28,15 @@ function assertValidation(reply: { status: number; headers: Headers; body: any }
   assert.deepEqual(pointersOf(reply.body), pointers);
 }
 
+/** Asserts that the service logged nothing at error level. */
+function assertNoErrors(svc: TestService, what: string): void {
+  assert.deepEqual(
+    svc.logs.filter((line) => Number(line.level) >= 50),
+    [],
+    what,
+  );
+}
+
 describe("input that was changed, lost or answered with a 500", () => {
   let svc: TestService;
   before(async () => {
@@ -458,6 +467,40 @@ describe("storage that is full or goes away", () => {
     });
   });
 
+  /**
+   * Holds the next statement with `held` in it, runs `meanwhile` until it is done or waits for a lock that the held
+   * transaction has (both are fine), then lets the statement go; answers what `meanwhile` answered.
+   */
+  async function inTheGap<T>(
+    svc: TestService,
+    proxy: TcpProxy,
+    held: string,
+    start: () => Promise<void>,
+    meanwhile: () => Promise<T>,
+  ): Promise<{ first: Promise<void>; second: T }> {
+    // (A statement that waits for a row lock shows in pg_stat_activity with wait_event_type 'Lock'.)
+    const holding = proxy.holdNext(held);
+    const first = start();
+    const release = await holding;
+    let done = false;
+    const second = meanwhile().finally(() => {
+      done = true;
+    });
+    await eventually(
+      async () =>
+        done ||
+        (
+          await svc.service.storage.writer.raw(
+            "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+          )
+        ).rows.length > 0,
+      5000,
+      "the second change is done or waits for the first",
+    );
+    release();
+    return { first, second: await second };
+  }
+
   it("records the outcomes of a round of pings when one of their subscriptions is deleted meanwhile", {
     skip:
       DIALECT !== "postgres" &&
@@ -481,31 +524,18 @@ describe("storage that is full or goes away", () => {
           const [kept, deleted] = [await subscribed(), await subscribed()];
           // Both pings are answered at once, so their outcomes are written in one transaction; its attempts'
           // INSERT is held while the other subscription is deleted.
-          const holding = proxy.holdNext('insert into "ping_attempts"');
-          assert.equal((await publish(svc.url, "outcomes", cloudEvent())).status, 201);
-          await receiver.waitForPings(2);
-          const release = await holding;
-          let deleted204 = false;
-          const deleting = call(`${svc.url}/v1/subscriptions/${deleted}`, { method: "DELETE" }).then(
-            (reply) => {
-              deleted204 = reply.status === 204;
-              return reply;
+          const deleting = await inTheGap(
+            svc,
+            proxy,
+            'insert into "ping_attempts"',
+            async () => {
+              assert.equal((await publish(svc.url, "outcomes", cloudEvent())).status, 201);
+              await receiver.waitForPings(2);
             },
+            () => call(`${svc.url}/v1/subscriptions/${deleted}`, { method: "DELETE" }),
           );
-          // The delete either waits for the outcomes' transaction or is done; either way it is under way.
-          await eventually(
-            async () =>
-              deleted204 ||
-              (
-                await svc.service.storage.writer.raw(
-                  "select 1 from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'delete from \"subscriptions\"%'",
-                )
-              ).rows.length > 0,
-            5000,
-            "the delete is under way",
-          );
-          release();
-          assert.equal((await deleting).status, 204);
+          await deleting.first;
+          assert.equal(deleting.second.status, 204);
           // The kept subscription's acknowledgement is written now, not after its lease lapses (the ping timeout
           // and a margin: 7 s) and the ping is sent again.
           await eventually(
@@ -513,8 +543,7 @@ describe("storage that is full or goes away", () => {
             3000,
             "the kept subscription's acknowledgement is recorded",
           );
-          const failed = svc.logs.filter((line) => Number(line.level) >= 50);
-          assert.deepEqual(failed, [], "no outcome was lost to the deletion");
+          assertNoErrors(svc, "no outcome was lost to the deletion");
         },
         { ...pingsTo, SEINTJE_PING_TIMEOUT: "2" },
       );
@@ -522,39 +551,6 @@ describe("storage that is full or goes away", () => {
       await receiver.close();
     }
   });
-
-  /**
-   * Holds the next statement with `held` in it, runs `meanwhile` until it is done or waits for a lock that the held
-   * transaction has (both are fine), then lets the statement go; answers what `meanwhile` answered.
-   */
-  async function inTheGap<T>(
-    svc: TestService,
-    proxy: TcpProxy,
-    held: string,
-    start: () => Promise<void>,
-    meanwhile: () => Promise<T>,
-  ): Promise<{ first: Promise<void>; second: T }> {
-    const holding = proxy.holdNext(held);
-    const first = start();
-    const release = await holding;
-    let done = false;
-    const second = meanwhile().finally(() => {
-      done = true;
-    });
-    await eventually(
-      async () =>
-        done ||
-        (
-          await svc.service.storage.writer.raw(
-            "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
-          )
-        ).rows.length > 0,
-      5000,
-      "the second change is done or waits for the first",
-    );
-    release();
-    return { first, second: await second };
-  }
 
   it("creates a feed that another request created and a third deleted while it looked", {
     skip: DIALECT !== "postgres" && "SQLite's one writer runs these one after another",
@@ -576,10 +572,7 @@ describe("storage that is full or goes away", () => {
       assert.equal(reply.status, 201, reply.text);
       const feed = (await call(`${svc.url}/v1/feeds/contested`)).body;
       assert.equal(feed.description, "first");
-      assert.deepEqual(
-        svc.logs.filter((line) => Number(line.level) >= 50),
-        [],
-      );
+      assertNoErrors(svc, "nothing failed on the way");
     });
   });
 
@@ -666,8 +659,7 @@ describe("storage that is full or goes away", () => {
         );
       }
 
-      const failed = svc.logs.filter((line) => Number(line.level) >= 50);
-      assert.deepEqual(failed, [], "nothing failed on the way");
+      assertNoErrors(svc, "nothing failed on the way");
     }, pingsTo).finally(() => receiver.close());
   });
 });
@@ -718,8 +710,7 @@ describe("a subscription deleted while a ping asked for by hand is on its way", 
         assert.equal(reply.headers.get("content-type"), "application/problem+json");
         assert.equal(reply.body.type, "urn:seintje:problem:subscription-not-found");
         assert.equal((await call(`${svc.url}/v1/subscriptions/${id}`)).status, 404);
-        const failed = svc.logs.filter((line) => Number(line.level) >= 50);
-        assert.deepEqual(failed, [], "nothing failed on the way");
+        assertNoErrors(svc, "nothing failed on the way");
       } finally {
         await svc.stop();
         await receiver.close();
