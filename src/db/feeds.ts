@@ -94,12 +94,8 @@ export function findFeedNow(reads: SqliteReads, name: string): FeedRow | undefin
  * The feed, locked until the transaction ends (on PostgreSQL): whoever appends to a feed or changes it holds this
  * lock, so appends to one feed commit one after another in sequence order, whichever node makes them.
  */
-export async function lockFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
-  const row: StoredFeed | undefined = await forUpdate(
-    trx,
-    trx("feeds").select(FEED_COLUMNS).where({ name }),
-  ).first();
-  return row ? toFeed(row) : undefined;
+export function lockFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
+  return findLocked(trx, name, forUpdate);
 }
 
 /**
@@ -107,8 +103,16 @@ export async function lockFeed(trx: Queryable, name: string): Promise<FeedRow | 
  * subscription's insert): its delete waits, where it would otherwise fail that write's foreign key. The lock is
  * the one the foreign key's check takes anyway, taken before the feed is read.
  */
-export async function shareFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
-  const row: StoredFeed | undefined = await forKeyShare(
+export function shareFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
+  return findLocked(trx, name, forKeyShare);
+}
+
+async function findLocked(
+  trx: Queryable,
+  name: string,
+  lock: typeof forUpdate,
+): Promise<FeedRow | undefined> {
+  const row: StoredFeed | undefined = await lock(
     trx,
     trx("feeds").select(FEED_COLUMNS).where({ name }),
   ).first();
