@@ -95,7 +95,12 @@ export function findFeedNow(reads: SqliteReads, name: string): FeedRow | undefin
  * lock, so appends to one feed commit one after another in sequence order, whichever node makes them.
  */
 export function lockFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
-  return findLocked(trx, name, forUpdate);
+  return findLocked(trx, { name }, forUpdate);
+}
+
+/** lockFeed by the feed's id: a feed deleted and created again under its name is not this one. */
+export function lockFeedById(trx: Queryable, id: number): Promise<FeedRow | undefined> {
+  return findLocked(trx, { id }, forUpdate);
 }
 
 /**
@@ -104,18 +109,15 @@ export function lockFeed(trx: Queryable, name: string): Promise<FeedRow | undefi
  * the one the foreign key's check takes anyway, taken before the feed is read.
  */
 export function shareFeed(trx: Queryable, name: string): Promise<FeedRow | undefined> {
-  return findLocked(trx, name, forKeyShare);
+  return findLocked(trx, { name }, forKeyShare);
 }
 
 async function findLocked(
   trx: Queryable,
-  name: string,
+  which: { name: string } | { id: number },
   lock: typeof forUpdate,
 ): Promise<FeedRow | undefined> {
-  const row: StoredFeed | undefined = await lock(
-    trx,
-    trx("feeds").select(FEED_COLUMNS).where({ name }),
-  ).first();
+  const row: StoredFeed | undefined = await lock(trx, trx("feeds").select(FEED_COLUMNS).where(which)).first();
   return row ? toFeed(row) : undefined;
 }
 

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { Storage } from "../db/database.js";
 import { deleteThrough, lastAppendedBefore } from "../db/events.js";
-import { type FeedRow, listFeedsWithRetention, setPrunedThrough } from "../db/feeds.js";
+import { type FeedRow, listFeedsWithRetention, lockFeedById, setPrunedThrough } from "../db/feeds.js";
 import type { Metrics } from "../metrics.js";
 import { parseDuration, subtractDuration } from "./duration.js";
 
@@ -37,11 +37,18 @@ export async function pruneFeed(
     }
     if (end <= pruned) return removed;
     const through = end;
-    removed += await storage.writer.transaction(async (trx) => {
-      const count = await deleteThrough(trx, feed.id, through);
+    const count = await storage.writer.transaction(async (trx) => {
+      // The feed's lock first, as every other writer of a feed takes it (appends, changes, its delete). Taken
+      // last, by the update of pruned_through, it closed a cycle with them on PostgreSQL: this transaction held
+      // event and type-count rows that theirs wanted while they held the feed (found as deadlocks).
+      if (!(await lockFeedById(trx, feed.id))) return undefined;
+      const deleted = await deleteThrough(trx, feed.id, through);
       await setPrunedThrough(trx, feed.id, through);
-      return count;
+      return deleted;
     });
+    // Deleted meanwhile: its events went with it.
+    if (count === undefined) return removed;
+    removed += count;
     pruned = through;
   }
   return removed;
