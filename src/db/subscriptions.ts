@@ -403,17 +403,39 @@ export async function insertAttempts(db: Queryable, attempts: NewAttempt[]): Pro
 }
 
 /**
- * Records, in `trx`, the attempt of a ping sent outside the schedule (a test ping), unless its subscription was
- * deleted while the ping was on its way: false then, and nothing is written.
+ * Records, in `trx`, the attempt of a ping sent outside the schedule (a test ping) and answers it as stored, unless
+ * its subscription was deleted while the ping was on its way: undefined then, and nothing is written.
  */
-export async function insertAttemptIfKept(trx: Knex.Transaction, attempt: NewAttempt): Promise<boolean> {
+export async function insertAttemptIfKept(
+  trx: Knex.Transaction,
+  attempt: NewAttempt,
+): Promise<AttemptRow | undefined> {
   const kept = await forKeyShare(
     trx,
     trx("subscriptions").select("id").where({ id: attempt.subscriptionId }),
   );
-  if (kept.length === 0) return false;
+  if (kept.length === 0) return undefined;
   await insertAttempts(trx, [attempt]);
-  return true;
+  return findAttempt(trx, attempt.subscriptionId, attempt.pingId, attempt.at);
+}
+
+/**
+ * The newest attempt of the subscription's ping `pingId` made at `since` or later. (Not simply its newest attempt:
+ * another, a test ping or a delivery from another node, may have been recorded after it.)
+ */
+export async function findAttempt(
+  db: Queryable,
+  subscriptionId: string,
+  pingId: string,
+  since: number,
+): Promise<AttemptRow | undefined> {
+  const row: Stored | undefined = await db("ping_attempts")
+    .select("*")
+    .where({ subscription_id: subscriptionId, ping_id: pingId })
+    .andWhere("at", ">=", since)
+    .orderBy("id", "desc")
+    .first();
+  return row ? toAttempt(row) : undefined;
 }
 
 /** Attempts of a subscription, newest first, with ids below `before`. */

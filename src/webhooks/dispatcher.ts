@@ -10,11 +10,11 @@ import {
 } from "../db/deliveries.js";
 import {
   type AttemptRow,
+  findAttempt,
   findDue,
   findSubscription,
   followedFeeds,
   insertAttemptIfKept,
-  listAttempts,
   lockSubscription,
   look,
   type NewAttempt,
@@ -447,11 +447,9 @@ export class Dispatcher {
     const exchange = await this.courier.send(ping, this.abort.signal);
     this.count(exchange);
     const attempt = attemptOf(ping, at, exchange, true);
-    if (!(await this.storage.writer.transaction((trx) => insertAttemptIfKept(trx, attempt)))) {
-      throw subscriptionNotFound(subscription.id);
-    }
-    const [row] = await listAttempts(this.storage.reader, subscription.id, { before: undefined, limit: 1 });
-    return row!;
+    const row = await this.storage.writer.transaction((trx) => insertAttemptIfKept(trx, attempt));
+    if (!row) throw subscriptionNotFound(subscription.id);
+    return row;
   }
 
   /**
@@ -488,12 +486,12 @@ export class Dispatcher {
     // deliver() queued the outcome; write it now, so that the answer shows it.
     await this.flushing;
     while (this.outcomes.length > 0) await this.flush();
-    const [row] = await listAttempts(this.storage.reader, id, { before: undefined, limit: 1 });
+    const row = await findAttempt(this.storage.reader, id, claimed.pingId, now);
     if (!row && !(await findSubscription(this.storage.reader, id))) {
       // Deleted while the ping was on its way: its outcome, and the subscription's attempts, went with it.
       throw subscriptionNotFound(id);
     }
-    if (!row || row.pingId !== claimed.pingId || row.at < now) {
+    if (!row) {
       // Handed back unsent: the service began to stop while the ping was on its way.
       throw new HttpProblem(
         503,

@@ -552,6 +552,41 @@ describe("storage that is full or goes away", () => {
     }
   });
 
+  it("answers a test ping with its attempt when the subscription is deleted just after it was recorded", {
+    skip: DIALECT !== "postgres" && "the gap needs the TCP proxy in front of PostgreSQL",
+    timeout: 60_000,
+  }, async () => {
+    const receiver = await startReceiver();
+    await throughProxy(async (svc, proxy) => {
+      await putFeed(svc.url, "tested");
+      const created = await call(`${svc.url}/v1/subscriptions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ feed: "tested", url: receiver.url }),
+      });
+      assert.equal(created.status, 201, created.text);
+      const id = created.body.id as string;
+      // The attempt is read back (to answer it) while the subscription is deleted.
+      let tested!: Reply<any>;
+      const deleting = await inTheGap(
+        svc,
+        proxy,
+        'select * from "ping_attempts" where "subscription_id" = $1',
+        async () => {
+          tested = await call(`${svc.url}/v1/subscriptions/${id}/test`, { method: "POST" });
+        },
+        () => call(`${svc.url}/v1/subscriptions/${id}`, { method: "DELETE" }),
+      );
+      await deleting.first;
+      assert.equal(deleting.second.status, 204);
+      assert.equal(tested.status, 200, tested.text);
+      assert.equal(tested.body.test, true);
+      assert.equal(tested.body.statusCode, 204);
+      assert.equal(tested.body.pingId, receiver.pings[0]!.headers["webhook-id"]);
+      assertNoErrors(svc, "nothing failed on the way");
+    }, pingsTo).finally(() => receiver.close());
+  });
+
   it("prunes a feed while it is published to, without a deadlock", {
     skip: DIALECT !== "postgres" && "SQLite's one writer runs these one after another",
     timeout: 60_000,
