@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { Tracer } from "@opentelemetry/api";
 import { pendingMigrations, type Storage } from "../db/database.js";
 import {
@@ -134,6 +135,9 @@ export class Dispatcher {
   ) {
     this.courier = new Courier(client, box, options.requestOrigin, options.issuer, options.tracer);
     this.sweepMs = options.sweepMs ?? SWEEP_MS;
+    // Every ping in flight listens for shutdown on this signal until it is answered: up to `concurrency` at once,
+    // plus test pings and retries. Not a leak, so Node's warning past 10 listeners is off for it.
+    setMaxListeners(0, this.abort.signal);
   }
 
   start(): void {

@@ -909,6 +909,39 @@ describe("the cap on pings in flight", () => {
   });
 });
 
+describe("many pings in flight at once", () => {
+  it("sends 30 at a time without a warning from Node that listeners leak", async () => {
+    const warnings: Error[] = [];
+    const warned = (warning: Error) => warnings.push(warning);
+    process.on("warning", warned);
+    const receiver = await startReceiver();
+    const svc = await startTestService(FAST);
+    try {
+      const feed = await newFeed(svc);
+      for (let i = 0; i < 30; i += 1) await subscribe(svc, { feed, url: receiver.url });
+      let allArrived!: () => void;
+      const arrived = new Promise<void>((resolve) => {
+        allArrived = resolve;
+      });
+      receiver.respond = () => ({ status: 204, after: arrived });
+      await publish(svc.url, feed, cloudEvent());
+      await receiver.waitForPings(30);
+      assert.equal(receiver.maxConcurrent, 30, "all 30 were in flight together");
+      allArrived();
+      // Warnings are emitted on the next tick after the listener that crossed the limit was added.
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(
+        warnings.map((warning) => `${warning.name}: ${warning.message}`),
+        [],
+      );
+    } finally {
+      process.off("warning", warned);
+      await svc.stop();
+      await receiver.close();
+    }
+  });
+});
+
 describe("the key that seals webhook secrets", () => {
   it("must be the same for every process on one database: another key refuses to start", async () => {
     const dir = tempDir();
