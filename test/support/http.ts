@@ -15,11 +15,17 @@ export function useToken(base: string, token: string | undefined): void {
   else tokens.set(base, token);
 }
 
+/** The Authorization header `call` would send to this URL, for requests made otherwise (a stream). */
+export function authorizationFor(url: string): Record<string, string> {
+  for (const [base, token] of tokens)
+    if (url.startsWith(`${base}/`)) return { authorization: `Bearer ${token}` };
+  return {};
+}
+
 export async function call<T = any>(url: string, init: RequestInit = {}): Promise<Reply<T>> {
   const headers = new Headers(init.headers);
   if (!headers.has("authorization")) {
-    for (const [base, token] of tokens)
-      if (url.startsWith(`${base}/`)) headers.set("authorization", `Bearer ${token}`);
+    for (const [name, value] of Object.entries(authorizationFor(url))) headers.set(name, value);
   }
   const response = await fetch(url, { ...init, headers });
   const text = await response.text();
