@@ -14,6 +14,8 @@ import { startTestService, type TestService } from "../support/service.js";
  * writers taking their locks in different orders) showed here as 500s, 503s from deadlocks and logged errors:
  *
  * - no answer is a 5xx, and every 4xx is a problem document;
+ * - every page holds exactly the sequences after its cursor, one after another, every stream sends one event
+ *   after another, and every event has its own sequence;
  * - nothing is logged at error level, and no deadlock at any level;
  * - afterwards every feed still holds an unbroken run of sequences from `oldest` to `head`, and every
  *   subscription's feed exists.
@@ -75,6 +77,31 @@ describe("many clients at once", () => {
           type: random.pick(TYPES),
           data: { n: random.below(3) },
         });
+      let streamed = 0;
+      /** Pages that break what an unfiltered page promises, whatever else runs at the time. */
+      const broken: string[] = [];
+      /**
+       * Reads the page after `after`: its events are exactly the sequences after it, one after another (retention
+       * answers 410 instead of a page with a hole; from 0 it starts at the oldest kept), `next` is the last of them
+       * (or `after`), and `head` is not below `next`.
+       */
+      const page = async (url: string, after: number, options: string): Promise<Answer> => {
+        const answer = await send(`${url}?after=${after}${options}`);
+        if (answer.status !== 200) return answer;
+        const { events, next, head } = JSON.parse(answer.text);
+        const sequences = events.map((stored: { sequence: string }) => Number(stored.sequence));
+        // From 0 a page starts at the oldest event retention kept.
+        const first = after === 0 && sequences.length > 0 ? sequences[0] : after + 1;
+        const expected = sequences.map((_: number, index: number) => first + index);
+        if (
+          JSON.stringify(sequences) !== JSON.stringify(expected) ||
+          Number(next) !== (sequences.at(-1) ?? after) ||
+          Number(head) < Number(next)
+        ) {
+          broken.push(`a page after ${after}: ${sequences.join(",")}, next ${next}, head ${head}`);
+        }
+        return answer;
+      };
       const subscription = (random: Random) =>
         random.pick(subscriptions.length > 0 ? subscriptions : ["none"]);
 
@@ -111,17 +138,35 @@ describe("many clients at once", () => {
         ],
         [
           "read",
-          (base, random) => send(`${base}/v1/feeds/${random.pick(FEEDS)}/events?after=${random.below(10)}`),
+          (base, random) => page(`${base}/v1/feeds/${random.pick(FEEDS)}/events`, random.below(10), ""),
         ],
         [
           "long-poll",
-          (base, random) =>
-            send(`${base}/v1/feeds/${random.pick(FEEDS)}/events?after=${random.below(8)}&wait=1`),
+          (base, random) => page(`${base}/v1/feeds/${random.pick(FEEDS)}/events`, random.below(8), "&wait=1"),
         ],
-        ["stream", (base, random) => stream(`${base}/v1/feeds/${random.pick(FEEDS)}/events?after=0`)],
+        [
+          "stream",
+          async (base, random) => {
+            const answer = await stream(`${base}/v1/feeds/${random.pick(FEEDS)}/events?after=0`);
+            // From the oldest kept event on, one after another.
+            const ids = [...answer.text.matchAll(/^id: ?(\d+)$/gm)].map((match) => Number(match[1]));
+            streamed += ids.length;
+            if (ids.some((id, index) => index > 0 && id !== ids[index - 1]! + 1)) {
+              broken.push(`a stream from 0 sent ${ids.join(",")}`);
+            }
+            return answer;
+          },
+        ],
         [
           "event",
-          (base, random) => send(`${base}/v1/feeds/${random.pick(FEEDS)}/events/${1 + random.below(8)}`),
+          async (base, random) => {
+            const sequence = 1 + random.below(8);
+            const answer = await send(`${base}/v1/feeds/${random.pick(FEEDS)}/events/${sequence}`);
+            if (answer.status === 200 && JSON.parse(answer.text).sequence !== String(sequence)) {
+              broken.push(`event ${sequence} answered ${answer.text.slice(0, 200)}`);
+            }
+            return answer;
+          },
         ],
         [
           "put type",
@@ -217,7 +262,9 @@ describe("many clients at once", () => {
         }),
       );
       t.diagnostic([...tally].map(([key, count]) => `${key} x${count}`).join(", "));
+      t.diagnostic(`streams sent ${streamed} events`);
       assert.deepEqual(wrong, [], "every answer below 500, every 4xx a problem document");
+      assert.deepEqual(broken, [], "every page and event as the contract says");
 
       for (const node of nodes) {
         assert.deepEqual(
@@ -266,7 +313,7 @@ async function send(url: string, init: RequestInit = {}): Promise<Answer> {
   return { status: reply.status, text: reply.text, type: reply.headers.get("content-type") ?? "" };
 }
 
-/** Opens a stream, reads what it sends for 300 ms, and closes it. */
+/** Opens a stream, reads what it sends for 300 ms, closes it, and answers what it read. */
 async function stream(url: string): Promise<Answer> {
   const closing = new AbortController();
   const timer = setTimeout(() => closing.abort(), 300);
@@ -277,14 +324,14 @@ async function stream(url: string): Promise<Answer> {
     });
     const type = response.headers.get("content-type") ?? "";
     if (response.status !== 200) return { status: response.status, text: await response.text(), type };
+    let text = "";
+    const decoder = new TextDecoder();
     try {
-      for await (const _ of response.body!) {
-        // Read and dropped: only the stream's status and its end matter here.
-      }
+      for await (const chunk of response.body!) text += decoder.decode(chunk, { stream: true });
     } catch (error) {
       if (!closing.signal.aborted) throw error;
     }
-    return { status: 200, text: "", type };
+    return { status: 200, text, type };
   } catch (error) {
     if (!closing.signal.aborted) throw error;
     // Closed by the timer before the answer's headers came.
