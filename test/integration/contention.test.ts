@@ -83,7 +83,7 @@ describe("many clients at once", () => {
       /**
        * Reads the page after `after`: its events are exactly the sequences after it, one after another (retention
        * answers 410 instead of a page with a hole; from 0 it starts at the oldest kept), `next` is the last of them
-       * (or `after`), and `head` is not below `next`.
+       * (or, with none, not below `after`), and `head` is not below `next`.
        */
       const page = async (url: string, after: number, options: string): Promise<Answer> => {
         const answer = await send(`${url}?after=${after}${options}`);
@@ -93,9 +93,10 @@ describe("many clients at once", () => {
         // From 0 a page starts at the oldest event retention kept.
         const first = after === 0 && sequences.length > 0 ? sequences[0] : after + 1;
         const expected = sequences.map((_: number, index: number) => first + index);
+        const nextRight = sequences.length > 0 ? Number(next) === sequences.at(-1) : Number(next) >= after;
         if (
           JSON.stringify(sequences) !== JSON.stringify(expected) ||
-          Number(next) !== (sequences.at(-1) ?? after) ||
+          !nextRight ||
           Number(head) < Number(next)
         ) {
           broken.push(`a page after ${after}: ${sequences.join(",")}, next ${next}, head ${head}`);
@@ -274,6 +275,9 @@ describe("many clients at once", () => {
         );
       }
 
+      // Retention goes on every second: one pass to the end now, so that no later one moves `oldest` while the
+      // feeds are read (nothing is published any more, so every later pass finds nothing to remove).
+      await nodes[0]!.service.retention.pass();
       const base = nodes[0]!.url;
       const feeds: Array<{ name: string; head: string; oldest: string | null }> = (
         await call(`${base}/v1/feeds`)
