@@ -6,7 +6,16 @@ import { Webhook } from "standardwebhooks";
 import { MAX_DATA_DEPTH } from "../../src/json.js";
 import { MAX_PAGE_BYTES } from "../../src/log/bounds.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
-import { call, cloudEvent, publish, publishBatch, putFeed, type Reply, readPage } from "../support/http.js";
+import {
+  call,
+  cloudEvent,
+  publish,
+  publishBatch,
+  putFeed,
+  type Reply,
+  readPage,
+  subscribe,
+} from "../support/http.js";
 import { startServerProcess } from "../support/process.js";
 import { startReceiver } from "../support/receiver.js";
 import { startTestService, type TestService, tempDir, tokenFor } from "../support/service.js";
@@ -35,6 +44,13 @@ function assertNoErrors(svc: TestService, what: string): void {
     [],
     what,
   );
+}
+
+/** Subscribes `url` to `feed` and answers the new subscription's id. */
+async function subscribed(base: string, feed: string, url: string): Promise<string> {
+  const reply = await subscribe(base, { feed, url });
+  assert.equal(reply.status, 201, reply.text);
+  return reply.body.id as string;
 }
 
 describe("input that was changed, lost or answered with a 500", () => {
@@ -512,16 +528,8 @@ describe("storage that is full or goes away", () => {
       await throughProxy(
         async (svc, proxy) => {
           await putFeed(svc.url, "outcomes");
-          const subscribed = async () => {
-            const reply = await call(`${svc.url}/v1/subscriptions`, {
-              method: "POST",
-              headers: { "content-type": "application/json" },
-              body: JSON.stringify({ feed: "outcomes", url: receiver.url }),
-            });
-            assert.equal(reply.status, 201, reply.text);
-            return reply.body.id as string;
-          };
-          const [kept, deleted] = [await subscribed(), await subscribed()];
+          const kept = await subscribed(svc.url, "outcomes", receiver.url);
+          const deleted = await subscribed(svc.url, "outcomes", receiver.url);
           // Both pings are answered at once, so their outcomes are written in one transaction; its attempts'
           // INSERT is held while the other subscription is deleted.
           const deleting = await inTheGap(
@@ -559,13 +567,7 @@ describe("storage that is full or goes away", () => {
     const receiver = await startReceiver();
     await throughProxy(async (svc, proxy) => {
       await putFeed(svc.url, "tested");
-      const created = await call(`${svc.url}/v1/subscriptions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ feed: "tested", url: receiver.url }),
-      });
-      assert.equal(created.status, 201, created.text);
-      const id = created.body.id as string;
+      const id = await subscribed(svc.url, "tested", receiver.url);
       // The attempt is read back (to answer it) while the subscription is deleted.
       let tested!: Reply<any>;
       const deleting = await inTheGap(
@@ -658,8 +660,6 @@ describe("storage that is full or goes away", () => {
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
       });
-      const subscribe = (feed: string) =>
-        call(`${svc.url}/v1/subscriptions`, json("POST", { feed, url: receiver.url }));
 
       // A subscription created while its feed is deleted: created and then deleted with the feed, or never.
       await putFeed(svc.url, "going");
@@ -669,7 +669,7 @@ describe("storage that is full or goes away", () => {
         proxy,
         'insert into "subscriptions"',
         async () => {
-          created = await subscribe("going");
+          created = await subscribe(svc.url, { feed: "going", url: receiver.url });
         },
         () => call(`${svc.url}/v1/feeds/going`, { method: "DELETE" }),
       );
@@ -682,7 +682,7 @@ describe("storage that is full or goes away", () => {
 
       // A change while the subscription is deleted: made and then deleted, or a 404.
       await putFeed(svc.url, "kept");
-      const changed = (await subscribe("kept")).body.id as string;
+      const changed = await subscribed(svc.url, "kept", receiver.url);
       let patched!: Reply<any>;
       const deleted = await inTheGap(
         svc,
@@ -704,7 +704,7 @@ describe("storage that is full or goes away", () => {
 
       // Two rotations at once: the later keeps the earlier's new secret as its previous one, so a ping is signed
       // with both secrets that were answered.
-      const rotated = (await subscribe("kept")).body.id as string;
+      const rotated = await subscribed(svc.url, "kept", receiver.url);
       const rotate = () => call(`${svc.url}/v1/subscriptions/${rotated}/rotate-secret`, { method: "POST" });
       let firstRotation!: Reply<any>;
       const rotations = await inTheGap(
@@ -749,13 +749,7 @@ describe("a subscription deleted while a ping asked for by hand is on its way", 
       const svc = await startTestService(env);
       try {
         await putFeed(svc.url, "gone");
-        const created = await call(`${svc.url}/v1/subscriptions`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ feed: "gone", url: receiver.url }),
-        });
-        assert.equal(created.status, 201, created.text);
-        const id = created.body.id as string;
+        const id = await subscribed(svc.url, "gone", receiver.url);
         // The scheduled ping fails, so a retry has something to deliver; a test ping needs nothing.
         receiver.respond = () => ({ status: 500 });
         await publish(svc.url, "gone", cloudEvent());
