@@ -156,9 +156,9 @@ function columnsOf(state: DeliveryState): Record<string, unknown> {
 
 /**
  * Writes a batch of outcomes of pings leased to `node`, with their attempts, in `trx`. Subscriptions deleted
- * meanwhile are passed over; the rest cannot be deleted until `trx` ends. A ping replaced meanwhile (a PATCH changed filters, or re-enabled) keeps its new
- * state: then only the lease is given back. Acknowledgements, the common outcome, are written in one statement
- * per few hundred; a failure's state is its subscription's own.
+ * meanwhile are passed over; the rest cannot be deleted until `trx` ends. A ping replaced meanwhile (a PATCH
+ * changed filters, or re-enabled) keeps its new state: then only the lease is given back. Acknowledgements, the
+ * common outcome, are written in one statement per few hundred; a failure's state is its subscription's own.
  */
 export async function recordOutcomes(
   trx: Queryable,
