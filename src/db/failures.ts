@@ -7,12 +7,17 @@ import type { Storage } from "./database.js";
  * answers 503 while writes fail, so that a load balancer sends writes elsewhere.
  */
 
-export type StorageFailure = "full" | "unavailable";
+export type StorageFailure = "full" | "unavailable" | "conflict";
 
 /** PostgreSQL SQLSTATEs of a full disk or quota (class 53, insufficient resources). */
 const PG_FULL = new Set(["53100", "53400"]);
 /** PostgreSQL SQLSTATEs worth retrying: connection exceptions (class 08), shutdowns, too many connections. */
-const PG_TRANSIENT = /^(08...|57P0[1-3]|53300|53200|40001|40P01)$/;
+const PG_TRANSIENT = /^(08...|57P0[1-3]|53300|53200)$/;
+/**
+ * PostgreSQL SQLSTATEs of a transaction undone because it met another: a serialization failure, a deadlock. The
+ * request may be sent again; a deadlock is a bug in the order in which seintje takes its locks.
+ */
+const PG_CONFLICT = new Set(["40001", "40P01"]);
 /** SQLite result codes of a database that is there but cannot take this request now. */
 const SQLITE_TRANSIENT = /^SQLITE_(BUSY|LOCKED|IOERR|READONLY|CANTOPEN|PROTOCOL)/;
 /** Socket errors of a lost or refused database connection. */
@@ -28,11 +33,15 @@ const SOCKET_ERRORS = new Set([
 const LOST_CONNECTION =
   /Connection terminated|connection error and is not queryable|Timeout acquiring a connection/i;
 
-/** Whether `error` is a full or an unreachable storage, and which; undefined for everything else. */
+/**
+ * Whether `error` is a full or an unreachable storage, or a transaction the database undid because it met
+ * another, and which; undefined for everything else.
+ */
 export function storageFailure(error: unknown): StorageFailure | undefined {
   if (typeof error !== "object" || error === null) return undefined;
   const { code, name, message } = error as { code?: unknown; name?: unknown; message?: unknown };
   if (code === "SQLITE_FULL" || (typeof code === "string" && PG_FULL.has(code))) return "full";
+  if (typeof code === "string" && PG_CONFLICT.has(code)) return "conflict";
   if (
     typeof code === "string" &&
     (PG_TRANSIENT.test(code) || SQLITE_TRANSIENT.test(code) || SOCKET_ERRORS.has(code))
@@ -79,9 +88,19 @@ export class WriteHealth {
     return this.failingSince !== undefined;
   }
 
-  /** Notes a failed query: a full storage begins the failing state, an unreachable one is logged (rate-limited). */
+  /**
+   * Notes a failed query: a full storage begins the failing state, an unreachable one is logged (rate-limited), and
+   * so is a transaction undone for meeting another (each one: they are rare, and a deadlock is a bug).
+   */
   saw(error: unknown): void {
     const failure = storageFailure(error);
+    if (failure === "conflict") {
+      this.logger.warn(
+        { err: error },
+        "the database undid a transaction that met another (a deadlock or a serialization failure); its request gets 503 with Retry-After",
+      );
+      return;
+    }
     if (failure === "unavailable") {
       const now = Date.now();
       if (now - this.lastUnavailableLog >= UNAVAILABLE_LOG_INTERVAL_MS) {

@@ -10,11 +10,14 @@ import type { Services } from "./context.js";
 const FULL_RETRY_AFTER = "30";
 /** Seconds a client is asked to wait when the database cannot be reached: a restart or fail-over. */
 const UNAVAILABLE_RETRY_AFTER = "5";
+/** Seconds before sending again a request the database undid because it met another: the other is done by then. */
+const CONFLICT_RETRY_AFTER = "1";
 
 /**
- * A storage failure that is not a bug, as the problem to answer: 507 when storage is full, 503 when the database
- * cannot be reached (a connection lost mid-commit included: the client's retry is safe, since publishing is
- * idempotent on (source, id)). Both ask the client to come back with Retry-After.
+ * A storage failure that is not the client's, as the problem to answer: 507 when storage is full, 503 when the
+ * database cannot be reached (a connection lost mid-commit included: the client's retry is safe, since publishing
+ * is idempotent on (source, id)), and 503 when it undid the request's transaction because it met another. All ask
+ * the client to come back with Retry-After.
  */
 function storageProblem(error: unknown): HttpProblem | undefined {
   const failure = storageFailure(error);
@@ -25,6 +28,15 @@ function storageProblem(error: unknown): HttpProblem | undefined {
       "The service's storage is full; nothing of this request was stored. Try again later.",
       {},
       { "Retry-After": FULL_RETRY_AFTER },
+    );
+  }
+  if (failure === "conflict") {
+    return new HttpProblem(
+      503,
+      "unavailable",
+      "The request met another in the database and was undone: nothing of it was stored. Send it again.",
+      {},
+      { "Retry-After": CONFLICT_RETRY_AFTER },
     );
   }
   if (failure === "unavailable") {

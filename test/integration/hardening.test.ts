@@ -560,6 +560,60 @@ describe("storage that is full or goes away", () => {
     }
   });
 
+  it("answers 503 with Retry-After, and stores nothing, when the database undoes a publish in a deadlock", {
+    skip: DIALECT !== "postgres" && "SQLite has no deadlocks: one writer",
+    timeout: 60_000,
+  }, async () => {
+    const svc = await startTestService();
+    try {
+      await putFeed(svc.url, "deadlocked");
+      assert.equal((await publish(svc.url, "deadlocked", cloudEvent({ type: "nl.a" }))).status, 201);
+      const db = svc.service.storage.writer;
+      const { id } = await db("feeds").where({ name: "deadlocked" }).first();
+      // Another transaction (not seintje's) holds the type's count, which the publish updates under the feed's
+      // lock, and then asks for the feed's lock: a cycle, which PostgreSQL breaks by undoing the publish, the
+      // first to wait.
+      const other = await db.transaction();
+      try {
+        await other.raw("select 1 from event_type_stats where feed_id = ? and type = ? for update", [
+          id,
+          "nl.a",
+        ]);
+        const publishing = publish(svc.url, "deadlocked", cloudEvent({ type: "nl.a" }));
+        await eventually(
+          async () =>
+            (
+              await db.raw(
+                "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+              )
+            ).rows.length > 0,
+          5000,
+          "the publish waits for the type's count",
+        );
+        // (A knex query runs once it is awaited or then-ed: now.)
+        const locking = other.raw("select 1 from feeds where id = ? for update", [id]).then(() => undefined);
+        const reply = await publishing;
+        assert.equal(reply.status, 503, reply.text);
+        assert.equal(reply.headers.get("retry-after"), "1");
+        assert.match(reply.body.detail, /undone: nothing of it was stored/);
+        await locking;
+      } finally {
+        await other.rollback().catch(() => undefined);
+      }
+      assert.equal((await call(`${svc.url}/v1/feeds/deadlocked`)).body.head, "1", "nothing was stored");
+      assert.equal((await publish(svc.url, "deadlocked", cloudEvent({ type: "nl.a" }))).status, 201);
+      assert.ok(
+        svc.logs.some(
+          (line) => line.level === 40 && String(line.msg).startsWith("the database undid a transaction"),
+        ),
+        "the deadlock is logged as what it is",
+      );
+      assertNoErrors(svc, "a deadlock is not an error of the service");
+    } finally {
+      await svc.stop();
+    }
+  });
+
   it("answers a test ping with its attempt when the subscription is deleted just after it was recorded", {
     skip: DIALECT !== "postgres" && "the gap needs the TCP proxy in front of PostgreSQL",
     timeout: 60_000,
