@@ -1,54 +1,49 @@
 import type Koa from "koa";
-import { storageFailure } from "../db/failures.js";
-import { coerceError, HttpProblem } from "../errors.js";
+import { type StorageFailure, storageFailure } from "../db/failures.js";
+import { coerceError, HttpProblem, type ProblemKind } from "../errors.js";
 import { expectsContinue } from "./body.js";
 import type { Services } from "./context.js";
 
 /** Failures as RFC 9457 problem documents: the middleware, and the same for answers given past it. */
 
-/** Seconds a client is asked to wait when storage is full: freeing space takes an operator. */
-const FULL_RETRY_AFTER = "30";
-/** Seconds a client is asked to wait when the database cannot be reached: a restart or fail-over. */
-const UNAVAILABLE_RETRY_AFTER = "5";
-/** Seconds before sending again a request the database undid because it met another: the other is done by then. */
-const CONFLICT_RETRY_AFTER = "1";
-
 /**
- * A storage failure that is not the client's, as the problem to answer: 507 when storage is full, 503 when the
- * database cannot be reached (a connection lost mid-commit included: the client's retry is safe, since publishing
- * is idempotent on (source, id)), and 503 when it undid the request's transaction because it met another. All ask
- * the client to come back with Retry-After.
+ * A storage failure that is not the client's, as the problem to answer, each with the seconds of its Retry-After:
+ * - full: 507, for as long as freeing space takes an operator;
+ * - unavailable: 503, the database cannot be reached (a restart or fail-over). A connection lost mid-commit is one:
+ *   the client's retry is safe, since publishing is idempotent on (source, id);
+ * - conflict: 503, the database undid the request's transaction because it met another, which is done by then.
  */
+const STORAGE_PROBLEMS: Record<
+  StorageFailure,
+  { status: number; kind: ProblemKind; detail: string; retryAfter: string }
+> = {
+  full: {
+    status: 507,
+    kind: "storageFull",
+    detail: "The service's storage is full; nothing of this request was stored. Try again later.",
+    retryAfter: "30",
+  },
+  unavailable: {
+    status: 503,
+    kind: "unavailable",
+    detail:
+      "The database could not be reached; if this request wrote, it may or may not have been stored. Publishing the same events again is safe.",
+    retryAfter: "5",
+  },
+  conflict: {
+    status: 503,
+    kind: "unavailable",
+    detail:
+      "The request met another in the database and was undone: nothing of it was stored. Send it again.",
+    retryAfter: "1",
+  },
+};
+
 function storageProblem(error: unknown): HttpProblem | undefined {
   const failure = storageFailure(error);
-  if (failure === "full") {
-    return new HttpProblem(
-      507,
-      "storageFull",
-      "The service's storage is full; nothing of this request was stored. Try again later.",
-      {},
-      { "Retry-After": FULL_RETRY_AFTER },
-    );
-  }
-  if (failure === "conflict") {
-    return new HttpProblem(
-      503,
-      "unavailable",
-      "The request met another in the database and was undone: nothing of it was stored. Send it again.",
-      {},
-      { "Retry-After": CONFLICT_RETRY_AFTER },
-    );
-  }
-  if (failure === "unavailable") {
-    return new HttpProblem(
-      503,
-      "unavailable",
-      "The database could not be reached; if this request wrote, it may or may not have been stored. Publishing the same events again is safe.",
-      {},
-      { "Retry-After": UNAVAILABLE_RETRY_AFTER },
-    );
-  }
-  return undefined;
+  if (failure === undefined) return undefined;
+  const { status, kind, detail, retryAfter } = STORAGE_PROBLEMS[failure];
+  return new HttpProblem(status, kind, detail, {}, { "Retry-After": retryAfter });
 }
 
 /**
