@@ -75,6 +75,8 @@ export class WriteHealth {
   private probing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastUnavailableLog = 0;
+  /** Errors already noted: a failed write's error comes both from the writer's query-error event and its answer. */
+  private readonly noted = new WeakSet<object>();
 
   constructor(
     private readonly storage: Storage,
@@ -93,6 +95,10 @@ export class WriteHealth {
    * so is a transaction undone for meeting another (each one: they are rare, and a deadlock is a bug).
    */
   saw(error: unknown): void {
+    if (typeof error === "object" && error !== null) {
+      if (this.noted.has(error)) return;
+      this.noted.add(error);
+    }
     const failure = storageFailure(error);
     if (failure === "conflict") {
       this.logger.warn(
