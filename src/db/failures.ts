@@ -35,13 +35,14 @@ const LOST_CONNECTION =
 
 /**
  * Whether `error` is a full or an unreachable storage, or a transaction the database undid because it met
- * another, and which; undefined for everything else.
+ * another (or an append that met a change of its feed in every try), and which; undefined for everything else.
  */
 export function storageFailure(error: unknown): StorageFailure | undefined {
   if (typeof error !== "object" || error === null) return undefined;
   const { code, name, message } = error as { code?: unknown; name?: unknown; message?: unknown };
   if (code === "SQLITE_FULL" || (typeof code === "string" && PG_FULL.has(code))) return "full";
-  if (typeof code === "string" && PG_CONFLICT.has(code)) return "conflict";
+  if ((typeof code === "string" && PG_CONFLICT.has(code)) || error instanceof FeedKeptChanging)
+    return "conflict";
   if (
     typeof code === "string" &&
     (PG_TRANSIENT.test(code) || SQLITE_TRANSIENT.test(code) || SOCKET_ERRORS.has(code))
@@ -50,6 +51,19 @@ export function storageFailure(error: unknown): StorageFailure | undefined {
   if (name === "KnexTimeoutError") return "unavailable";
   if (typeof message === "string" && LOST_CONNECTION.test(message)) return "unavailable";
   return undefined;
+}
+
+/**
+ * An append that found its feed changed by another writer in every one of its tries (PostgreSQL, where nodes
+ * append without holding the feed between their read and their write): nothing of it was stored, and it may be
+ * sent again, like a transaction the database undid.
+ */
+export class FeedKeptChanging extends Error {
+  override readonly name = "FeedKeptChanging";
+
+  constructor(feed: string, tries: number, last: string) {
+    super(`the feed ${feed} changed under each of ${tries} tries of an append (last: ${last})`);
+  }
 }
 
 /** Whether `error` is PostgreSQL refusing a row that a unique index already holds (SQLSTATE 23505). */
@@ -100,6 +114,13 @@ export class WriteHealth {
       this.noted.add(error);
     }
     const failure = storageFailure(error);
+    if (error instanceof FeedKeptChanging) {
+      this.logger.warn(
+        { err: error },
+        "an append met another writer's change of its feed in every try; its request gets 503 with Retry-After",
+      );
+      return;
+    }
     if (failure === "conflict") {
       this.logger.warn(
         { err: error },

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { appendNumbered, findForAppend, writeAppend } from "../db/append.js";
 import type { Queryable, Storage } from "../db/database.js";
 import type { EventRow } from "../db/events.js";
-import { uniqueViolation } from "../db/failures.js";
+import { FeedKeptChanging, uniqueViolation } from "../db/failures.js";
 import { type FeedRow, insertFeed } from "../db/feeds.js";
 import { HttpProblem, type Pointed, validationProblem } from "../errors.js";
 import type { PreparedEvent } from "../events/encoding.js";
@@ -369,15 +369,16 @@ export class Appender {
         });
       } catch (error) {
         // Another node stored one of these events since they were looked up: reading again finds it.
-        if (uniqueViolation(error) && round < MAX_ROUNDS) continue;
-        throw error;
+        if (!uniqueViolation(error)) throw error;
+        if (round >= MAX_ROUNDS) throw new FeedKeptChanging(name, round, "an event stored meanwhile");
+        continue;
       }
       if (written === "gone" && !remembered) return { outcomes: requests.map(() => feedNotFound(name)) };
       if (typeof written === "string") {
         // Gone since it was remembered (perhaps made again under its name), its types changed, or it holds one
         // of these events: the next round reads it.
         this.feedsRead.forget(name);
-        if (round >= MAX_ROUNDS) throw new Error(`the feed ${name} keeps changing (${written})`);
+        if (round >= MAX_ROUNDS) throw new FeedKeptChanging(name, round, written);
         continue;
       }
       planned.fresh.forEach(({ appended }, offset) => {
@@ -441,7 +442,10 @@ class FeedsRead {
   }
 }
 
-/** How often one append reads a feed again because it changed meanwhile, before it gives up (a 500). */
+/**
+ * How often one append reads a feed again because it changed meanwhile, before it gives up: a 503 with Retry-After
+ * (FeedKeptChanging), since nothing of it was stored.
+ */
 const MAX_ROUNDS = 10;
 
 const NEW_FEED = {
