@@ -1,6 +1,7 @@
 import { setMaxListeners } from "node:events";
 import type { Tracer } from "@opentelemetry/api";
-import { pendingMigrations, type Storage } from "../db/database.js";
+import type { Knex } from "knex";
+import { pendingMigrations, type Queryable, type Storage } from "../db/database.js";
 import {
   type Claim,
   type DeliveryState,
@@ -9,6 +10,7 @@ import {
   recordOutcomes,
   releaseAllLeases,
 } from "../db/deliveries.js";
+import { storageFailure } from "../db/failures.js";
 import {
   type AttemptRow,
   findAttempt,
@@ -43,6 +45,8 @@ import { subscriptionNotFound } from "./subscriptions.js";
  *    them to this node for the ping timeout plus a margin. A lease lapses by itself if the node dies.
  * 2. Deliver: at most `concurrency` pings in flight over all subscriptions, and one per subscription (the lease).
  * 3. Record: outcomes are written in batches (attempt rows plus the new delivery state) in one transaction each.
+ *    When more was due than there were free slots, that transaction also claims what the batch's slots can take
+ *    (a refill), so that under load a commit serves both.
  *
  * Coalescing falls out of this: events appended while a ping is in flight only move the feed's head; the next
  * claim, after the outcome, announces them all in one ping. A pending ping that newer events overtake is replaced
@@ -98,6 +102,8 @@ export class Dispatcher {
   private readonly outcomes: Outcome[] = [];
   private readonly abort = new AbortController();
   private inFlight = 0;
+  /** Slots taken by claims under way, whose pings are not launched yet. */
+  private reserved = 0;
   private pumping = false;
   private again = false;
   /** The last claim took every free slot: more may be due than could be claimed. */
@@ -218,10 +224,15 @@ export class Dispatcher {
         if (first.due || this.again) {
           do {
             this.again = false;
-            const free = this.options.concurrency - this.inFlight;
-            if (free <= 0) break;
-            const wanted = Math.min(free, CLAIM_BATCH);
-            const claimed = await this.claim(wanted, looked);
+            const wanted = Math.min(this.free(), CLAIM_BATCH);
+            if (wanted <= 0) break;
+            this.reserved += wanted;
+            let claimed: PreparedPing[];
+            try {
+              claimed = await this.claim(wanted, looked);
+            } finally {
+              this.reserved -= wanted;
+            }
             looked = false;
             for (const ping of claimed) this.launch(ping);
             this.backlog = claimed.length === wanted;
@@ -264,6 +275,11 @@ export class Dispatcher {
     this.timer.unref();
   }
 
+  /** Slots neither in flight nor taken by a claim under way. */
+  private free(): number {
+    return this.options.concurrency - this.inFlight - this.reserved;
+  }
+
   /**
    * Claims up to `limit` due subscriptions and prepares their pings, in one transaction; `looked` when a look
    * just found some due, otherwise it looks first.
@@ -271,22 +287,25 @@ export class Dispatcher {
   private async claim(limit: number, looked: boolean): Promise<PreparedPing[]> {
     const now = Date.now();
     if (!looked && !(await look(this.storage.reader, now)).due) return [];
-    return this.storage.writer.transaction(async (trx) => {
-      const claimed: PreparedPing[] = [];
-      const claims: Claim[] = [];
-      const announcement = new Announcement(trx, this.options);
-      for (const subscription of await findDue(trx, now, limit, true)) {
-        const ping = await announcement.prepare(subscription, now);
-        if (ping) claimed.push(ping);
-        claims.push({
-          id: subscription.id,
-          scanned: subscription.feedHead,
-          lease: ping && this.leaseFor(ping, now),
-        });
-      }
-      await markClaimed(trx, claims);
-      return claimed;
-    });
+    return this.storage.writer.transaction((trx) => this.claimIn(trx, limit, now));
+  }
+
+  /** Claims up to `limit` due subscriptions in `trx`, leasing them to this node, and prepares their pings. */
+  private async claimIn(trx: Queryable, limit: number, now: number): Promise<PreparedPing[]> {
+    const claimed: PreparedPing[] = [];
+    const claims: Claim[] = [];
+    const announcement = new Announcement(trx, this.options);
+    for (const subscription of await findDue(trx, now, limit, true)) {
+      const ping = await announcement.prepare(subscription, now);
+      if (ping) claimed.push(ping);
+      claims.push({
+        id: subscription.id,
+        scanned: subscription.feedHead,
+        lease: ping && this.leaseFor(ping, now),
+      });
+    }
+    await markClaimed(trx, claims);
+    return claimed;
   }
 
   /** The lease a claimed ping is sent under: this node's, for one timeout and a margin. */
@@ -308,9 +327,10 @@ export class Dispatcher {
       )
       .finally(() => {
         this.inFlight -= 1;
-        // Freed slots matter only when more was due than could be claimed; they are refilled a quarter of the
-        // slots at a time, so that a claim (a transaction, a commit) serves many pings rather than one.
-        if (this.backlog && this.inFlight <= (this.options.concurrency * 3) / 4) this.kick();
+        // Freed slots matter only when more was due than could be claimed. A ping's outcome is written within
+        // GATHER_MS, and that transaction refills them (see write); a delivery that failed without an outcome
+        // leaves that to a claim of its own.
+        if (this.backlog && !this.flushing && this.refillable()) this.kick();
         this.deliveries.delete(delivery);
       });
     this.deliveries.add(delivery);
@@ -398,7 +418,11 @@ export class Dispatcher {
   private async flush(): Promise<void> {
     const batch = this.outcomes.splice(0);
     if (batch.length === 0) return;
-    await this.write(batch);
+    for (const ping of await this.write(batch)) {
+      // Claimed as the service began to stop: handed back unsent, in the next batch.
+      if (this.stopped) this.record({ claimed: ping, attempt: undefined, decision: undefined });
+      else this.launch(ping);
+    }
     let more = false;
     for (const { claimed, decision } of batch) {
       if (decision?.kind === "retry") this.wakeAt(decision.at);
@@ -408,20 +432,57 @@ export class Dispatcher {
     if (more) this.kick();
   }
 
-  private async write(batch: Outcome[]): Promise<void> {
+  /**
+   * Freed slots are refilled a quarter of them at a time, so that a claim serves many pings rather than one: its
+   * queries cost about as much for a few subscriptions as for a hundred.
+   */
+  private refillable(): boolean {
+    return this.free() >= this.options.concurrency / 4;
+  }
+
+  /**
+   * Writes a batch of outcomes in one transaction. When more was due than could be claimed (a backlog), the same
+   * transaction claims what the free slots take, and answers those pings: a commit's fsync blocks the event loop
+   * on SQLite, and one per refill besides those of the outcomes was a third of a busy dispatcher's commits.
+   */
+  private async write(batch: Outcome[]): Promise<PreparedPing[]> {
     const outcomes = batch.map(({ claimed, decision }) => ({
       subscriptionId: claimed.subscription.id,
       pingId: claimed.pingId,
       state: decision === undefined ? undefined : stateAfter(decision, claimed.head),
     }));
     const attempts = batch.flatMap((outcome) => (outcome.attempt ? [outcome.attempt] : []));
+    const refill =
+      this.backlog && !this.stopped && this.refillable() ? Math.min(this.free(), CLAIM_BATCH) : 0;
+    this.reserved += refill;
     try {
-      await this.storage.writer.transaction((trx) =>
-        recordOutcomes(trx, this.storage.node, outcomes, attempts, Date.now()),
-      );
+      const claimed = await this.storage.writer.transaction(async (trx) => {
+        const now = Date.now();
+        await recordOutcomes(trx, this.storage.node, outcomes, attempts, now);
+        return refill > 0 ? this.refillIn(trx, refill, now) : [];
+      });
+      if (refill > 0) this.backlog = claimed.length === refill;
+      return claimed;
     } catch (error) {
       // The leases lapse by themselves and the pings are sent again: nothing is lost, at worst a ping repeats.
       this.logger.error({ err: error, outcomes: batch.length }, "ping outcomes could not be recorded");
+      return [];
+    } finally {
+      this.reserved -= refill;
+    }
+  }
+
+  /**
+   * A refill's claim, in a savepoint of the outcomes' transaction: should it fail, the outcomes are written all
+   * the same, and a later look (at the latest the sweep) claims those pings.
+   */
+  private async refillIn(trx: Knex.Transaction, limit: number, now: number): Promise<PreparedPing[]> {
+    try {
+      return await trx.transaction((savepoint) => this.claimIn(savepoint, limit, now));
+    } catch (error) {
+      // A storage failure is noted by WriteHealth; anything else is a bug.
+      if (storageFailure(error) === undefined) this.logger.error({ err: error }, "ping dispatch failed");
+      return [];
     }
   }
 

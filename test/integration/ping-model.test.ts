@@ -25,7 +25,8 @@ import { eventually } from "../support/wait.js";
  * - at the end `acked` is the newest matching sequence, so that together the answered pings announced every
  *   matching event, each once.
  *
- * On PostgreSQL two nodes on one database take the requests in turns, and both dispatchers send pings.
+ * On PostgreSQL two nodes on one database take the requests in turns, and both dispatchers send pings. Each has
+ * one ping in flight at most, so that with more than one subscription pings wait for a free slot.
  *
  * The seed is fixed; `SEINTJE_PING_MODEL_SEED` and `SEINTJE_PING_MODEL_RUNS` run others.
  */
@@ -149,6 +150,9 @@ describe("wake-up pings against a model of the contract", () => {
       // Retries 50 ms apart (before jitter): a failed ping is sent again while the run waits.
       SEINTJE_PING_RETRY: "0.05",
       SEINTJE_PING_TIMEOUT: "2",
+      // One ping in flight per node: a run's other subscriptions wait for the slot, and are claimed by the
+      // transaction that records the outcome which freed it (Dispatcher.write).
+      SEINTJE_PING_CONCURRENCY: "1",
     };
     const first = await startTestService(env);
     nodes.push(first);

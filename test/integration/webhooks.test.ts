@@ -907,6 +907,37 @@ describe("the cap on pings in flight", () => {
       await receiver.close();
     }
   });
+
+  it("sends a ping that waited for a slot once the slot is free, without waiting for a sweep or a lease to lapse", async () => {
+    const receiver = await startReceiver();
+    // No sweep during the test, and a lease lapses 7 s after its ping (timeout plus margin): a ping that arrives
+    // within 5 s of the slot's release was sent because the slot was freed.
+    const svc = await startTestService(
+      { ...FAST, SEINTJE_PING_CONCURRENCY: "1" },
+      { dispatcherSweepMs: 600_000 },
+    );
+    try {
+      const feed = await newFeed(svc);
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i += 1) ids.push((await subscribe(svc, { feed, url: receiver.url })).body.id);
+      const answers: Array<() => void> = [];
+      receiver.respond = () => ({
+        status: 204,
+        after: new Promise<void>((resolve) => answers.push(resolve)),
+      });
+      await publish(svc.url, feed, cloudEvent());
+      for (let count = 1; count <= 3; count += 1) {
+        await receiver.waitForPings(count, 5_000);
+        assert.equal(receiver.pings.length, count, "one ping at a time");
+        answers[count - 1]!();
+      }
+      assert.equal(receiver.maxConcurrent, 1);
+      assert.deepEqual(new Set(receiver.pings.map((ping) => ping.event.data.subscription)), new Set(ids));
+    } finally {
+      await svc.stop();
+      await receiver.close();
+    }
+  });
 });
 
 describe("many pings in flight at once", () => {
