@@ -267,16 +267,21 @@ export async function deleteSubscription(db: Queryable, id: string): Promise<boo
  * Two reads, each through its own index, so that a look costs what is due and not what exists: those behind,
  * found from each feed by a range on `(feed_id, scanned)`, the longest behind first; then those with a ping
  * pending and nothing new. (SQLite is told to start from feeds with CROSS JOIN, which it takes as an order; for the
- * time conditions see DUE.)
+ * time conditions see DUE.) Subscriptions in `passOver` are left out, due or not.
  */
 export async function findDue(
   db: Queryable,
   now: number,
   limit: number,
   claim = false,
+  passOver: readonly string[] = [],
 ): Promise<SubscriptionRow[]> {
   const lock = claim && onPostgres(db);
   const { behind, pending } = dueQueries(db, now);
+  if (passOver.length > 0) {
+    behind.whereNotIn("s.id", passOver);
+    pending.whereNotIn("s.id", passOver);
+  }
   const rows: Stored[] = await locked(behind.select(SUBSCRIPTION_COLUMNS).limit(limit), lock);
   if (rows.length < limit) {
     rows.push(...(await locked(pending.select(SUBSCRIPTION_COLUMNS).limit(limit - rows.length), lock)));

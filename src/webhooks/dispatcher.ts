@@ -290,12 +290,20 @@ export class Dispatcher {
     return this.storage.writer.transaction((trx) => this.claimIn(trx, limit, now));
   }
 
-  /** Claims up to `limit` due subscriptions in `trx`, leasing them to this node, and prepares their pings. */
-  private async claimIn(trx: Queryable, limit: number, now: number): Promise<PreparedPing[]> {
+  /**
+   * Claims up to `limit` due subscriptions in `trx`, leasing them to this node, and prepares their pings; passes
+   * over the subscriptions in `passOver`.
+   */
+  private async claimIn(
+    trx: Queryable,
+    limit: number,
+    now: number,
+    passOver: readonly string[] = [],
+  ): Promise<PreparedPing[]> {
     const claimed: PreparedPing[] = [];
     const claims: Claim[] = [];
     const announcement = new Announcement(trx, this.options);
-    for (const subscription of await findDue(trx, now, limit, true)) {
+    for (const subscription of await findDue(trx, now, limit, true, passOver)) {
       const ping = await announcement.prepare(subscription, now);
       if (ping) claimed.push(ping);
       claims.push({
@@ -459,7 +467,7 @@ export class Dispatcher {
       const claimed = await this.storage.writer.transaction(async (trx) => {
         const now = Date.now();
         await recordOutcomes(trx, this.storage.node, outcomes, attempts, now);
-        return refill > 0 ? this.refillIn(trx, refill, now) : [];
+        return refill > 0 ? this.refillIn(trx, refill, now, outcomes) : [];
       });
       if (refill > 0) this.backlog = claimed.length === refill;
       return claimed;
@@ -475,10 +483,21 @@ export class Dispatcher {
   /**
    * A refill's claim, in a savepoint of the outcomes' transaction: should it fail, the outcomes are written all
    * the same, and a later look (at the latest the sweep) claims those pings.
+   *
+   * It passes over the subscriptions whose outcomes the transaction wrote; the next claim takes those that are
+   * due. On PostgreSQL a second update of a row in one transaction checks its foreign key again, which holds the
+   * feed's row in key share after the subscriptions' rows: the reverse of the order a feed's delete locks them
+   * in, and the two deadlocked (found by contention.test.ts with two pings in flight).
    */
-  private async refillIn(trx: Knex.Transaction, limit: number, now: number): Promise<PreparedPing[]> {
+  private async refillIn(
+    trx: Knex.Transaction,
+    limit: number,
+    now: number,
+    written: ReadonlyArray<{ subscriptionId: string }>,
+  ): Promise<PreparedPing[]> {
+    const passOver = written.map((outcome) => outcome.subscriptionId);
     try {
-      return await trx.transaction((savepoint) => this.claimIn(savepoint, limit, now));
+      return await trx.transaction((savepoint) => this.claimIn(savepoint, limit, now, passOver));
     } catch (error) {
       // A storage failure is noted by WriteHealth; anything else is a bug.
       if (storageFailure(error) === undefined) this.logger.error({ err: error }, "ping dispatch failed");

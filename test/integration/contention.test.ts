@@ -9,7 +9,7 @@ import { startTestService, type TestService } from "../support/service.js";
  * Many clients at once, each sending its own seeded random sequence of requests of every kind: publishes (single
  * and batches, with repeated ids), page reads, long-polls, streams, single events, feeds created, changed and
  * deleted, types declared and removed, and subscriptions created, changed, rotated, tested, retried and deleted,
- * while retention runs every second and pings go out to a real receiver. On PostgreSQL the clients talk to two
+ * while retention runs every second and pings go out to a real receiver, two at a time per node. On PostgreSQL the clients talk to two
  * nodes of one database. Races between requests (a delete between another request's read and its write, two
  * writers taking their locks in different orders) showed here as 500s, 503s from deadlocks and logged errors:
  *
@@ -61,6 +61,9 @@ describe("many clients at once", () => {
       SEINTJE_PING_RETRY: "0.2",
       SEINTJE_PING_TIMEOUT: "2",
       SEINTJE_RETENTION_INTERVAL: "1",
+      // Two pings in flight per node, so that pings wait for a slot and the transactions that record outcomes
+      // claim for it too (a deadlock of those with a feed's delete was found so).
+      SEINTJE_PING_CONCURRENCY: "2",
     };
     const nodes: TestService[] = [await startTestService(env)];
     if (DIALECT === "postgres") nodes.push(await startTestService(env, { dir: nodes[0]!.dir }));

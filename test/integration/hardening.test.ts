@@ -607,6 +607,83 @@ describe("storage that is full or goes away", () => {
     }
   });
 
+  it("deletes a feed while the outcome of its ping is written with a claim for the freed slot, without a deadlock", {
+    skip:
+      DIALECT !== "postgres" &&
+      "the locks of two transactions at once are PostgreSQL's (SQLite has one writer)",
+    timeout: 60_000,
+  }, async () => {
+    const receiver = await startReceiver();
+    try {
+      await throughProxy(
+        async (svc, proxy) => {
+          const db = svc.service.storage.writer;
+          const waiting = async () =>
+            Number(
+              (
+                await db.raw(
+                  "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+                )
+              ).rows[0].n,
+            );
+          await putFeed(svc.url, "refilled");
+          const ids = [
+            await subscribed(svc.url, "refilled", receiver.url),
+            await subscribed(svc.url, "refilled", receiver.url),
+          ];
+          let answer!: () => void;
+          receiver.respond = () => ({
+            status: 204,
+            after: new Promise<void>((resolve) => {
+              answer = resolve;
+            }),
+          });
+          // One ping in flight (the one slot), to subscription A; B waits for the slot, its row held by another
+          // transaction, so that a claim passes it over. A second event makes A due again once it is answered.
+          assert.equal((await publish(svc.url, "refilled", cloudEvent())).status, 201);
+          const [ping] = await receiver.waitForPings(1);
+          const a = ping!.event.data.subscription as string;
+          const b = ids.find((id) => id !== a)!;
+          assert.equal((await publish(svc.url, "refilled", cloudEvent())).status, 201);
+          const other = await db.transaction();
+          let deleting: Promise<Reply> | undefined;
+          try {
+            await other.raw("select 1 from subscriptions where id = ? for update", [b]);
+            // A's outcome is written in a transaction that also claims for the freed slot. Its attempts' INSERT
+            // is held while the feed is deleted: the delete locks the feed, then waits for a subscription's row.
+            const holding = proxy.holdNext('insert into "ping_attempts"');
+            answer();
+            const release = await holding;
+            deleting = call(`${svc.url}/v1/feeds/refilled`, { method: "DELETE" });
+            await eventually(async () => (await waiting()) > 0, 5000, "the delete waits");
+            release();
+            // The outcome's transaction either commits, or (before the fix) claimed A again, whose second update
+            // in one transaction checked its foreign key: the feed's row, which the delete holds.
+            await eventually(
+              async () =>
+                (await waiting()) > 1 || (await call(`${svc.url}/v1/subscriptions/${a}`)).body.acked === "1",
+              5000,
+              "the outcome's transaction is done, or waits for the feed",
+            );
+          } finally {
+            await other.commit();
+          }
+          const deleted = await deleting!;
+          assert.equal(deleted.status, 204, deleted.text);
+          assert.deepEqual(
+            svc.logs.filter((line) => JSON.stringify(line).includes("deadlock")),
+            [],
+            "no deadlock",
+          );
+          assertNoErrors(svc, "the outcome was recorded, the feed deleted");
+        },
+        { ...pingsTo, SEINTJE_PING_TIMEOUT: "2", SEINTJE_PING_CONCURRENCY: "1" },
+      );
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it("answers 503 with Retry-After, and stores nothing, when the database undoes a publish in a deadlock", {
     skip: DIALECT !== "postgres" && "SQLite has no deadlocks: one writer",
     timeout: 60_000,
