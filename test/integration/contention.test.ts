@@ -9,9 +9,10 @@ import { startTestService, type TestService } from "../support/service.js";
  * Many clients at once, each sending its own seeded random sequence of requests of every kind: publishes (single
  * and batches, with repeated ids), page reads, long-polls, streams, single events, feeds created, changed and
  * deleted, types declared and removed, and subscriptions created, changed, rotated, tested, retried and deleted,
- * while retention runs every second and pings go out to a real receiver, two at a time per node. On PostgreSQL the clients talk to two
- * nodes of one database. Races between requests (a delete between another request's read and its write, two
- * writers taking their locks in different orders) showed here as 500s, 503s from deadlocks and logged errors:
+ * while retention runs every second and pings go out to a real receiver, two at a time per node. On PostgreSQL
+ * the clients talk to two nodes of one database. Races between requests (a delete between another request's read
+ * and its write, two writers taking their locks in different orders) showed here as 500s, 503s from deadlocks and
+ * logged errors:
  *
  * - no answer is a 5xx, and every 4xx is a problem document;
  * - every page holds exactly the sequences after its cursor, one after another, every stream sends one event
