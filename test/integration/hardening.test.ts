@@ -46,6 +46,19 @@ function assertNoErrors(svc: TestService, what: string): void {
   );
 }
 
+/** How many warnings the service logged whose message begins with `prefix`. */
+function warningsLogged(svc: TestService, prefix: string): number {
+  return svc.logs.filter((line) => line.level === 40 && String(line.msg).startsWith(prefix)).length;
+}
+
+/** How many statements on the service's PostgreSQL database wait for a lock right now. */
+async function lockWaits(svc: TestService): Promise<number> {
+  const result = await svc.service.storage.writer.raw(
+    "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+  );
+  return Number(result.rows[0].n);
+}
+
 /** Subscribes `url` to `feed` and answers the new subscription's id. */
 async function subscribed(base: string, feed: string, url: string): Promise<string> {
   const reply = await subscribe(base, { feed, url });
@@ -377,6 +390,13 @@ describe("storage that is full or goes away", () => {
    * which goes with every execution of it.
    */
   const APPEND_WRITE = "seintje_append_write";
+  /** The options of a test in the gap between an append's read and its write, which PostgreSQL has. */
+  const APPEND_GAP = {
+    skip:
+      DIALECT !== "postgres" &&
+      "the gap between the read and the write is PostgreSQL's (SQLite appends in one transaction)",
+    timeout: 60_000,
+  };
   /** Pings may go to receivers on loopback. */
   const pingsTo = { SEINTJE_CALLBACK_HTTP: "true", SEINTJE_CALLBACK_ALLOW: "127.0.0.1" };
 
@@ -435,100 +455,92 @@ describe("storage that is full or goes away", () => {
       assert.equal(await head(), "2", "stored once");
     });
   });
-  it("answers 404 to an append whose feed is deleted between its read and its write, and checks again when the feed's types change there", {
-    skip:
-      DIALECT !== "postgres" &&
-      "the gap between the read and the write is PostgreSQL's (SQLite appends in one transaction)",
-    timeout: 60_000,
-  }, async () => {
-    await throughProxy(async (svc, proxy) => {
-      // The feed is deleted while the append's write is held: the write finds no feed and stores nothing.
-      await putFeed(svc.url, "gap");
-      const holding = proxy.holdNext(APPEND_WRITE);
-      const publishing = publish(svc.url, "gap", cloudEvent({ id: "into-the-gap" }));
-      const release = await holding;
-      assert.equal((await call(`${svc.url}/v1/feeds/gap`, { method: "DELETE" })).status, 204);
-      release();
-      const gone = await publishing;
-      assert.equal(gone.status, 404, gone.text);
-      assert.equal(gone.headers.get("content-type"), "application/problem+json");
-      const count = await svc.service.storage
-        .reader("events")
-        .where({ event_id: "into-the-gap" })
-        .count({ n: "*" });
-      assert.equal(Number(count[0]!.n), 0, "nothing was stored");
+  it(
+    "answers 404 to an append whose feed is deleted between its read and its write, and checks again when the feed's types change there",
+    APPEND_GAP,
+    async () => {
+      await throughProxy(async (svc, proxy) => {
+        // The feed is deleted while the append's write is held: the write finds no feed and stores nothing.
+        await putFeed(svc.url, "gap");
+        const holding = proxy.holdNext(APPEND_WRITE);
+        const publishing = publish(svc.url, "gap", cloudEvent({ id: "into-the-gap" }));
+        const release = await holding;
+        assert.equal((await call(`${svc.url}/v1/feeds/gap`, { method: "DELETE" })).status, 204);
+        release();
+        const gone = await publishing;
+        assert.equal(gone.status, 404, gone.text);
+        assert.equal(gone.headers.get("content-type"), "application/problem+json");
+        const count = await svc.service.storage
+          .reader("events")
+          .where({ event_id: "into-the-gap" })
+          .count({ n: "*" });
+        assert.equal(Number(count[0]!.n), 0, "nothing was stored");
 
-      // The event's type is undeclared while the write is held, on a feed that takes declared types only: the
-      // write sees the feed's types changed, stores nothing, and the event is checked again under the new rules.
-      await putFeed(svc.url, "strict", { typePolicy: "declared" });
-      const type = "nl.example.zaak.aangemaakt";
-      const typeUrl = `${svc.url}/v1/feeds/strict/types/${type}`;
-      const declared = await call(typeUrl, {
-        method: "PUT",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({}),
-      });
-      assert.equal(declared.status, 201, declared.text);
-      const holdingAgain = proxy.holdNext(APPEND_WRITE);
-      const checking = publish(svc.url, "strict", cloudEvent({ type, id: "checked-again" }));
-      const releaseAgain = await holdingAgain;
-      assert.equal((await call(typeUrl, { method: "DELETE" })).status, 204);
-      releaseAgain();
-      const refused = await checking;
-      assert.equal(refused.status, 400, refused.text);
-      assert.deepEqual(refused.body.errors, [
-        { pointer: "/type", detail: "is not a declared type of this feed, whose typePolicy is declared" },
-      ]);
-      assert.equal((await call(`${svc.url}/v1/feeds/strict`)).body.head, "0", "nothing was stored");
-    });
-  });
-
-  it("answers 503 with Retry-After, storing nothing, to an append whose feed's types change under each of its tries", {
-    skip:
-      DIALECT !== "postgres" &&
-      "the gap between the read and the write is PostgreSQL's (SQLite appends in one transaction)",
-    timeout: 60_000,
-  }, async () => {
-    await throughProxy(async (svc, proxy) => {
-      await putFeed(svc.url, "churn");
-      const declare = async (type: string) => {
-        const declared = await call(`${svc.url}/v1/feeds/churn/types/${type}`, {
+        // The event's type is undeclared while the write is held, on a feed that takes declared types only: the
+        // write sees the feed's types changed, stores nothing, and the event is checked again under the new rules.
+        await putFeed(svc.url, "strict", { typePolicy: "declared" });
+        const type = "nl.example.zaak.aangemaakt";
+        const typeUrl = `${svc.url}/v1/feeds/strict/types/${type}`;
+        const declared = await call(typeUrl, {
           method: "PUT",
           headers: { "content-type": "application/json" },
           body: JSON.stringify({}),
         });
         assert.equal(declared.status, 201, declared.text);
-      };
-      // Every write of the append is held while another type is declared, so each try finds the types changed
-      // and reads the feed again; the appender gives up after its tenth (MAX_ROUNDS in src/log/appender.ts).
-      let holding = proxy.holdNext(APPEND_WRITE);
-      const publishing = publish(svc.url, "churn", cloudEvent({ id: "churned" }));
-      for (let round = 1; round <= 10; round++) {
-        const release = await holding;
-        await declare(`nl.example.churn.${round}`);
-        if (round < 10) holding = proxy.holdNext(APPEND_WRITE);
-        release();
-      }
-      const answer = await publishing;
-      assert.equal(answer.status, 503, answer.text);
-      assert.equal(answer.headers.get("content-type"), "application/problem+json");
-      assert.equal(answer.headers.get("retry-after"), "1");
-      assert.match(answer.body.detail, /nothing of it was stored/);
-      assert.equal((await call(`${svc.url}/v1/feeds/churn`)).body.head, "0", "nothing was stored");
-      assert.equal(
-        svc.logs.filter(
-          (line) => line.level === 40 && String(line.msg).startsWith("an append met another writer"),
-        ).length,
-        1,
-        "logged once, as what it is",
-      );
-      assertNoErrors(svc, "a feed that keeps changing is not an error of the service");
+        const holdingAgain = proxy.holdNext(APPEND_WRITE);
+        const checking = publish(svc.url, "strict", cloudEvent({ type, id: "checked-again" }));
+        const releaseAgain = await holdingAgain;
+        assert.equal((await call(typeUrl, { method: "DELETE" })).status, 204);
+        releaseAgain();
+        const refused = await checking;
+        assert.equal(refused.status, 400, refused.text);
+        assert.deepEqual(refused.body.errors, [
+          { pointer: "/type", detail: "is not a declared type of this feed, whose typePolicy is declared" },
+        ]);
+        assert.equal((await call(`${svc.url}/v1/feeds/strict`)).body.head, "0", "nothing was stored");
+      });
+    },
+  );
 
-      const again = await publish(svc.url, "churn", cloudEvent({ id: "churned" }));
-      assert.equal(again.status, 201, again.text);
-      assert.equal(again.body.events[0].sequence, "1");
-    });
-  });
+  it(
+    "answers 503 with Retry-After, storing nothing, to an append whose feed's types change under each of its tries",
+    APPEND_GAP,
+    async () => {
+      await throughProxy(async (svc, proxy) => {
+        await putFeed(svc.url, "churn");
+        const declare = async (type: string) => {
+          const declared = await call(`${svc.url}/v1/feeds/churn/types/${type}`, {
+            method: "PUT",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({}),
+          });
+          assert.equal(declared.status, 201, declared.text);
+        };
+        // Every write of the append is held while another type is declared, so each try finds the types changed
+        // and reads the feed again; the appender gives up after its tenth (MAX_ROUNDS in src/log/appender.ts).
+        let holding = proxy.holdNext(APPEND_WRITE);
+        const publishing = publish(svc.url, "churn", cloudEvent({ id: "churned" }));
+        for (let round = 1; round <= 10; round++) {
+          const release = await holding;
+          await declare(`nl.example.churn.${round}`);
+          if (round < 10) holding = proxy.holdNext(APPEND_WRITE);
+          release();
+        }
+        const answer = await publishing;
+        assert.equal(answer.status, 503, answer.text);
+        assert.equal(answer.headers.get("content-type"), "application/problem+json");
+        assert.equal(answer.headers.get("retry-after"), "1");
+        assert.match(answer.body.detail, /nothing of it was stored/);
+        assert.equal((await call(`${svc.url}/v1/feeds/churn`)).body.head, "0", "nothing was stored");
+        assert.equal(warningsLogged(svc, "an append met another writer"), 1, "logged once, as what it is");
+        assertNoErrors(svc, "a feed that keeps changing is not an error of the service");
+
+        const again = await publish(svc.url, "churn", cloudEvent({ id: "churned" }));
+        assert.equal(again.status, 201, again.text);
+        assert.equal(again.body.events[0].sequence, "1");
+      });
+    },
+  );
 
   /**
    * Holds the next statement with `held` in it, runs `meanwhile` until it is done or waits for a lock that the held
@@ -550,13 +562,7 @@ describe("storage that is full or goes away", () => {
       done = true;
     });
     await eventually(
-      async () =>
-        done ||
-        (
-          await svc.service.storage.writer.raw(
-            "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
-          )
-        ).rows.length > 0,
+      async () => done || (await lockWaits(svc)) > 0,
       5000,
       "the second change is done or waits for the first",
     );
@@ -614,74 +620,63 @@ describe("storage that is full or goes away", () => {
     timeout: 60_000,
   }, async () => {
     const receiver = await startReceiver();
-    try {
-      await throughProxy(
-        async (svc, proxy) => {
-          const db = svc.service.storage.writer;
-          const waiting = async () =>
-            Number(
-              (
-                await db.raw(
-                  "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
-                )
-              ).rows[0].n,
-            );
-          await putFeed(svc.url, "refilled");
-          const ids = [
-            await subscribed(svc.url, "refilled", receiver.url),
-            await subscribed(svc.url, "refilled", receiver.url),
-          ];
-          let answer!: () => void;
-          receiver.respond = () => ({
-            status: 204,
-            after: new Promise<void>((resolve) => {
-              answer = resolve;
-            }),
-          });
-          // One ping in flight (the one slot), to subscription A; B waits for the slot, its row held by another
-          // transaction, so that a claim passes it over. A second event makes A due again once it is answered.
-          assert.equal((await publish(svc.url, "refilled", cloudEvent())).status, 201);
-          const [ping] = await receiver.waitForPings(1);
-          const a = ping!.event.data.subscription as string;
-          const b = ids.find((id) => id !== a)!;
-          assert.equal((await publish(svc.url, "refilled", cloudEvent())).status, 201);
-          const other = await db.transaction();
-          let deleting: Promise<Reply> | undefined;
-          try {
-            await other.raw("select 1 from subscriptions where id = ? for update", [b]);
-            // A's outcome is written in a transaction that also claims for the freed slot. Its attempts' INSERT
-            // is held while the feed is deleted: the delete locks the feed, then waits for a subscription's row.
-            const holding = proxy.holdNext('insert into "ping_attempts"');
-            answer();
-            const release = await holding;
-            deleting = call(`${svc.url}/v1/feeds/refilled`, { method: "DELETE" });
-            await eventually(async () => (await waiting()) > 0, 5000, "the delete waits");
-            release();
-            // The outcome's transaction either commits, or (before the fix) claimed A again, whose second update
-            // in one transaction checked its foreign key: the feed's row, which the delete holds.
-            await eventually(
-              async () =>
-                (await waiting()) > 1 || (await call(`${svc.url}/v1/subscriptions/${a}`)).body.acked === "1",
-              5000,
-              "the outcome's transaction is done, or waits for the feed",
-            );
-          } finally {
-            await other.commit();
-          }
-          const deleted = await deleting!;
-          assert.equal(deleted.status, 204, deleted.text);
-          assert.deepEqual(
-            svc.logs.filter((line) => JSON.stringify(line).includes("deadlock")),
-            [],
-            "no deadlock",
+    await throughProxy(
+      async (svc, proxy) => {
+        const db = svc.service.storage.writer;
+        await putFeed(svc.url, "refilled");
+        const ids = [
+          await subscribed(svc.url, "refilled", receiver.url),
+          await subscribed(svc.url, "refilled", receiver.url),
+        ];
+        let answer!: () => void;
+        receiver.respond = () => ({
+          status: 204,
+          after: new Promise<void>((resolve) => {
+            answer = resolve;
+          }),
+        });
+        // One ping in flight (the one slot), to subscription A; B waits for the slot, its row held by another
+        // transaction, so that a claim passes it over. A second event makes A due again once it is answered.
+        assert.equal((await publish(svc.url, "refilled", cloudEvent())).status, 201);
+        const [ping] = await receiver.waitForPings(1);
+        const a = ping!.event.data.subscription as string;
+        const b = ids.find((id) => id !== a)!;
+        assert.equal((await publish(svc.url, "refilled", cloudEvent())).status, 201);
+        const other = await db.transaction();
+        let deleting: Promise<Reply> | undefined;
+        try {
+          await other.raw("select 1 from subscriptions where id = ? for update", [b]);
+          // A's outcome is written in a transaction that also claims for the freed slot. Its attempts' INSERT
+          // is held while the feed is deleted: the delete locks the feed, then waits for a subscription's row.
+          const holding = proxy.holdNext('insert into "ping_attempts"');
+          answer();
+          const release = await holding;
+          deleting = call(`${svc.url}/v1/feeds/refilled`, { method: "DELETE" });
+          await eventually(async () => (await lockWaits(svc)) > 0, 5000, "the delete waits");
+          release();
+          // The outcome's transaction either commits, or (before the fix) claimed A again, whose second update
+          // in one transaction checked its foreign key: the feed's row, which the delete holds.
+          await eventually(
+            async () =>
+              (await lockWaits(svc)) > 1 ||
+              (await call(`${svc.url}/v1/subscriptions/${a}`)).body.acked === "1",
+            5000,
+            "the outcome's transaction is done, or waits for the feed",
           );
-          assertNoErrors(svc, "the outcome was recorded, the feed deleted");
-        },
-        { ...pingsTo, SEINTJE_PING_TIMEOUT: "2", SEINTJE_PING_CONCURRENCY: "1" },
-      );
-    } finally {
-      await receiver.close();
-    }
+        } finally {
+          await other.commit();
+        }
+        const deleted = await deleting!;
+        assert.equal(deleted.status, 204, deleted.text);
+        assert.deepEqual(
+          svc.logs.filter((line) => JSON.stringify(line).includes("deadlock")),
+          [],
+          "no deadlock",
+        );
+        assertNoErrors(svc, "the outcome was recorded, the feed deleted");
+      },
+      { ...pingsTo, SEINTJE_PING_TIMEOUT: "2", SEINTJE_PING_CONCURRENCY: "1" },
+    ).finally(() => receiver.close());
   });
 
   it("answers 503 with Retry-After, and stores nothing, when the database undoes a publish in a deadlock", {
@@ -705,12 +700,7 @@ describe("storage that is full or goes away", () => {
         ]);
         const publishing = publish(svc.url, "deadlocked", cloudEvent({ type: "nl.a" }));
         await eventually(
-          async () =>
-            (
-              await db.raw(
-                "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
-              )
-            ).rows.length > 0,
+          async () => (await lockWaits(svc)) > 0,
           5000,
           "the publish waits for the type's count",
         );
@@ -727,9 +717,7 @@ describe("storage that is full or goes away", () => {
       assert.equal((await call(`${svc.url}/v1/feeds/deadlocked`)).body.head, "1", "nothing was stored");
       assert.equal((await publish(svc.url, "deadlocked", cloudEvent({ type: "nl.a" }))).status, 201);
       assert.equal(
-        svc.logs.filter(
-          (line) => line.level === 40 && String(line.msg).startsWith("the database undid a transaction"),
-        ).length,
+        warningsLogged(svc, "the database undid a transaction"),
         1,
         "the deadlock is logged once, as what it is",
       );
