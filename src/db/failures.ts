@@ -114,18 +114,12 @@ export class WriteHealth {
       this.noted.add(error);
     }
     const failure = storageFailure(error);
-    if (error instanceof FeedKeptChanging) {
-      this.logger.warn(
-        { err: error },
-        "an append met another writer's change of its feed in every try; its request gets 503 with Retry-After",
-      );
-      return;
-    }
     if (failure === "conflict") {
-      this.logger.warn(
-        { err: error },
-        "the database undid a transaction that met another (a deadlock or a serialization failure); its request gets 503 with Retry-After",
-      );
+      const what =
+        error instanceof FeedKeptChanging
+          ? "an append met another writer's change of its feed in every try"
+          : "the database undid a transaction that met another (a deadlock or a serialization failure)";
+      this.logger.warn({ err: error }, `${what}; its request gets 503 with Retry-After`);
       return;
     }
     if (failure === "unavailable") {
