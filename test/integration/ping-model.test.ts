@@ -275,7 +275,10 @@ describe("wake-up pings against a model of the contract", () => {
         ...(planned.filters ? { types: filters.types, subject: filters.subject ?? null } : {}),
         ...(planned.status ? { status: planned.status } : {}),
       };
-      // Re-enabled, it may be pinged before the answer to the PATCH is read.
+      // The PATCH wakes the dispatcher, so a ping under the new filters, or to the re-enabled subscription, may
+      // arrive before its answer is read. Nothing is pending under the old ones (it has settled), so every ping
+      // from now on belongs to the new epoch.
+      const from = received.get(subscription.id)?.length ?? 0;
       if (!isDisabled) disabled.delete(subscription.id);
       const reply = await call(`${base()}/v1/subscriptions/${subscription.id}`, {
         method: "PATCH",
@@ -287,7 +290,7 @@ describe("wake-up pings against a model of the contract", () => {
       if (isDisabled) disabled.add(subscription.id);
       changes += 1;
       subscription.epochs.push({
-        from: received.get(subscription.id)?.length ?? 0,
+        from,
         filters,
         disabled: isDisabled,
         acked: settledAt(last, stored),
