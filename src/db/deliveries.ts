@@ -167,13 +167,15 @@ export async function recordOutcomes(
   attempts: NewAttempt[],
   now: number,
 ): Promise<void> {
-  const ids = [...new Set(outcomes.map((outcome) => outcome.subscriptionId))];
+  const ids = [...new Set(outcomes.map((outcome) => outcome.subscriptionId))].sort();
   const existing = new Set<string>();
   // The attempts reference their subscriptions: one deleted between this read and their insert (by the API, on
   // any node) would fail the whole batch, and every outcome in it would be lost to a lapsed lease. Held in key
-  // share, a subscription's delete waits for this transaction instead.
+  // share, a subscription's delete waits for this transaction instead. They are locked in id order, as a feed's
+  // delete locks them (deleteFeed): in the order a plan happens to find them, each could hold a row the other
+  // waits for. (PostgreSQL locks the rows of `order by ... for key share` in that order.)
   for (const slice of chunks(ids, ROWS_PER_STATEMENT)) {
-    const rows = await forKeyShare(trx, trx("subscriptions").select("id").whereIn("id", slice));
+    const rows = await forKeyShare(trx, trx("subscriptions").select("id").whereIn("id", slice).orderBy("id"));
     for (const row of rows) existing.add(row.id);
   }
   await insertAttempts(

@@ -190,10 +190,15 @@ export async function updateFeedSettings(
 /**
  * Removes the feed and its events; returns its id, or undefined when there was none. The events are deleted
  * explicitly, so this does not depend on SQLite's foreign_keys pragma for the ON DELETE CASCADE.
+ *
+ * On PostgreSQL the feed's subscriptions are locked first, in id order: the cascade would lock them in the order
+ * its plan finds them, and a batch of ping outcomes holding some of them in another order (recordOutcomes)
+ * could then hold a row the cascade waits for while waiting for one the cascade holds.
  */
 export async function deleteFeed(trx: Queryable, name: string): Promise<number | undefined> {
   const feed = await lockFeed(trx, name);
   if (!feed) return undefined;
+  await forUpdate(trx, trx("subscriptions").select("id").where({ feed_id: feed.id }).orderBy("id"));
   await trx("events").where({ feed_id: feed.id }).delete();
   await trx("event_types").where({ feed_id: feed.id }).delete();
   await trx("event_type_stats").where({ feed_id: feed.id }).delete();
