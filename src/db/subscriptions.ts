@@ -477,8 +477,14 @@ export async function lastAttempts(
   return found;
 }
 
-/** Deletes attempts made before `cutoff`, at most `batch` of them; returns how many went. */
+/**
+ * Deletes attempts made before `cutoff`, at most `batch` of them; returns how many went. On PostgreSQL it passes
+ * over attempts another transaction has locked (SKIP LOCKED): a subscription's delete removing its attempts, or
+ * another node's prune. It never waits for a row, so it cannot hold some that such a delete waits for while
+ * waiting for others the delete holds; what it passed over goes in a later prune, or with its subscription.
+ */
 export async function pruneAttempts(db: Queryable, cutoff: number, batch: number): Promise<number> {
   const oldest = db("ping_attempts").select("id").where("at", "<", cutoff).orderBy("id").limit(batch);
+  if (onPostgres(db)) oldest.forUpdate().skipLocked();
   return db("ping_attempts").whereIn("id", oldest).delete();
 }

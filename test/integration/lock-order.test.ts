@@ -5,7 +5,7 @@ import pg from "pg";
 import { migrate, openStorage, type Storage } from "../../src/db/database.js";
 import { recordOutcomes } from "../../src/db/deliveries.js";
 import { deleteFeed, type FeedRow, insertFeed } from "../../src/db/feeds.js";
-import { insertSubscription } from "../../src/db/subscriptions.js";
+import { insertAttempts, insertSubscription, pruneAttempts } from "../../src/db/subscriptions.js";
 import { uuidv7 } from "../../src/webhooks/ids.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { tempDir } from "../support/service.js";
@@ -21,6 +21,8 @@ import { eventually } from "../support/wait.js";
  * the table (an update writes a row's new version after the others) and the connection is told not to use
  * indexes, so its statements read the table in that order, as a large batch's bitmap scan would. Another session
  * holds the lowest id; the transaction under test must then wait for it while holding none of the others.
+ * A prune of old ping attempts, which deletes attempts of any subscription, waits for none: it passes over those
+ * another transaction holds.
  */
 describe("locks on several subscriptions", {
   skip:
@@ -97,6 +99,16 @@ describe("locks on several subscriptions", {
     assert.equal(order.at(-1)?.id, ids[0], "a scan of the table finds the lowest id last");
   });
 
+  /** Whether a statement on this database waits for a lock now, as the holder sees it. */
+  async function lockWaited(): Promise<boolean> {
+    // Within a transaction pg_stat_activity is read once, unless its snapshot is cleared.
+    await holder.query("select pg_stat_clear_snapshot()");
+    const waits = await holder.query(
+      "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+    );
+    return waits.rows.length > 0;
+  }
+
   /** Runs `work` while the holder has the lowest id locked in `mode`; answers what `work` answered. */
   async function whileLowestHeld<T>(
     mode: "for update" | "for key share",
@@ -108,18 +120,7 @@ describe("locks on several subscriptions", {
     try {
       await holder.query(`select id from subscriptions where id = $1 ${mode}`, [ids[0]]);
       done = work();
-      await eventually(
-        async () => {
-          // Within a transaction pg_stat_activity is read once, unless its snapshot is cleared.
-          await holder.query("select pg_stat_clear_snapshot()");
-          const waits = await holder.query(
-            "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
-          );
-          return waits.rows.length > 0;
-        },
-        10_000,
-        "the transaction under test waits for the lowest id",
-      );
+      await eventually(lockWaited, 10_000, "the transaction under test waits for the lowest id");
       await meanwhile();
     } finally {
       await holder.query("commit");
@@ -205,5 +206,50 @@ describe("locks on several subscriptions", {
     assert.equal(deleted, feed.id);
     const left = await storage.writer("subscriptions").count({ n: "*" }).where({ feed_id: feed.id });
     assert.equal(Number(left[0]!.n), 0);
+  });
+
+  it("a prune of old ping attempts passes over the attempts of a subscription being deleted, without waiting", async () => {
+    // Older than any other test's attempts, which the prunes below must leave.
+    const at = 1_000;
+    const cutoff = at + 1;
+    await insertAttempts(
+      storage.writer,
+      ids.flatMap((id) =>
+        [1, 2, 3].map((n) => ({
+          subscriptionId: id,
+          pingId: `${id.slice(0, 30)}-${n}`,
+          at,
+          head: n,
+          statusCode: 204,
+          durationMs: 1,
+          error: null,
+          test: false,
+        })),
+      ),
+    );
+    const attemptsOf = async (id: string) =>
+      Number((await storage.writer("ping_attempts").count({ n: "*" }).where({ subscription_id: id }))[0]!.n);
+    await holder.query("begin");
+    let pruned: number | undefined;
+    try {
+      // The delete's cascade locks the subscription's attempts until the holder ends its transaction.
+      await holder.query("delete from subscriptions where id = $1", [ids[0]]);
+      const pruning = pruneAttempts(storage.writer, cutoff, 100).then((count) => {
+        pruned = count;
+      });
+      await eventually(
+        async () => pruned !== undefined || (await lockWaited()),
+        10_000,
+        "the prune is done or waits for a lock",
+      );
+      assert.equal(pruned, 3 * (ids.length - 1), "the prune deleted the others' attempts without waiting");
+      await pruning;
+    } finally {
+      await holder.query("rollback");
+    }
+    // The delete was undone: the attempts it held are still there, and the next prune takes them.
+    assert.equal(await attemptsOf(ids[0]!), 3);
+    assert.equal(await pruneAttempts(storage.writer, cutoff, 100), 3);
+    assert.equal(await attemptsOf(ids[0]!), 0);
   });
 });
