@@ -1,4 +1,4 @@
-import { forKeyShare, forUpdate, type Queryable } from "./database.js";
+import { forKeyShare, forUpdate, onPostgres, type Queryable } from "./database.js";
 import type { SqliteReads } from "./sqlite-reads.js";
 
 /** Feed rows. Every function takes the pool or a transaction, so callers choose the transaction boundary. */
@@ -198,7 +198,9 @@ export async function updateFeedSettings(
 export async function deleteFeed(trx: Queryable, name: string): Promise<number | undefined> {
   const feed = await lockFeed(trx, name);
   if (!feed) return undefined;
-  await forUpdate(trx, trx("subscriptions").select("id").where({ feed_id: feed.id }).orderBy("id"));
+  if (onPostgres(trx)) {
+    await trx("subscriptions").select("id").where({ feed_id: feed.id }).orderBy("id").forUpdate();
+  }
   await trx("events").where({ feed_id: feed.id }).delete();
   await trx("event_types").where({ feed_id: feed.id }).delete();
   await trx("event_type_stats").where({ feed_id: feed.id }).delete();
