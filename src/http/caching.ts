@@ -120,12 +120,18 @@ export function compressed(body: Buffer, encoding: "br" | "gzip"): Buffer {
   return encoding === "br" ? zlib.brotliCompressSync(body, BROTLI_OPTIONS) : zlib.gzipSync(body);
 }
 
-/** Compression of JSON answers of 1 KiB or more (brotli, then gzip), never of streams. */
+/**
+ * Compression of JSON answers of 1 KiB or more (brotli, then gzip, as the contract names), never of streams.
+ * koa-compress also offers zstd, first, wherever Node's zlib has it (Node 22.15 and later); it is turned off, so
+ * that a runtime's upgrade changes no answer, and answers through Koa stay those that woken long-polls get
+ * (chooseEncoding).
+ */
 export function compression(): Middleware {
   const compressing = compress({
     threshold: COMPRESS_THRESHOLD,
     filter: (type) => /^application\/(?:[\w.+-]+\+)?json\b/.test(type),
     deflate: false,
+    zstd: false,
   });
   return async (ctx, next) => {
     await compressing(ctx, next);
