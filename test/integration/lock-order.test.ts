@@ -5,7 +5,12 @@ import pg from "pg";
 import { migrate, openStorage, type Storage } from "../../src/db/database.js";
 import { recordOutcomes } from "../../src/db/deliveries.js";
 import { deleteFeed, type FeedRow, insertFeed } from "../../src/db/feeds.js";
-import { insertAttempts, insertSubscription, pruneAttempts } from "../../src/db/subscriptions.js";
+import {
+  insertAttempts,
+  insertSubscription,
+  type NewAttempt,
+  pruneAttempts,
+} from "../../src/db/subscriptions.js";
 import { uuidv7 } from "../../src/webhooks/ids.js";
 import { DIALECT, databaseEnv, dropDatabaseOf } from "../support/database.js";
 import { tempDir } from "../support/service.js";
@@ -144,6 +149,23 @@ describe("locks on several subscriptions", {
     }
   }
 
+  /** An attempt its receiver answered with 204. */
+  const acknowledgedAttempt = (
+    subscriptionId: string,
+    pingId: string,
+    at: number,
+    head: number,
+  ): NewAttempt => ({
+    subscriptionId,
+    pingId,
+    at,
+    head,
+    statusCode: 204,
+    durationMs: 1,
+    error: null,
+    test: false,
+  });
+
   it("a batch of ping outcomes locks its subscriptions in id order", async () => {
     const node = "node-a";
     const now = Date.now();
@@ -170,16 +192,7 @@ describe("locks on several subscriptions", {
               pingId: id,
               state: { kind: "acknowledged", head: 10 },
             })),
-            answered.map((id) => ({
-              subscriptionId: id,
-              pingId: id,
-              at: now,
-              head: 10,
-              statusCode: 204,
-              durationMs: 1,
-              error: null,
-              test: false,
-            })),
+            answered.map((id) => acknowledgedAttempt(id, id, now, 10)),
             now,
           ),
         ),
@@ -214,18 +227,7 @@ describe("locks on several subscriptions", {
     const cutoff = at + 1;
     await insertAttempts(
       storage.writer,
-      ids.flatMap((id) =>
-        [1, 2, 3].map((n) => ({
-          subscriptionId: id,
-          pingId: `${id.slice(0, 30)}-${n}`,
-          at,
-          head: n,
-          statusCode: 204,
-          durationMs: 1,
-          error: null,
-          test: false,
-        })),
-      ),
+      ids.flatMap((id) => [1, 2, 3].map((n) => acknowledgedAttempt(id, `${id.slice(0, 30)}-${n}`, at, n))),
     );
     const attemptsOf = async (id: string) =>
       Number((await storage.writer("ping_attempts").count({ n: "*" }).where({ subscription_id: id }))[0]!.n);
